@@ -1,0 +1,72 @@
+"""Which implementation of the custom ops runs: ``auto`` | ``cuda`` | ``ref``.
+
+The choice comes from :func:`set_impl` (what a training config calls) or, when that was never
+called, from the environment variable ``EXEGAN_OPS`` (default ``auto``). CPU tensors always take
+the pure-PyTorch reference path whatever the setting, so every test and CPU user runs the same
+code. For CUDA tensors:
+
+* ``ref``  — always the reference path;
+* ``cuda`` — the compiled kernels; a build failure is raised (with the build log);
+* ``auto`` — the compiled kernels when they build, else the reference path with one warning.
+
+Nothing here compiles at import: the extension is built on the first CUDA call that needs it.
+"""
+import os
+import warnings
+
+ENV_VAR = 'EXEGAN_OPS'
+VALID_IMPLS = ('auto', 'cuda', 'ref')
+
+_override = None  # set by set_impl(); None means "read the environment variable"
+_warned = set()   # extension names whose failure was already reported in auto mode
+
+
+class OpImplError(ValueError):
+    """An invalid implementation name was given (by set_impl or EXEGAN_OPS)."""
+
+
+def set_impl(impl):
+    """Select the op implementation for CUDA tensors: 'auto', 'cuda' or 'ref' (None = env var)."""
+    global _override
+    if impl is not None and impl not in VALID_IMPLS:
+        raise OpImplError(f"op implementation {impl!r} is not one of {', '.join(VALID_IMPLS)}; "
+                          f"pass one of those to op.set_impl().")
+    _override = impl
+
+
+def get_impl():
+    """The implementation currently selected: set_impl's value, else $EXEGAN_OPS, else 'auto'."""
+    if _override is not None:
+        return _override
+    impl = os.environ.get(ENV_VAR, 'auto').strip().lower() or 'auto'
+    if impl not in VALID_IMPLS:
+        raise OpImplError(f"environment variable {ENV_VAR}={impl!r} is not one of "
+                          f"{', '.join(VALID_IMPLS)}; set it to one of those or unset it.")
+    return impl
+
+
+def cuda_extension(name, *tensors):
+    """Return the compiled extension module to use for these tensors, or None for the reference.
+
+    Called on every op call, so the common cases (CPU tensors, impl='ref') return before
+    touching the loader.
+    """
+    if not any(t is not None and t.is_cuda for t in tensors):
+        return None
+    impl = get_impl()
+    if impl == 'ref':
+        return None
+    # Imported here so that `import op` never pulls in torch.utils.cpp_extension.
+    from . import _loader
+    if impl == 'cuda':
+        return _loader.load_extension(name)  # raises OpBuildError with the build log
+    try:
+        return _loader.load_extension(name)
+    except Exception as exc:  # auto: fall back, but say so once per extension
+        if name not in _warned:
+            _warned.add(name)
+            warnings.warn(f"custom op {name!r} could not be built, using the slower pure-PyTorch "
+                          f"reference instead (set {ENV_VAR}=ref to silence this, or "
+                          f"{ENV_VAR}=cuda to make it an error): {exc}", RuntimeWarning,
+                          stacklevel=3)
+        return None
