@@ -95,6 +95,18 @@ def load_lpips(vgg_path=None, *, allow_random_backbone=False, device='cpu'):
             f'{CONFIG_KEY} = {vgg_path!r} does not exist; put the torchvision VGG16 state dict '
             f'({VGG16_FILE}) there or fix the path.')
 
+    trunk = None
+    if vgg_path is not None:
+        # Read and check the file before building LPIPS, so a wrong file fails fast.
+        try:
+            sd = torch.load(vgg_path, map_location='cpu', weights_only=True)
+        except Exception as e:  # unpickling / format errors: one clear sentence
+            raise LPIPSWeightsError(
+                f'{vgg_path} could not be read as a weights-only state dict ({type(e).__name__}); '
+                f'{CONFIG_KEY} must name a torchvision VGG16 state dict ({VGG16_FILE}).') from None
+        trunk = _trunk_state_dict(sd, vgg_path)
+        del sd  # the classifier tensors (~0.5 GB) are not needed
+
     import lpips
     with warnings.catch_warnings():
         # lpips passes torchvision's deprecated `pretrained=` argument; the trunk is random here.
@@ -118,18 +130,11 @@ def load_lpips(vgg_path=None, *, allow_random_backbone=False, device='cpu'):
         log.warning('!' * 72)
     else:
         try:
-            sd = torch.load(vgg_path, map_location='cpu', weights_only=True)
-        except Exception as e:  # unpickling / format errors: one clear sentence
-            raise LPIPSWeightsError(
-                f'{vgg_path} could not be read as a weights-only state dict ({type(e).__name__}); '
-                f'{CONFIG_KEY} must name a torchvision VGG16 state dict ({VGG16_FILE}).') from None
-        trunk = _trunk_state_dict(sd, vgg_path)
-        try:
             net.net.load_state_dict(trunk, strict=True)
-        except RuntimeError as e:
+        except RuntimeError:
             raise LPIPSWeightsError(
                 f'{vgg_path} has VGG16 key names but wrong tensor shapes; {CONFIG_KEY} must name '
-                f'a torchvision VGG16 state dict ({VGG16_FILE}).') from e
+                f'a torchvision VGG16 state dict ({VGG16_FILE}).') from None
 
     net.requires_grad_(False)
     return net.eval().to(device)
