@@ -1,0 +1,294 @@
+"""LMDB packs of an image folder (faster random access than many small files on network disks).
+
+Layout of a pack made by :func:`pack_folder` (``scripts/prepare_data.py``):
+
+====================  ==========================================================================
+key                   value
+====================  ==========================================================================
+``{size}-{i:07d}``    PNG bytes of image ``i`` at ``size x size`` — already converted, cropped and
+                      resized exactly as :class:`~datasets.folder.ImageFolderDataset` does, and
+                      stored losslessly, so the pack returns the folder dataset's pixels exactly
+``name:{relpath}``    index ``i`` of that source file (ASCII decimal); lets a re-run skip it
+``length``            number of images (ASCII decimal) — written last, with ``meta``
+``meta``              JSON: format, version, length, complete sizes, names by index, skipped
+                      files, source folder, filter, encoding
+====================  ==========================================================================
+
+``length`` and ``meta`` are written only after every image is in, so an interrupted pack is
+detected (:class:`LMDBDataset` refuses it) and re-running the same command finishes it: images
+already present are skipped without decoding. Re-running with another ``--size`` adds that size.
+A pack only ever grows: new files in the folder are appended, nothing is changed or deleted —
+to rebuild, delete the output folder.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from datasets.errors import DatasetError
+from datasets.folder import FlipMixin, ImageFolderDataset
+from datasets.imaging import (ALPHA_BACKGROUND, IMAGE_EXTENSIONS, check_size, first_lines,
+                              load_image, pil_to_tensor, scan_images)
+
+FORMAT = "exegan-lmdb"
+VERSION = 1
+DEFAULT_MAP_SIZE = 1 << 40  # 1 TiB of address space; the file only grows as data is written
+
+
+def image_key(size: int, index: int) -> bytes:
+    return f"{size}-{index:07d}".encode()
+
+
+def name_key(name: str) -> bytes:
+    return f"name:{name}".encode("utf-8")
+
+
+def is_lmdb(path: str) -> bool:
+    """True if ``path`` is an LMDB environment folder (holds ``data.mdb``)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "data.mdb"))
+
+
+def _encode_one(job: Tuple[str, str, Tuple[int, ...], Tuple[int, int, int], int]):
+    """Worker: decode one file and return PNG bytes per size, or the error sentence."""
+    path, name, sizes, background, compress_level = job
+    out = {}
+    try:
+        for size in sizes:
+            img = load_image(path, size, background)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG", compress_level=compress_level)
+            out[size] = buf.getvalue()
+    except DatasetError as e:
+        return name, None, str(e)
+    return name, out, None
+
+
+def read_meta(env) -> Optional[dict]:
+    with env.begin() as txn:
+        raw = txn.get(b"meta")
+    return None if raw is None else json.loads(raw.decode("utf-8"))
+
+
+def pack_folder(root: str, out: str, sizes: Sequence[int], *, workers: int = 0,
+                commit_every: int = 256, compress_level: int = 6,
+                background: Sequence[int] = ALPHA_BACKGROUND,
+                extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                map_size: int = DEFAULT_MAP_SIZE, progress: bool = True,
+                limit: Optional[int] = None) -> dict:
+    """Pack the images under ``root`` into the LMDB folder ``out`` at each of ``sizes``.
+
+    Safe to re-run (resumes; see the module docstring). Unreadable files are skipped and listed
+    in one warning and in ``meta['skipped']``. ``limit`` stops after that many newly written
+    images without writing the metadata (used to test resuming). Returns the metadata dict
+    (or ``None`` when stopped by ``limit``).
+    """
+    import lmdb
+    from tqdm import tqdm
+
+    sizes = sorted({check_size(s) for s in sizes})
+    if not sizes:
+        raise ValueError("give at least one size")
+    names = scan_images(root, extensions)
+    if not names:
+        raise DatasetError(f"Image folder '{root}' contains no images; nothing to pack.")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DatasetError(f"Output '{out}' exists and is not a folder; choose another --out.")
+    os.makedirs(out, exist_ok=True)
+    env = lmdb.open(out, map_size=map_size, readahead=False, meminit=False)
+    try:
+        old_meta = read_meta(env)
+        if old_meta is not None and old_meta.get("format") != FORMAT:
+            raise DatasetError(f"LMDB '{out}' was not written by prepare_data.py; "
+                               "choose an empty output folder.")
+        # What is already there: source name -> index.
+        index_of: Dict[str, int] = {}
+        with env.begin() as txn:
+            cur = txn.cursor()
+            if cur.set_range(b"name:"):
+                for k, v in cur:
+                    if not k.startswith(b"name:"):
+                        break
+                    index_of[k[5:].decode("utf-8")] = int(v)
+        next_index = max(index_of.values()) + 1 if index_of else 0
+
+        jobs = []
+        with env.begin() as txn:
+            for name in names:
+                idx = index_of.get(name)
+                todo = tuple(s for s in sizes
+                             if idx is None or txn.get(image_key(s, idx)) is None)
+                if todo:
+                    jobs.append((os.path.join(root, name), name, todo, tuple(background),
+                                 compress_level))
+        skipped: List[str] = []
+        written = 0
+        bar = tqdm(total=len(jobs), desc=f"packing {os.path.basename(os.path.normpath(root))}",
+                   unit="img", disable=not progress or not jobs)
+        pool = ProcessPoolExecutor(workers) if workers and workers > 1 else None
+        results: Iterable = (pool.map(_encode_one, jobs, chunksize=8) if pool
+                             else map(_encode_one, jobs))
+        txn = env.begin(write=True)
+        try:
+            for name, encoded, error in results:
+                bar.update(1)
+                if error is not None:
+                    skipped.append(os.path.join(root, name))
+                    continue
+                idx = index_of.get(name)
+                if idx is None:
+                    idx = index_of[name] = next_index
+                    next_index += 1
+                for size, data in encoded.items():
+                    txn.put(image_key(size, idx), data)
+                txn.put(name_key(name), str(idx).encode())
+                written += 1
+                if written % commit_every == 0:
+                    txn.commit()
+                    txn = env.begin(write=True)
+                if limit is not None and written >= limit:
+                    txn.commit()
+                    txn = None
+                    return None
+            txn.commit()
+            txn = None
+        finally:
+            if txn is not None:
+                txn.abort()
+            bar.close()
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+        if skipped:
+            warnings.warn(f"Skipped {len(skipped)} unreadable image(s) in '{root}': "
+                          f"{first_lines(skipped)}", stacklevel=2)
+        n = next_index
+        if n == 0:
+            raise DatasetError(f"No image in '{root}' could be decoded; nothing was packed.")
+        by_index = [None] * n
+        for name, idx in index_of.items():
+            by_index[idx] = name
+        candidate = sorted(set(sizes) | set(old_meta["sizes"] if old_meta else []))
+        complete = []
+        with env.begin() as txn:
+            for s in candidate:
+                missing = [i for i in range(n) if txn.get(image_key(s, i)) is None]
+                if not missing:
+                    complete.append(s)
+                elif s in sizes:
+                    raise DatasetError(
+                        f"LMDB '{out}' lacks size {s} for {len(missing)} packed image(s) whose "
+                        f"source files are gone (first: '{by_index[missing[0]]}'); "
+                        "delete the output folder and pack again.")
+        meta = {
+            "format": FORMAT, "version": VERSION, "length": n, "sizes": complete,
+            "names": by_index,
+            "skipped": sorted(set(skipped) | set(old_meta.get("skipped", []) if old_meta else [])
+                              - {os.path.join(root, nm) for nm in index_of}),
+            "source": os.path.abspath(root), "filter": "lanczos", "encoding": "png",
+            "background": list(background),
+        }
+        with env.begin(write=True) as txn:
+            txn.put(b"meta", json.dumps(meta).encode("utf-8"))
+            txn.put(b"length", str(n).encode())
+        env.sync()
+        return meta
+    finally:
+        env.close()
+
+
+class LMDBDataset(FlipMixin, Dataset):
+    """Images of a pack made by :func:`pack_folder`, as tensors ``[3, size, size]`` in [-1, 1].
+
+    Returns exactly the pixels :class:`~datasets.folder.ImageFolderDataset` gives for the same
+    source folder. ``names[i]`` is the source file of item ``i`` (relative), ``paths[i]`` its
+    path in the original folder. The LMDB handle is opened lazily in each process, so the
+    dataset works inside DataLoader workers.
+    """
+
+    def __init__(self, path: str, size: int, hflip: bool = False, *, seed: Optional[int] = None):
+        import lmdb
+
+        self.path = os.path.abspath(path)
+        self.size = check_size(size)
+        self.hflip = bool(hflip)
+        self.seed = seed
+        if not is_lmdb(path):
+            raise DatasetError(f"'{path}' is not an LMDB folder (no data.mdb); "
+                               "create it with scripts/prepare_data.py.")
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
+        try:
+            meta = read_meta(env)
+        finally:
+            env.close()
+        if meta is None:
+            raise DatasetError(f"LMDB '{path}' is incomplete (packing was interrupted or it was "
+                               "not made by prepare_data.py); re-run scripts/prepare_data.py "
+                               "with the same arguments to finish it.")
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise DatasetError(f"LMDB '{path}' has format {meta.get('format')!r} version "
+                               f"{meta.get('version')!r}, expected {FORMAT!r} {VERSION}; "
+                               "re-pack it with scripts/prepare_data.py.")
+        if self.size not in meta["sizes"]:
+            raise DatasetError(f"LMDB '{path}' holds sizes {meta['sizes']}, not {self.size}; "
+                               f"add it with scripts/prepare_data.py --size {self.size}.")
+        self.meta = meta
+        self.names: List[str] = list(meta["names"])
+        self.paths: List[str] = [os.path.join(meta["source"], n) for n in self.names]
+        self._env = None
+
+    def _open(self):
+        if self._env is None:
+            import lmdb
+            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
+                                  meminit=False)
+        return self._env
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_env"] = None  # LMDB handles must not cross process boundaries
+        return state
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> torch.Tensor:
+        with self._open().begin() as txn:
+            data = txn.get(image_key(self.size, index))
+        if data is None:
+            raise DatasetError(f"LMDB '{self.path}' lacks key {image_key(self.size, index)!r}; "
+                               "re-run scripts/prepare_data.py to repair it.")
+        with Image.open(io.BytesIO(data)) as img:
+            return pil_to_tensor(img.convert("RGB"))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self.names)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index %= n
+        return self.maybe_flip(self.load(index), index)
+
+    def __del__(self):
+        if getattr(self, "_env", None) is not None:
+            self._env.close()
+
+    def __repr__(self) -> str:
+        return f"LMDBDataset(path='{self.path}', size={self.size}, n={len(self)})"
+
+
+def open_dataset(path: str, size: int, hflip: bool = False, *, seed: Optional[int] = None,
+                 **folder_kwargs) -> Dataset:
+    """An :class:`LMDBDataset` if ``path`` is an LMDB folder, else an :class:`ImageFolderDataset`.
+
+    ``folder_kwargs`` (``on_error``, ``validate``, ...) apply to image folders only.
+    """
+    if is_lmdb(path):
+        return LMDBDataset(path, size, hflip, seed=seed)
+    return ImageFolderDataset(path, size, hflip, seed=seed, **folder_kwargs)
