@@ -92,7 +92,11 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise _refuse(path, [m.group(1) if m else "<unknown>"]) from None
+        if m:
+            raise _refuse(path, [m.group(1)]) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling "
+                              f"failed: {detail.group(1) if detail else 'unsupported content'}).") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first}).") from None
