@@ -31,6 +31,8 @@ CONFIG_KEY = 'loss.lpips_vgg_path'
 _SLICES = ((1, range(0, 4)), (2, range(4, 9)), (3, range(9, 16)), (4, range(16, 23)),
            (5, range(23, 30)))
 _VGG16_CONV_IDX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+_VGG16_CONV_CH = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+                  (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
 
 
 class LPIPSWeightsError(RuntimeError):
@@ -59,6 +61,13 @@ def _trunk_state_dict(sd, path):
             f'{path} is not a torchvision VGG16 state dict (missing keys {missing}, unexpected '
             f'keys {extra}); {CONFIG_KEY} must name the plain VGG16 file ({VGG16_FILE}), not '
             f'VGG16-BN or another network.')
+    for idx, (cin, cout) in zip(_VGG16_CONV_IDX, _VGG16_CONV_CH):
+        w, b = feats[f'features.{idx}.weight'], feats[f'features.{idx}.bias']
+        if not (torch.is_tensor(w) and torch.is_tensor(b) and tuple(w.shape) == (cout, cin, 3, 3)
+                and tuple(b.shape) == (cout,)):
+            raise LPIPSWeightsError(
+                f'{path} has VGG16 key names but wrong tensor shapes (features.{idx}); '
+                f'{CONFIG_KEY} must name a torchvision VGG16 state dict ({VGG16_FILE}).')
     out = {}
     for k, v in feats.items():
         _, idx, p = k.split('.')
