@@ -221,6 +221,8 @@ class Generator(nn.Module):
                 raise ValueError(f"a w+ style must be [B, {self.n_latent}, {self.style_dim}], got {list(w.shape)}.")
         else:
             if inject_index is None:
+                # DEVIATION: drawn with torch's RNG instead of Python's `random`, so that
+                # torch.manual_seed alone makes mixing reproducible; same uniform 1..n_latent-1.
                 inject_index = int(torch.randint(1, self.n_latent, ()).item())
             if not 0 <= inject_index <= self.n_latent:
                 raise ValueError(f"inject_index must be in [0, {self.n_latent}], got {inject_index}.")
