@@ -162,6 +162,8 @@ class StyleEncoder(nn.Module):
     def heads(self, img: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """Raw head outputs [B, hi - lo, style_dim] (no latent_avg); only the needed maps run."""
         hi = self.n_styles if hi is None else hi
+        if not 0 <= lo < hi <= self.n_styles:
+            raise ValueError(f"head range [{lo}, {hi}) is not inside [0, {self.n_styles}).")
         x = self._prepare(img)
         x = self.input_layer(x)
         c1 = c2 = c3 = None

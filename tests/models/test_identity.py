@@ -57,7 +57,7 @@ def test_full_backbone_layouts():
         irse = IdentityNet("ir_se50")
         assert r101(torch.empty(2, 3, 256, 256)).shape == (2, 256)
         assert irse(torch.empty(2, 3, 256, 256)).shape == (2, 512)
-    ref = torchvision.models.resnet101(num_classes=256)
+        ref = torchvision.models.resnet101(num_classes=256)
     assert [(k, v.shape) for k, v in r101.backbone.state_dict().items()] == \
         [(k, v.shape) for k, v in ref.state_dict().items()]
     sd = irse.backbone.state_dict()

@@ -88,19 +88,25 @@ def _psp_file(enc, latent_avg, path, **extra):
 
 # -- architecture -------------------------------------------------------------------------------
 
-def test_full_encoder_state_dict_matches_released_keys():
+@pytest.fixture(scope="module")
+def full_meta_encoder():
+    """The released-size encoder on the meta device: real shapes, no memory, no arithmetic."""
     with torch.device("meta"):
-        enc = StyleEncoder()
+        return StyleEncoder()
+
+
+def test_full_encoder_state_dict_matches_released_keys(full_meta_encoder):
+    enc = full_meta_encoder
     ours = [(k, tuple(v.shape)) for k, v in enc.state_dict().items()]
     assert ours == _read_reference_keys()
     # latent_avg comes from the file's own entry, not the state dict
     assert "latent_avg" not in enc.state_dict()
 
 
-def test_full_encoder_taps_and_runtime_shapes():
+def test_full_encoder_taps_and_runtime_shapes(full_meta_encoder):
     assert stage_end_indices() == (2, 6, 20, 23)
+    enc = full_meta_encoder
     with torch.device("meta"):
-        enc = StyleEncoder()
         img = torch.empty(2, 3, 512, 512)     # not 256: exercises the resize
         assert (enc.tap_fine, enc.tap_middle, enc.tap_coarse) == (6, 20, 23)
         assert enc(img).shape == (2, 10, 512)
@@ -207,6 +213,8 @@ def test_bad_input_shape_and_slots():
         enc(torch.zeros(1, 4, 64, 64))
     with pytest.raises(ValueError, match="do not fit"):
         enc.set_slots(10, 10)
+    with pytest.raises(ValueError, match="not inside"):
+        enc.heads(_images(1, 32), 0, 19)
 
 
 # -- loading the pSp file -------------------------------------------------------------------------
