@@ -3,7 +3,8 @@
 The style encoder E (pSp, frozen) maps the completed image and the exemplar to their exemplar
 style codes; the loss pulls the completed image's codes to the exemplar's:
 
-    L_attr = 1 / (B * |phi|_0 * D) * sum_b sum_i phi_i * ||E(SVGL(completed, M_r))_bi - E(exemplar)_bi||^2
+    L_attr = 1 / (B * |phi|_0 * D) * sum_b sum_i phi_i * ||w_bi - w^_bi||^2,
+    w = E(SVGL(completed, M_r)),  w^ = E(exemplar)
 
 with i over the code slots returned by ``style_encoder`` (``n_exemplar`` slots of dimension
 D = 512), ``phi`` the optional 0/1 slot selection (all ones by default) and ``M_r`` the reverse
@@ -13,7 +14,6 @@ form divided by B * D as well, i.e. exactly ``F.mse_loss`` over the selected slo
 element-wise mean the authors' MSE computes, to which lambda_attr = 0.1 is tuned.
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .svgl import svgl
@@ -22,7 +22,10 @@ __all__ = ['AttributeLoss']
 
 
 class AttributeLoss(nn.Module):
-    """``forward(completed, exemplar=None, *, exemplar_codes=None, weight_map=None, reduction='mean')``.
+    """MSE between style codes of the completed image and of the exemplar.
+
+    ``forward(completed, exemplar=None, *, exemplar_codes=None, weight_map=None,
+    reduction='mean')``.
 
     Args (constructor):
         style_encoder: module mapping [B, 3, H, W] in [-1, 1] to codes [B, n, D].

@@ -1,7 +1,7 @@
 """The generator objective of EXE-GAN (Lu et al. 2025, DESIGN.md section 5), assembled in one place.
 
     L_G = lambda_adv   * softplus(-D(completed))                              (all samples)
-        + lambda_lpips * LPIPS(SVGL(completed, M_w), real)                    (self-exemplar samples)
+        + lambda_lpips * LPIPS(SVGL(completed, M_w), real)                    (self-exemplar only)
         + lambda_id    * (1 - cos(ArcFace(completed), ArcFace(exemplar)))     (all samples)
         + lambda_attr  * MSE(E(SVGL(completed, M_r)), E(exemplar))            (all samples)
 
@@ -18,7 +18,7 @@ the authors' per-iteration choice made with the same probability. With the autho
 choice (``self_mask`` all True or all False) this is exactly their batch mean or nothing.
 """
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -37,7 +37,7 @@ _WEIGHT_MAPS = (None, 'confidence', 'reverse')
 
 @dataclass
 class LossConfig:
-    """Loss weights and regularisation schedule; defaults are the paper's (config section ``loss``)."""
+    """Loss weights and regularisation schedule (config section ``loss``); paper defaults."""
     lambda_adv: float = 1.0      # non-saturating G loss on the completed image
     lambda_id: float = 0.1       # identity loss (ArcFace cosine)
     lambda_lpips: float = 0.5    # LPIPS on self-exemplar samples, SVGL with M_w

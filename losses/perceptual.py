@@ -47,7 +47,7 @@ def _slice_of(idx):
 
 
 def _trunk_state_dict(sd, path):
-    """Rename torchvision ``features.<idx>.<p>`` keys to the lpips trunk's ``slice<s>.<idx>.<p>``."""
+    """Check a torchvision VGG16 state dict; rename ``features.<i>.<p>`` -> ``slice<s>.<i>.<p>``."""
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise LPIPSWeightsError(f'{path} is not a state dict (got {type(sd).__name__}); '
                                 f'{CONFIG_KEY} must name a torchvision VGG16 state dict '

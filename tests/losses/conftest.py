@@ -11,7 +11,7 @@ from torch import nn
 
 @pytest.fixture(scope='session')
 def vgg_file(tmp_path_factory):
-    """A randomly initialised torchvision VGG16 saved like ``vgg16-397923af.pth`` (full state dict)."""
+    """A random torchvision VGG16 saved like ``vgg16-397923af.pth`` (full state dict)."""
     import torchvision
     torch.manual_seed(0)
     vgg = torchvision.models.vgg16(weights=None)
@@ -48,7 +48,7 @@ class TinyIdNet(nn.Module):
 
 
 class TinyStyleEncoder(nn.Module):
-    """Stand-in for models.StyleEncoder: [B, 3, H, W] -> codes [B, 4, 8] (plus a constant 'latent_avg')."""
+    """Stand-in for models.StyleEncoder: [B, 3, H, W] -> codes [B, 4, 8] (+ a 'latent_avg')."""
 
     def __init__(self, n=4, dim=8):
         super().__init__()

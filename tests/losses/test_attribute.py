@@ -35,7 +35,8 @@ def test_slot_subset_normalisation(tiny_style_encoder):
     assert by_index.item() == pytest.approx(expected, rel=1e-5)
     assert by_mask.item() == pytest.approx(expected, rel=1e-5)
     per_sample = AttributeLoss(tiny_style_encoder, slots=[0, 2, 3])(x, y, reduction='none')
-    assert per_sample.shape == (B,) and per_sample.mean().item() == pytest.approx(expected, rel=1e-5)
+    assert per_sample.shape == (B,)
+    assert per_sample.mean().item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_bad_slots(tiny_style_encoder):
