@@ -71,6 +71,33 @@ def _encode_one(job: Tuple[str, str, Tuple[int, ...], Tuple[int, int, int], int]
     return name, out, None
 
 
+# py-lmdb allows one handle per environment and process, so readers share one (per process:
+# handles must not cross fork/spawn into DataLoader workers).
+_READERS: Dict[Tuple[str, int], object] = {}
+
+
+def reader_env(path: str):
+    """The shared read-only handle of the LMDB at ``path`` for this process."""
+    import lmdb
+    key = (os.path.abspath(path), os.getpid())
+    env = _READERS.get(key)
+    if env is None:
+        # A handle of another pid was inherited through fork (DataLoader workers). py-lmdb
+        # still counts it as open here, so close this process's copy before opening anew
+        # (readonly + lock=False: closing the copy does not disturb the parent).
+        for other in [k for k in _READERS if k[0] == key[0]]:
+            _READERS.pop(other).close()
+        env = _READERS[key] = lmdb.open(key[0], readonly=True, lock=False, readahead=False,
+                                        meminit=False)
+    return env
+
+
+def close_reader(path: str) -> None:
+    env = _READERS.pop((os.path.abspath(path), os.getpid()), None)
+    if env is not None:
+        env.close()
+
+
 def read_meta(env) -> Optional[dict]:
     with env.begin() as txn:
         raw = txn.get(b"meta")
@@ -102,6 +129,7 @@ def pack_folder(root: str, out: str, sizes: Sequence[int], *, workers: int = 0,
     if os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError(f"Output '{out}' exists and is not a folder; choose another --out.")
     os.makedirs(out, exist_ok=True)
+    close_reader(out)  # a reader handle in this process would block the writer
     env = lmdb.open(out, map_size=map_size, readahead=False, meminit=False)
     try:
         old_meta = read_meta(env)
@@ -209,13 +237,11 @@ class LMDBDataset(FlipMixin, Dataset):
 
     Returns exactly the pixels :class:`~datasets.folder.ImageFolderDataset` gives for the same
     source folder. ``names[i]`` is the source file of item ``i`` (relative), ``paths[i]`` its
-    path in the original folder. The LMDB handle is opened lazily in each process, so the
-    dataset works inside DataLoader workers.
+    path in the original folder. The LMDB handle is opened lazily in each process (and shared
+    by datasets on the same file), so the dataset works inside DataLoader workers.
     """
 
     def __init__(self, path: str, size: int, hflip: bool = False, *, seed: Optional[int] = None):
-        import lmdb
-
         self.path = os.path.abspath(path)
         self.size = check_size(size)
         self.hflip = bool(hflip)
@@ -223,11 +249,7 @@ class LMDBDataset(FlipMixin, Dataset):
         if not is_lmdb(path):
             raise DatasetError(f"'{path}' is not an LMDB folder (no data.mdb); "
                                "create it with scripts/prepare_data.py.")
-        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False)
-        try:
-            meta = read_meta(env)
-        finally:
-            env.close()
+        meta = read_meta(reader_env(path))
         if meta is None:
             raise DatasetError(f"LMDB '{path}' is incomplete (packing was interrupted or it was "
                                "not made by prepare_data.py); re-run scripts/prepare_data.py "
@@ -242,25 +264,12 @@ class LMDBDataset(FlipMixin, Dataset):
         self.meta = meta
         self.names: List[str] = list(meta["names"])
         self.paths: List[str] = [os.path.join(meta["source"], n) for n in self.names]
-        self._env = None
-
-    def _open(self):
-        if self._env is None:
-            import lmdb
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                  meminit=False)
-        return self._env
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_env"] = None  # LMDB handles must not cross process boundaries
-        return state
 
     def __len__(self) -> int:
         return len(self.names)
 
     def load(self, index: int) -> torch.Tensor:
-        with self._open().begin() as txn:
+        with reader_env(self.path).begin() as txn:
             data = txn.get(image_key(self.size, index))
         if data is None:
             raise DatasetError(f"LMDB '{self.path}' lacks key {image_key(self.size, index)!r}; "
@@ -274,10 +283,6 @@ class LMDBDataset(FlipMixin, Dataset):
             raise IndexError(f"index {index} out of range for {n} images")
         index %= n
         return self.maybe_flip(self.load(index), index)
-
-    def __del__(self):
-        if getattr(self, "_env", None) is not None:
-            self._env.close()
 
     def __repr__(self) -> str:
         return f"LMDBDataset(path='{self.path}', size={self.size}, n={len(self)})"
