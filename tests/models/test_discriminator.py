@@ -91,3 +91,15 @@ def test_wrong_input_shape_is_refused():
     d = Discriminator(16, channel_multiplier=0.0625, channel_max=16)
     with pytest.raises(ValueError, match=r"\[B, 3, 16, 16\]"):
         d(torch.randn(2, 3, 32, 32))
+
+
+def test_r1_double_backward_reaches_the_weights():
+    """Lazy R1 differentiates dD/dx again w.r.t. D's weights."""
+    torch.manual_seed(0)
+    d = Discriminator(16, channel_multiplier=0.0625, channel_max=16)
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+    grad_x.pow(2).reshape(4, -1).sum(1).mean().backward()
+    dead = [n for n, p in d.named_parameters()
+            if n.endswith("weight") and (p.grad is None or not torch.any(p.grad != 0))]
+    assert dead == []

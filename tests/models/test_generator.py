@@ -350,3 +350,18 @@ def test_bad_inputs_are_refused_clearly():
         g(gin, codes[:, :1], [z])
     with pytest.raises(ValueError, match="noise must be"):
         g(gin, codes, [z], noise=[None])
+
+
+def test_path_length_style_double_backward_reaches_every_layer():
+    """Lazy path-length regularisation differentiates dG/dw again w.r.t. the weights."""
+    g = tiny_generator(16).train()
+    gin, codes, z, noise = tiny_inputs(g)
+    image, w = g(gin, codes, [z], noise=noise, return_latents=True)
+    probe = torch.randn_like(image) / math.sqrt(image.shape[2] * image.shape[3])
+    (grad_w,) = torch.autograd.grad((image * probe).sum(), w, create_graph=True)
+    assert grad_w.shape == w.shape
+    grad_w.square().sum().backward()
+    dead = [n for n, p in g.named_parameters()
+            if n.startswith(("convs", "to_rgbs.0.conv")) and n.endswith("conv.weight")
+            and (p.grad is None or not torch.any(p.grad != 0))]
+    assert dead == []
