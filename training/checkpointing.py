@@ -1,0 +1,129 @@
+"""Training checkpoints of a run: last-K retention, latest/best links, G_ema exports, resume.
+
+The file format is ``models.checkpoint``'s (DESIGN section 8): ``make_checkpoint`` builds the plain
+dict ``{format, g, d, g_ema, g_optim, d_optim, step, rng, config, best_metric, arch}`` and
+``save_checkpoint`` writes it atomically (temp file in the same folder, then rename) after checking
+that it holds only tensors and plain values, so it loads back with ``weights_only=True``. The loop
+adds what an identical resume needs on top:
+
+    pl_mean       [world_size] running mean path length of every process
+    data          {"epoch", "batch_in_epoch", "batches_per_epoch", "seed"}: where step reads
+    augment       DiffAugment settings (the augmentation itself is drawn per step, see rng.py)
+    world_size    processes of the run that wrote it
+
+Files under ``<run>/checkpoints/``: ``ckpt-<step>.pt`` (the last ``train.keep_last``),
+``latest.pt`` and ``best.pt`` (hard links to a ckpt file - no extra disk - or copies where links
+are not supported), and the small inference exports ``g_ema-<step>.pt`` / ``export.pt``
+(``{"format": "exegan-export-v1", "g_ema", "arch": {"g": ...}, "step", "config"}``; read by
+``models.load_generator``). A crash or SIGKILL mid-write leaves every previous file intact.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from typing import Optional
+
+from models.checkpoint import FORMAT, CheckpointError as _ModelsCheckpointError, safe_load, save_checkpoint
+
+EXPORT_FORMAT = "exegan-export-v1"
+
+
+class CheckpointError(_ModelsCheckpointError):
+    """A checkpoint the user pointed at cannot be used to resume training."""
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _link_atomic(src: str, dst: str) -> None:
+    """Point `dst` at the bytes of `src` (hard link, else copy), replacing `dst` atomically."""
+    tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.tmp-{os.getpid()}")
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    _fsync_dir(os.path.dirname(dst))
+
+
+def resolve_resume(path: str) -> str:
+    """A run directory -> its checkpoints/latest.pt; a file -> itself."""
+    if os.path.isdir(path):
+        for cand in (os.path.join(path, "checkpoints", "latest.pt"), os.path.join(path, "latest.pt")):
+            if os.path.isfile(cand):
+                return cand
+        raise CheckpointError(f"--resume {path}: the run directory holds no checkpoints/latest.pt; "
+                              f"point --resume at a run directory with a checkpoint or at a .pt file.")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--resume {path}: no such file or run directory.")
+    return path
+
+
+def run_dir_of(ckpt_path: str) -> Optional[str]:
+    """The run directory a checkpoint file belongs to (parent of checkpoints/), if any."""
+    d = os.path.dirname(os.path.abspath(ckpt_path))
+    if os.path.basename(d) == "checkpoints" and os.path.isfile(os.path.join(os.path.dirname(d), "config.yaml")):
+        return os.path.dirname(d)
+    return None
+
+
+def load_training_checkpoint(path: str) -> dict:
+    """Read a checkpoint written by train.py (weights_only); a foreign file is one clear error."""
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "pl_mean" not in ckpt:
+        raise CheckpointError(f"{path} is not a training checkpoint written by train.py (e.g. "
+                              f"<run>/checkpoints/latest.pt); released or exported generator files "
+                              f"cannot be resumed.")
+    return ckpt
+
+
+class CheckpointManager:
+    """Writes the checkpoint files of one run (call on rank 0 only)."""
+
+    def __init__(self, run_dir: str, keep_last: int = 3):
+        self.dir = os.path.join(run_dir, "checkpoints")
+        self.keep_last = max(1, keep_last)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.dir, f"ckpt-{step:07d}.pt")
+
+    def save(self, state: dict, step: int, best: bool = False) -> str:
+        path = self.path(step)
+        save_checkpoint(state, path)
+        _link_atomic(path, os.path.join(self.dir, "latest.pt"))
+        if best:
+            _link_atomic(path, os.path.join(self.dir, "best.pt"))
+        self._prune()
+        return path
+
+    def mark_best(self, step: int) -> None:
+        _link_atomic(self.path(step), os.path.join(self.dir, "best.pt"))
+
+    def export(self, g_ema_state: dict, model_cfg: dict, step: int, config: dict) -> str:
+        """Small inference file: G_ema weights + its constructor arguments (also as export.pt)."""
+        obj = {"format": EXPORT_FORMAT, "g_ema": g_ema_state, "arch": {"g": dict(model_cfg)},
+               "step": int(step), "config": config}
+        path = os.path.join(self.dir, f"g_ema-{step:07d}.pt")
+        save_checkpoint(obj, path)
+        _link_atomic(path, os.path.join(self.dir, "export.pt"))
+        self._prune(prefix="g_ema-")
+        return path
+
+    def _prune(self, prefix: str = "ckpt-") -> None:
+        files = sorted(glob.glob(os.path.join(self.dir, f"{prefix}*.pt")))
+        for old in files[:-self.keep_last]:
+            os.remove(old)  # latest.pt / best.pt are separate links and keep their bytes

@@ -1,0 +1,64 @@
+"""Command line of train.py: --config, --set (repeatable), --dry-run, --resume, --outdir.
+
+Errors a user can fix (bad config key, missing file, unusable checkpoint, batch that does not
+fit the data) are printed as one sentence and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train EXE-GAN (exemplar-guided facial inpainting). Launch with torchrun for "
+                    "several GPUs / nodes; train.batch is the per-GPU batch.")
+    p.add_argument("--config", help="YAML config, e.g. configs/celebahq_256.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set loss.lambda_id=0.1 (repeatable; the "
+                        "value is read as YAML)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", metavar="RUN_DIR_OR_FILE",
+                   help="continue a run from its checkpoints/latest.pt (or the given .pt file), in "
+                        "the same run directory, with the run's own config")
+    p.add_argument("--outdir", help="parent of the run directories (default: log.outdir, 'runs')")
+    return p
+
+
+def resolve_config(args):
+    """The Config of this invocation (and the checkpoint path when resuming)."""
+    from .checkpointing import load_training_checkpoint, resolve_resume
+    from .config import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    if args.outdir:
+        overrides.append(f"log.outdir={args.outdir}")
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume continues with the config stored in the run; drop --config "
+                              "(change single values with --set).")
+        ckpt_path = resolve_resume(args.resume)
+        ckpt = load_training_checkpoint(ckpt_path)
+        return load_config(None, overrides, base=ckpt["config"]), ckpt_path
+    if not args.config:
+        raise ConfigError("No config given; pass --config configs/<name>.yaml (or --resume RUN_DIR).")
+    return load_config(args.config, overrides), None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import USER_ERRORS
+
+    try:
+        cfg, ckpt_path = resolve_config(args)
+        if args.dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return 0
+        from .loop import run
+        run(cfg, resume=ckpt_path)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,519 @@
+"""The EXE-GAN training loop (Lu et al., Neurocomputing 2025; DESIGN section 5).
+
+One iteration, split by phase as in the StyleGAN2 releases:
+
+    draw:    masks (one per sample by default), exemplars (self with p = exemplar.self_prob,
+             else the batch reversed), z noise (two z's with p = train.mixing); exemplar style
+             codes and identity features once, without gradient
+    D main:  logistic loss on real vs completed            (every step)
+    D reg:   lazy R1, gamma/2 * R1 * d_reg_every           (every loss.d_reg_every steps)
+    G main:  GeneratorObjective: adversarial + attribute + identity + LPIPS (SVGL-weighted)
+    G reg:   lazy path length on batch // path_batch_shrink (every loss.g_reg_every steps)
+    EMA:     G_ema <- decay * G_ema + (1 - decay) * G      (decay = 0.5 ** (32 / 10000))
+
+with ``gin = cat(real * (1 - mask), mask - 0.5)`` and ``completed = real * (1 - mask) +
+G(gin) * mask``. Steps are counted from 0 (R1 and path length also run at step 0); a checkpoint
+"at step s" holds the state after s iterations and resumes with iteration s.
+
+The loop owns data, DDP, phases, EMA, checkpoints and logging; the loss math is in losses/.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import distributed as dist_utils
+from . import rng
+from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
+from .config import Config, ema_decay, lazy_ratio
+from .data import StepBatchSampler
+from .errors import NonFiniteLossError
+from .rundir import StatsWriter, create_run_dir, sample_grid, save_grid, setup_logger
+
+
+@dataclass
+class RunResult:
+    run_dir: Optional[str]
+    step: int                                 # iterations completed
+    stopped_by: Optional[str] = None          # "SIGTERM" / "SIGINT" when interrupted
+    last_stats: dict = field(default_factory=dict)
+    evals: list = field(default_factory=list)  # [{"step", metrics...}, ...]
+
+
+def requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+def build_datasets(cfg: Config, is_main: bool, log):
+    """(train set, test set) as ImageFolderDatasets; the demo faces are generated on first use."""
+    from datasets.folder import ImageFolderDataset
+
+    d = cfg.data
+    if d.kind == "demo":
+        root = os.path.join(d.demo_root, f"{cfg.model.size}px-n{d.demo_train}-t{d.demo_test}-seed{d.demo_seed}")
+        if is_main:  # generated once, then reused (make_demo_faces is idempotent)
+            from datasets.demo import make_demo_faces
+            log.info("demo faces: %s (generated on first use)", root)
+            make_demo_faces(root, d.demo_train, cfg.model.size, d.demo_seed, n_test=d.demo_test)
+        dist_utils.barrier()
+        train_root, test_root = os.path.join(root, "train"), os.path.join(root, "test")
+    else:
+        train_root, test_root = d.train, d.test
+    # Flips are drawn by the loop from its per-step stream (resumable), not by the dataset.
+    train = ImageFolderDataset(train_root, cfg.model.size, hflip=False)
+    test = ImageFolderDataset(test_root, cfg.model.size, hflip=False) if test_root else None
+    return train, test
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------
+
+class Trainer:
+    """Networks, optimizers and the four phases of one iteration."""
+
+    def __init__(self, cfg: Config, info: dist_utils.DistInfo, log):
+        from datasets.augment import DiffAugment
+        from datasets.exemplars import TrainingPairing
+        from datasets.masks import make_mask_generator
+        from losses import GeneratorObjective, PathLengthRegularizer
+        from models import Discriminator, Generator
+
+        from . import pretrained
+
+        self.cfg, self.info, self.log = cfg, info, log
+        self.device = device = info.device
+        m = cfg.model
+
+        # Identical initial weights on every rank and in every resumed process (DDP would
+        # broadcast rank 0's anyway; a resume overwrites them).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.derive_seed(cfg.train.seed, 0x6E))
+            self.G = Generator(m.size, style_dim=m.style_dim, n_mlp=m.n_mlp,
+                               channel_multiplier=m.channel_multiplier, channel_max=m.channel_max,
+                               lr_mlp=m.lr_mlp,
+                               exemplar_slots=tuple(m.exemplar_slots) if m.exemplar_slots else None).to(device)
+            self.D = Discriminator(m.size, channel_multiplier=m.channel_multiplier,
+                                   channel_max=m.channel_max).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        requires_grad(self.G_ema, False)
+
+        self.pre = pretrained.build(cfg, self.G, device, log)
+        self.objective = GeneratorObjective(cfg.loss, lpips=self.pre.lpips, id_net=self.pre.identity,
+                                            style_encoder=self.pre.style_encoder).to(device)
+        self.path_reg = PathLengthRegularizer(decay=cfg.loss.path_decay).to(device)
+        self.mask_gen = make_mask_generator(dict(cfg.mask.options, kind=cfg.mask.kind))
+        self.pairing = TrainingPairing(cfg.exemplar.self_prob, per_sample=cfg.exemplar.per_sample)
+
+        # Lazy regularization: a regularizer every k steps -> c = k / (k + 1) on lr and betas.
+        L, o = cfg.loss, cfg.optim
+        self.do_r1 = L.r1_gamma > 0
+        self.do_pl = L.path_weight > 0
+        g_c = lazy_ratio(L.g_reg_every) if self.do_pl else 1.0
+        d_c = lazy_ratio(L.d_reg_every) if self.do_r1 else 1.0
+        self.g_optim = torch.optim.Adam(self.G.parameters(), lr=o.lr * g_c,
+                                        betas=(o.beta1 ** g_c, o.beta2 ** g_c))
+        self.d_optim = torch.optim.Adam(self.D.parameters(), lr=(o.d_lr or o.lr) * d_c,
+                                        betas=(o.beta1 ** d_c, o.beta2 ** d_c))
+        self.ema_decay = ema_decay(cfg)
+
+        self.G_ddp = dist_utils.wrap_ddp(self.G, info)
+        self.D_ddp = dist_utils.wrap_ddp(self.D, info)
+
+        self.amp = cfg.train.amp == "bf16"
+        self.diffaug = DiffAugment(cfg.train.diffaug_policy if cfg.train.diffaug else "")
+
+    # -- per-step random draws ----------------------------------------------------------------
+    def _keys(self, step: int, purpose: int, shared: bool = False):
+        seed = self.cfg.train.seed
+        return (seed, step, purpose) if shared else (seed, self.info.rank, step, purpose)
+
+    def draw_masks(self, step: int, batch: int) -> torch.Tensor:
+        from datasets.masks import batch_masks
+        from datasets.rng import derive_rng
+
+        g = derive_rng(*self._keys(step, rng.MASK))
+        mask = batch_masks(self.mask_gen, batch, self.cfg.model.size, g,
+                           per_sample=self.cfg.mask.per_sample)
+        return mask.to(self.device)  # [B, 1, S, S], 1 = hole
+
+    def draw_exemplars(self, step: int, real: torch.Tensor):
+        """(exemplar [B,3,S,S], is_self bool [B]) from datasets.exemplars.TrainingPairing.
+
+        The draw leaves out the rank: with the authors' once-per-batch choice every rank makes
+        the same decision, so a multi-GPU step means what a single-GPU step means.
+        """
+        from datasets.rng import derive_rng
+
+        return self.pairing(real, derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
+
+    def mixing_noise(self, batch: int, g: torch.Generator) -> list:
+        """One z, or two with probability train.mixing (StyleGAN2 style mixing)."""
+        dim = self.G.style_dim
+        n = 2 if self.cfg.train.mixing > 0 and float(torch.rand((), generator=g)) < self.cfg.train.mixing else 1
+        return [torch.randn(batch, dim, generator=g).to(self.device) for _ in range(n)]
+
+    def augment(self, x: torch.Tensor, g) -> torch.Tensor:
+        """DiffAugment of a D input (identity when off); `g` is the step's numpy stream."""
+        return self.diffaug(x, None, g)[0] if self.diffaug.enabled else x
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+    # -- one iteration --------------------------------------------------------------------------
+    def train_step(self, step: int, real: torch.Tensor) -> dict:
+        cfg, L = self.cfg, self.cfg.loss
+        rng.seed_globals(*self._keys(step, rng.GLOBAL))  # dropout, noise maps, mixing cut
+        from datasets.rng import derive_rng
+        g_aug = derive_rng(*self._keys(step, rng.AUGMENT))      # flips + DiffAugment
+        g_noise = rng.generator(*self._keys(step, rng.NOISE))
+
+        real = real.to(self.device, non_blocking=True)          # [B, 3, S, S] in [-1, 1]
+        B = real.shape[0]
+        if cfg.data.hflip:
+            flip = torch.from_numpy(g_aug.random(B) < 0.5).to(self.device).view(B, 1, 1, 1)
+            real = torch.where(flip, real.flip(-1), real)
+        mask = self.draw_masks(step, B)                          # [B, 1, S, S]
+        exemplar, self_mask = self.draw_exemplars(step, real)
+        with torch.no_grad():
+            codes = self.pre.style_encoder(exemplar)             # [B, n_exemplar, style_dim]
+            ex_id = (self.objective.identity.exemplar_features(exemplar)
+                     if self.objective.identity is not None else None)
+        gin = torch.cat([real * (1 - mask), mask - 0.5], 1)    # [B, 4, S, S]
+        styles = self.mixing_noise(B, g_noise)
+        stats: dict = {}
+
+        # ---- D main: logistic loss on real vs completed ----
+        requires_grad(self.G, False)
+        requires_grad(self.D, True)
+        with torch.no_grad(), self._autocast():
+            pred = self.G(gin, codes, styles)  # unwrapped: no gradient, no DDP sync needed
+        completed = (real * (1 - mask) + pred.float() * mask).detach()
+        with self._autocast():
+            fake_pred = self.D_ddp(self.augment(completed, g_aug)).float()
+            real_pred = self.D_ddp(self.augment(real, g_aug)).float()
+        from losses import d_logistic_loss, r1_loss
+        d_loss = d_logistic_loss(real_pred, fake_pred)
+        self.D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optim.step()
+        stats.update(d_loss=d_loss.detach(), real_score=real_pred.detach().mean(),
+                     fake_score=fake_pred.detach().mean())
+
+        # ---- D reg: lazy R1 (full precision: second-order gradients) ----
+        if self.do_r1 and step % L.d_reg_every == 0:
+            real_r = real.detach().requires_grad_(True)
+            real_pred = self.D_ddp(self.augment(real_r, g_aug))
+            r1_term, r1 = r1_loss(real_pred, real_r, L.r1_gamma, L.d_reg_every)
+            self.D.zero_grad(set_to_none=True)
+            r1_term.backward()
+            self.d_optim.step()
+            stats["r1"] = r1.detach()
+
+        # ---- G main: adversarial + attribute + identity + LPIPS ----
+        requires_grad(self.G, True)
+        requires_grad(self.D, False)
+        with self._autocast():
+            pred = self.G_ddp(gin, codes, styles).float()
+        completed = real * (1 - mask) + pred * mask
+        with self._autocast():
+            # D is not trained here: the unwrapped module avoids a DDP reduction for D.
+            fake_pred = self.D(self.augment(completed, g_aug)).float()
+        g_loss, terms = self.objective(fake_pred, completed, real, exemplar, mask, self_mask,
+                                       exemplar_codes=codes, exemplar_id=ex_id)
+        self.G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optim.step()
+        stats.update({f"g_{k}": v for k, v in terms.items()})
+
+        # ---- G reg: lazy path length on a shrunk batch ----
+        if self.do_pl and step % L.g_reg_every == 0:
+            pb = max(1, B // L.path_batch_shrink)
+            styles_pl = self.mixing_noise(pb, g_noise)
+            # Path length of the raw generator output w.r.t. all n_latent w's, exemplar slots
+            # included, as StyleGAN2 regularizes its synthesis network.
+            fake_pl, w = self.G_ddp(gin[:pb], codes[:pb], styles_pl, return_latents=True)
+            penalty, pl_mean, _ = self.path_reg(fake_pl, w)
+            from losses import PathLengthRegularizer
+            pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
+            self.G.zero_grad(set_to_none=True)
+            pl_term.backward()
+            self.g_optim.step()
+            stats.update(path_penalty=penalty.detach(), path_mean=pl_mean)
+
+        requires_grad(self.G, False)
+        self.update_ema()
+        return stats
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.ema_decay
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.mul_(d).add_(p.detach(), alpha=1 - d)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- state ----------------------------------------------------------------------------------
+    def gather_pl_mean(self) -> list:
+        """Every rank's running path-length mean (each process keeps its own, as in StyleGAN2)."""
+        mine = self.path_reg.mean_path_length.detach().reshape(1).float()
+        if not dist_utils.is_enabled():
+            return [float(mine)]
+        out = [torch.zeros_like(mine) for _ in range(self.info.world_size)]
+        torch.distributed.all_gather(out, mine)
+        return [float(t) for t in out]
+
+    def checkpoint(self, step: int, pl_mean: list, data_pos: dict, best) -> dict:
+        from models.checkpoint import make_checkpoint
+
+        return make_checkpoint(
+            g=self.G, d=self.D, g_ema=self.G_ema, g_optim=self.g_optim, d_optim=self.d_optim,
+            step=step, config=self.cfg.to_dict(), best_metric=best,
+            pl_mean=[float(v) for v in pl_mean], data=data_pos,
+            augment={"diffaug": self.cfg.train.diffaug, "policy": self.cfg.train.diffaug_policy},
+            world_size=self.info.world_size)
+
+    def load(self, ckpt: dict) -> None:
+        from models.checkpoint import restore_rng_state
+
+        self.G.load_state_dict(ckpt["g"])
+        self.D.load_state_dict(ckpt["d"])
+        self.G_ema.load_state_dict(ckpt["g_ema"])
+        self.g_optim.load_state_dict(ckpt["g_optim"])
+        self.d_optim.load_state_dict(ckpt["d_optim"])
+        pl = ckpt["pl_mean"]
+        own = pl[self.info.rank] if len(pl) == self.info.world_size else sum(pl) / len(pl)
+        self.path_reg.mean_path_length.fill_(own)
+        if ckpt.get("rng") is not None:
+            restore_rng_state(ckpt["rng"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals
+# ----------------------------------------------------------------------------------------------
+
+class StopFlag:
+    """SIGTERM / SIGINT ask the loop to save a checkpoint and exit cleanly after this step.
+
+    A second SIGINT aborts at once (KeyboardInterrupt), for a user who does not want to wait.
+    """
+
+    def __init__(self):
+        self.signal: Optional[str] = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = name
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Run
+# ----------------------------------------------------------------------------------------------
+
+def _is_due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = None) -> RunResult:
+    """Train according to `cfg`; with `resume` (a checkpoint file) continue that run.
+
+    ``stop_at`` stops after that many completed iterations as if interrupted (checkpoint, exit),
+    e.g. to split a run over time-limited jobs; the run continues with ``--resume``.
+    """
+    info = dist_utils.init(cfg.train.device, cfg.dist.backend, cfg.dist.timeout_min)
+    try:
+        return _run(cfg, info, resume, stop_at)
+    finally:
+        dist_utils.shutdown()
+
+
+def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
+    import yaml
+
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+    # Run directory: fresh and numbered, or the resumed run's own.
+    ckpt = load_training_checkpoint(resume) if resume else None
+    run_dir = None
+    if info.is_main:
+        if resume:
+            run_dir = run_dir_of(resume) or create_run_dir(cfg.log.outdir, cfg.name)
+        else:
+            run_dir = create_run_dir(cfg.log.outdir, cfg.name)
+    run_dir = dist_utils.broadcast_object(run_dir)
+    log = setup_logger(run_dir if info.is_main else None, info.is_main)
+    if info.is_main:
+        with open(os.path.join(run_dir, "config.yaml" if not resume else "config.resumed.yaml"), "w") as f:
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+
+    start_step = int(ckpt["step"]) if ckpt else 0
+    log.info("%s run %s at step %d (world size %d, device %s, per-process batch %d, global batch %d)",
+             "resuming" if resume else "starting", run_dir, start_step, info.world_size,
+             info.device, cfg.train.batch, cfg.train.batch * info.world_size)
+
+    train_set, test_set = build_datasets(cfg, info.is_main, log)
+    trainer = Trainer(cfg, info, log)
+    best = None
+    if ckpt:
+        trainer.load(ckpt)
+        best = ckpt.get("best_metric")
+        if ckpt.get("world_size", info.world_size) != info.world_size:
+            log.warning("the checkpoint was written by %d processes, this run has %d: data order and "
+                        "per-rank noise differ from an uninterrupted run", ckpt["world_size"], info.world_size)
+    del ckpt
+
+    iters = cfg.train.iters
+    sampler = StepBatchSampler(len(train_set), cfg.train.batch, info.world_size, info.rank,
+                               cfg.train.seed, start_step, iters)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                        pin_memory=info.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.train.seed))
+    ckpts = CheckpointManager(run_dir, cfg.train.keep_last) if info.is_main else None
+    stats_w = StatsWriter(run_dir, info.is_main, cfg.log.tensorboard, purge_step=start_step if resume else None)
+
+    from .evaluation import InLoopEvaluator
+    evaluator = InLoopEvaluator(cfg, test_set or train_set, trainer, info, log)
+    result = RunResult(run_dir=run_dir, step=start_step)
+
+    def save(step: int) -> None:
+        pl_mean = trainer.gather_pl_mean()  # collective: every rank
+        if info.is_main:
+            state = trainer.checkpoint(step, pl_mean, sampler.position(step), best)
+            path = ckpts.save(state, step)
+            ckpts.export(trainer.G_ema.state_dict(), trainer.G_ema.kwargs, step, cfg.to_dict())
+            log.info("saved %s", path)
+        dist_utils.barrier()
+
+    def evaluate(step: int) -> None:
+        nonlocal best
+        metrics = evaluator.evaluate(step)  # rank 0 computes; others get the numbers
+        if metrics is None:
+            return
+        result.evals.append({"step": step, **metrics})
+        stats_w.scalars(step, metrics, kind="eval")
+        key = cfg.eval.best_metric
+        improved = key in metrics and (best is None or _better(key, metrics[key], best["value"]))
+        if improved:
+            best = {"metric": key, "value": float(metrics[key]), "step": step}
+        save(step)
+        if improved and info.is_main:
+            ckpts.mark_best(step)
+            log.info("new best %s = %.4f at step %d -> checkpoints/best.pt", key, metrics[key], step)
+
+    from tqdm import tqdm
+    pbar = tqdm(total=iters, initial=start_step, disable=not (info.is_main and cfg.log.progress),
+                dynamic_ncols=True, smoothing=0.05, unit="it")
+    acc: dict = {}
+    counts: dict = {}
+    t_log, n_log = time.perf_counter(), 0
+    step = start_step
+    if start_step == 0 and cfg.eval.at_start and cfg.eval.every > 0:
+        evaluate(0)
+    if start_step == 0 and cfg.log.sample_every > 0:
+        evaluator.save_samples(0, stats_w)
+
+    with StopFlag() as stop:
+        data_iter = iter(loader)
+        while step < iters:
+            real = next(data_iter)
+            stats = trainer.train_step(step, real)
+            step += 1
+            n_log += 1
+
+            # One collective per step: mean of d/g losses, any non-finite value, any stop request.
+            total = sum(v.float() for v in stats.values())
+            flags = torch.stack([stats["d_loss"].float(), stats["g_total"].float(),
+                                 (~torch.isfinite(total)).float(),
+                                 torch.tensor(float(stop.signal is not None or (stop_at is not None and step >= stop_at)),
+                                              device=info.device)])
+            flags = _reduce_flags(flags)
+            if flags[2] > 0:
+                bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
+                latest = os.path.join(run_dir, "checkpoints", "latest.pt")
+                raise NonFiniteLossError(
+                    f"Non-finite loss at step {step} ({', '.join(bad) or 'on another rank'}); the run "
+                    f"stopped without saving this state, the last good checkpoint is {latest} "
+                    f"(lower optim.lr or turn off train.amp, then --resume).")
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0.0) + v.float()
+                counts[k] = counts.get(k, 0) + 1
+            pbar.update(1)
+            if info.is_main and cfg.log.progress:
+                pbar.set_postfix(d=f"{float(flags[0]):.3f}", g=f"{float(flags[1]):.3f}", refresh=False)
+
+            if _is_due(step, cfg.log.log_every) or step == iters:
+                means = dist_utils.reduce_dict({k: acc[k] / counts[k] for k in acc}, info.device)
+                dt = time.perf_counter() - t_log
+                means["images_per_s"] = n_log * cfg.train.batch * info.world_size / max(dt, 1e-9)
+                means["sec_per_it"] = dt / max(n_log, 1)
+                stats_w.scalars(step, means)
+                log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())))
+                result.last_stats = means
+                acc, counts, t_log, n_log = {}, {}, time.perf_counter(), 0
+            if _is_due(step, cfg.log.sample_every) or step == iters:
+                evaluator.save_samples(step, stats_w)
+            if _is_due(step, cfg.eval.every) or (step == iters and cfg.eval.every > 0):
+                evaluate(step)  # saves a checkpoint at this step too
+            elif _is_due(step, cfg.train.ckpt_every) or step == iters:
+                save(step)
+
+            stopping = flags[3] > 0
+            if stopping and step < iters:
+                if not (_is_due(step, cfg.eval.every) or _is_due(step, cfg.train.ckpt_every)):
+                    save(step)
+                result.stopped_by = stop.signal or "stop_at"
+                log.info("stopped at step %d (%s); continue with: python train.py --resume %s",
+                         step, result.stopped_by, run_dir)
+                break
+    pbar.close()
+    stats_w.close()
+    result.step = step
+    if step >= iters:
+        log.info("finished %d iterations; run directory %s", step, run_dir)
+    return result
+
+
+def _reduce_flags(flags: torch.Tensor) -> torch.Tensor:
+    """[d_loss, g_loss, nonfinite, stop] -> ranks' mean losses, any nonfinite, any stop."""
+    if not dist_utils.is_enabled():
+        return flags.detach().cpu()
+    mean = dist_utils.reduce_mean(flags[:2])
+    anyf = dist_utils.reduce_max(flags[2:])
+    return torch.cat([mean, anyf]).cpu()
+
+
+def _better(metric: str, new: float, old: float) -> bool:
+    higher_is_better = metric in ("psnr", "ssim", "p_ids", "u_ids", "psnr_hole")
+    return new > old if higher_is_better else new < old

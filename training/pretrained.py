@@ -1,0 +1,107 @@
+"""The frozen pretrained networks of training: pSp style encoder, ArcFace, LPIPS VGG16.
+
+Each is read from the local file named in the config (nothing is downloaded); a missing file is
+one sentence naming the config key. Only the networks a positive loss weight needs are built,
+except the style encoder, which always runs (it gives the generator its exemplar codes).
+
+``pretrained.allow_random: true`` (demo and tests only) builds randomly initialised *tiny*
+stand-ins instead: an IR-SE style encoder of width 8 with one unit per stage at 32 px input, a
+width-8 IR-SE ArcFace, and LPIPS with a random VGG16 trunk. They are seeded from
+``train.seed``, so every process of a run and every resume builds the same ones. The log says
+so in capitals: losses computed with them carry no pretrained knowledge.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import rng
+
+STANDIN_WIDTH = 8                  # first-stage channels of the IR-SE stand-ins
+STANDIN_UNITS = (1, 1, 1, 1)
+STANDIN_ENCODER_INPUT = 32         # the stand-in style encoder resizes its input to 32x32
+STANDIN_ID_DIM = 64
+
+
+@dataclass
+class Pretrained:
+    style_encoder: torch.nn.Module                 # img -> exemplar codes [B, n_exemplar, style_dim]
+    identity: Optional[torch.nn.Module] = None     # img -> L2-normalised features [B, D]
+    lpips: Optional[torch.nn.Module] = None        # lpips.LPIPS (VGG, v0.1)
+    random: tuple = ()                             # names of the random stand-ins in use
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Build modules from a fixed seed without disturbing the global RNG streams."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def standin_style_encoder(start: int, n: int, n_styles: int, style_dim: int, seed: int):
+    from models.psp import StyleEncoder
+
+    with _seeded(rng.derive_seed(seed, 0x5E)):
+        enc = StyleEncoder(start=start, n=n, n_styles=n_styles, style_dim=style_dim,
+                           width=STANDIN_WIDTH, units=STANDIN_UNITS, input_size=STANDIN_ENCODER_INPUT)
+        enc.set_latent_avg(torch.randn(n_styles, style_dim) * 0.1)
+    return enc
+
+
+def standin_identity(seed: int):
+    from models.identity import IdentityNet
+
+    with _seeded(rng.derive_seed(seed, 0x1D)):
+        return IdentityNet("ir_se50", feature_dim=STANDIN_ID_DIM, width=STANDIN_WIDTH, units=STANDIN_UNITS)
+
+
+def standin_lpips(seed: int, device):
+    from losses.perceptual import load_lpips
+
+    with _seeded(rng.derive_seed(seed, 0x1F)):
+        return load_lpips(None, allow_random_backbone=True, device=device)
+
+
+def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
+    """The pretrained networks the config needs, frozen, in eval mode, on `device`."""
+    from models.psp import load_style_encoder
+
+    p, L = cfg.pretrained, cfg.loss
+    start, n = generator.exemplar_start, generator.n_exemplar
+    need_id, need_lpips = L.lambda_id > 0, L.lambda_lpips > 0
+
+    if p.allow_random:
+        seed = cfg.train.seed
+        enc = standin_style_encoder(start, n, generator.n_latent, generator.style_dim, seed)
+        ident = standin_identity(seed) if need_id else None
+        lp = standin_lpips(seed, device) if need_lpips else None
+        random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
+                                            ("LPIPS VGG16", lp)) if m is not None)
+        bar = "!" * 78
+        log.warning(bar)
+        log.warning("PRETRAINED NETWORKS ARE RANDOM STAND-INS (pretrained.allow_random=true): %s.",
+                    ", ".join(random))
+        log.warning("The attribute / identity / LPIPS losses carry NO pretrained knowledge. Use this "
+                    "for the demo and tests only; real training needs the files under checkpoints/.")
+        log.warning(bar)
+        return Pretrained(enc.to(device), ident.to(device) if ident is not None else None, lp, random)
+
+    enc = load_style_encoder(p.style_encoder, start=start, n=n, device=device)
+    if enc.style_dim != generator.style_dim:
+        from .config import ConfigError
+        raise ConfigError(f"The style encoder {p.style_encoder} gives {enc.style_dim}-d codes but "
+                          f"model.style_dim is {generator.style_dim}; set model.style_dim={enc.style_dim}.")
+    ident = None
+    if need_id:
+        from models.identity import load_identity_net
+        ident = load_identity_net(p.identity, kind=p.identity_kind, device=device)
+    lp = None
+    if need_lpips:
+        from losses.perceptual import load_lpips
+        lp = load_lpips(L.lpips_vgg_path, allow_random_backbone=L.allow_random_backbone, device=device)
+    return Pretrained(enc, ident, lp, ())

@@ -1,0 +1,135 @@
+"""Run directories and their outputs: log.txt, stats.jsonl, TensorBoard events, sample grids.
+
+Layout of one run (only rank 0 writes):
+
+    runs/00003-demo/
+        config.yaml        resolved config of the run
+        log.txt            human-readable log (appended to on resume)
+        stats.jsonl        one JSON object per log / eval event: {"step": ..., "kind": ..., ...}
+        events.out.tfevents.*   TensorBoard scalars and sample images
+        samples/step-000100.png  grids: input with hole | mask | exemplar | output | ground truth
+        checkpoints/       ckpt-<step>.pt (last K), latest.pt, best.pt, g_ema-<step>.pt, export.pt
+
+Directories are numbered from the highest existing number + 1 and created with an exclusive
+mkdir, so two runs started at the same moment never share (or overwrite) a directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+from typing import Optional
+
+import torch
+
+_RUN_RE = re.compile(r"^(\d{5})-")
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    return name or "run"
+
+
+def create_run_dir(outdir: str, name: str) -> str:
+    """Make a fresh `outdir/<NNNNN>-<name>`; never reuses an existing directory."""
+    os.makedirs(outdir, exist_ok=True)
+    name = _safe_name(name)
+    taken = [int(m.group(1)) for m in map(_RUN_RE.match, os.listdir(outdir)) if m]
+    number = max(taken, default=-1) + 1
+    while True:
+        path = os.path.join(outdir, f"{number:05d}-{name}")
+        try:
+            os.mkdir(path)  # exclusive: fails if another process took this number first
+            return path
+        except FileExistsError:
+            number += 1
+
+
+def setup_logger(run_dir: Optional[str], is_main: bool) -> logging.Logger:
+    """Logger 'exegan.train': stderr + run_dir/log.txt on rank 0; warnings only elsewhere."""
+    log = logging.getLogger("exegan.train")
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    log.propagate = False
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if is_main and run_dir is not None:
+        fh = logging.FileHandler(os.path.join(run_dir, "log.txt"), mode="a", encoding="utf-8")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+    return log
+
+
+class StatsWriter:
+    """stats.jsonl + TensorBoard scalars/images; a no-op on ranks other than 0."""
+
+    def __init__(self, run_dir: Optional[str], enabled: bool, tensorboard: bool = True,
+                 purge_step: Optional[int] = None):
+        self.enabled = enabled and run_dir is not None
+        self.run_dir = run_dir
+        self._jsonl = None
+        self._tb = None
+        if not self.enabled:
+            return
+        self._jsonl = open(os.path.join(run_dir, "stats.jsonl"), "a", encoding="utf-8")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            # purge_step: on resume, drop events logged after the checkpoint we restart from.
+            self._tb = SummaryWriter(log_dir=run_dir, purge_step=purge_step)
+
+    def scalars(self, step: int, values: dict, kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), "kind": kind}
+        row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()})
+        self._jsonl.write(json.dumps(row, allow_nan=True) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    self._tb.add_scalar(f"{kind}/{k}", float(v), global_step=step)
+
+    def image(self, step: int, tag: str, grid: torch.Tensor) -> None:
+        """grid: [3, H, W] in [0, 1]."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(tag, grid, global_step=step)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def sample_grid(real: torch.Tensor, mask: torch.Tensor, exemplar: torch.Tensor,
+                completed: torch.Tensor) -> torch.Tensor:
+    """One row per sample: input with hole | mask | exemplar | output | ground truth.
+
+    Inputs are [B,3,H,W] in [-1,1] and mask [B,1,H,W] (1 = hole); the hole is shown in grey
+    (value 0) in the input column. Returns [3, H', W'] in [0, 1].
+    """
+    import torchvision.utils as vutils
+
+    masked = real * (1 - mask)
+    mask_rgb = (mask * 2 - 1).expand(-1, 3, -1, -1)
+    cols = torch.stack([masked, mask_rgb, exemplar, completed, real], dim=1)  # [B, 5, 3, H, W]
+    cols = cols.flatten(0, 1).float().clamp(-1, 1)
+    return vutils.make_grid(cols, nrow=5, padding=2, normalize=True, value_range=(-1, 1))
+
+
+def save_grid(grid: torch.Tensor, path: str) -> None:
+    import torchvision.utils as vutils
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.png"
+    vutils.save_image(grid, tmp)
+    os.replace(tmp, path)
