@@ -20,13 +20,13 @@ Kinds (hole ratio = fraction of hole pixels; ranges measured over 1000 masks, se
   direction), segment length ~ N(d/8, d/16) clipped to [0, d/4] with d the image diagonal,
   width U[12, 40] px, round joints. Rectangles have sides U[S/10, S/2.5]. All lengths are given
   at 256 px and scale with the image. Masks outside ``hole_range`` (default 5–60 %) are redrawn;
-  before that cut the ratio spans about 2–55 % (median 27 %).
+  the result has median ~26 %, 5th–95th percentile ~10–44 %.
 - ``center``: a centred square of side S/2 (evaluation; ratio 25 %).
 - ``large``: CoModGAN-style large masks for the 512 setting — up to 9 boxes of side
   < S/2 and up to 4 of side < S (each may hang half over the border), plus up to 19 brush strokes
   of 4–18 vertices and width U[12, 48] px at 512 (scaled with the image), randomly mirrored.
   Redrawn until the ratio is inside ``hole_range`` (default (0, 1]: CoModGAN's training
-  setting); the result is heavy: ratio ~5–97 %, median ~70 %.
+  setting); the result is heavy: median ~68 %, 5th–95th percentile ~29–89 %.
 - ``files`` (alias ``irregular``): mask files such as the NVIDIA irregular mask test set,
   grouped by hole ratio into the buckets 0–10 %, 10–20 %, …, 50–60 % (:data:`BUCKETS`).
 - ``paired``: one mask file per image, matched by file name (relative path without extension).
