@@ -25,7 +25,6 @@ parameters regenerate the folder (only a folder this function made is ever repla
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile

@@ -117,7 +117,7 @@ class ImageFolderDataset(FlipMixin, Dataset):
         return len(self.paths)
 
     def load(self, index: int) -> torch.Tensor:
-        """Item ``index`` without flipping (raises :class:`DatasetError` if it cannot be decoded)."""
+        """Item ``index``, unflipped (:class:`DatasetError` if the file cannot be decoded)."""
         return pil_to_tensor(load_image(self.paths[index], self.size, self.background))
 
     def __getitem__(self, index: int) -> torch.Tensor:

@@ -20,13 +20,13 @@ Kinds (hole ratio = fraction of hole pixels; ranges measured over 1000 masks, se
   direction), segment length ~ N(d/8, d/16) clipped to [0, d/4] with d the image diagonal,
   width U[12, 40] px, round joints. Rectangles have sides U[S/10, S/2.5]. All lengths are given
   at 256 px and scale with the image. Masks outside ``hole_range`` (default 5–60 %) are redrawn;
-  the result has median ~26 %, 5th–95th percentile ~10–44 %.
+  the result has median ~26 %, 5th–95th percentile ~9–44 %.
 - ``center``: a centred square of side S/2 (evaluation; ratio 25 %).
 - ``large``: CoModGAN-style large masks for the 512 setting — up to 9 boxes of side
   < S/2 and up to 4 of side < S (each may hang half over the border), plus up to 19 brush strokes
   of 4–18 vertices and width U[12, 48] px at 512 (scaled with the image), randomly mirrored.
   Redrawn until the ratio is inside ``hole_range`` (default (0, 1]: CoModGAN's training
-  setting); the result is heavy: median ~68 %, 5th–95th percentile ~29–89 %.
+  setting); the result is heavy: median ~68 %, 5th–95th percentile ~31–90 %.
 - ``files`` (alias ``irregular``): mask files such as the NVIDIA irregular mask test set,
   grouped by hole ratio into the buckets 0–10 %, 10–20 %, …, 50–60 % (:data:`BUCKETS`).
 - ``paired``: one mask file per image, matched by file name (relative path without extension).
@@ -53,7 +53,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from datasets.errors import MaskError
-from datasets.imaging import DECODE_ERRORS, center_crop_box, first_lines, rel_stem, scan_images
+from datasets.imaging import DECODE_ERRORS, center_crop_box, rel_stem, scan_images
 from datasets.rng import RngLike, as_rng, rng_from_state, rng_state
 
 SizeLike = Union[int, Tuple[int, int], Sequence[int]]
@@ -223,14 +223,14 @@ def _draw_strokes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, n_strokes
         nv = int(rng.integers(n_vertex[0], n_vertex[1] + 1))
         brush = max(1, int(round(rng.uniform(widths[0], widths[1]))))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
+        turns = mean_angle + rng.uniform(-angle_range, angle_range, size=nv)
+        lengths = np.clip(rng.normal(mean_len, mean_len / 2, size=nv), 0, 2 * mean_len)
         points = [(x, y)]
         for i in range(nv):
-            turn = mean_angle + rng.uniform(-angle_range, angle_range)
             # Alternate the turning direction so a stroke zig-zags instead of circling.
-            angle = 2 * math.pi - turn if i % 2 == 0 else turn
-            length = float(np.clip(rng.normal(mean_len, mean_len / 2), 0, 2 * mean_len))
-            x = float(np.clip(x + length * math.cos(angle), 0, width - 1))
-            y = float(np.clip(y + length * math.sin(angle), 0, height - 1))
+            angle = 2 * math.pi - turns[i] if i % 2 == 0 else turns[i]
+            x = min(max(x + lengths[i] * math.cos(angle), 0.0), width - 1.0)
+            y = min(max(y + lengths[i] * math.sin(angle), 0.0), height - 1.0)
             points.append((x, y))
         draw.line(points, fill=255, width=brush)
         r = brush / 2
@@ -461,7 +461,8 @@ class MaskFiles(MaskGenerator):
         return len(self.names)
 
     def draw(self, height, width, rng, *, index=None, name=None):
-        i = int(index) % len(self.names) if index is not None else int(rng.integers(len(self.names)))
+        n = len(self.names)
+        i = int(index) % n if index is not None else int(rng.integers(n))
         return fit_mask(read_mask_file(self.paths[i], self.hole_value), (height, width))
 
 

@@ -10,14 +10,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-EPILOG = """\
-workflow:
+EPILOG = r"""workflow:
   1. Lay out the images as train/test folders (any nesting; png, jpg, jpeg, bmp, webp, tif):
        data/celebahq/train/*.jpg   (28000 images)   data/celebahq/test/*.jpg   (2000 images)
        data/ffhq/train/*.png       (60000 images)   data/ffhq/test/*.png       (10000 images)
   2. Pack each split at the model size(s):
        python scripts/prepare_data.py data/celebahq/train --out data/celebahq/train_lmdb --size 256
-       python scripts/prepare_data.py data/ffhq/train --out data/ffhq/train_lmdb --size 256 512 --workers 8
+       python scripts/prepare_data.py data/ffhq/train --out data/ffhq/train_lmdb \
+           --size 256 512 --workers 8
   3. Point the config at the pack (a folder works the same way):
        --set data.train=data/celebahq/train_lmdb
 
