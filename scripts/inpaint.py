@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Exemplar-guided inpainting / guided recovery with a trained EXE-GAN (Lu et al., Neurocomputing
+2025): fill the holes of face images so that the filled region takes on an exemplar face's
+attributes, K diverse results per image, plus a side-by-side sheet.
+
+    python scripts/inpaint.py --ckpt EXE_GAN_model_256.pt --psp psp_ffhq_encode.pt \\
+        --image face.png --mask face_mask.png --exemplar other_face.png --samples 4 --out results/
+
+Images may have any size: they are brought to the model size and the prediction is pasted back
+at the original size inside the hole only (the known pixels of every output are the input's,
+bit for bit). See scripts/_cli_common.py for the resizing and thresholding rules and
+docs/applications.md for the whole workflow (alignment, sketches).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts import _cli_common as cli  # noqa: E402
+
+EPILOG = """\
+inputs:
+  --image     an image file, or a folder (scanned recursively)
+  --mask      a mask file (for one image, or the same mask for all images of its size), or a folder
+              whose files are paired with the images by name (relative path without extension);
+              same size as its image; white = hole (--mask-hole black for black holes), thresholded
+              at half the value range; mostly grey masks are refused
+  --exemplar  one exemplar for all images, or a folder paired by name; any size (centre-cropped)
+  --sketch    (needs a sketch fine-tuned checkpoint) stroke images paired like masks, same size as
+              the image; white strokes on black (--sketch-strokes black for dark strokes on white);
+              only strokes inside the hole are used
+
+outputs (in --out, keeping the input folder structure; nothing is overwritten: if a name is taken
+the whole set gets the next free '-N' suffix):
+  <name>_sample<k>.png   result k (k = 0..K-1, drawn with seed + k), at the input's size
+  <name>_sheet.png       input with the hole in white | mask | [sketch |] exemplar | results
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", required=True, help="image file or folder")
+    p.add_argument("--mask", required=True, help="mask file or folder (paired by name)")
+    p.add_argument("--exemplar", required=True, help="exemplar file (for all) or folder (paired by name)")
+    p.add_argument("--samples", type=int, default=1, help="K diverse results per image (default 1)")
+    p.add_argument("--sketch", help="sketch file or folder (paired by name); needs a sketch fine-tuned --ckpt")
+    p.add_argument("--sketch-strokes", choices=("white", "black"), default="white",
+                   help="stroke colour of the sketch files (default white strokes on black)")
+    p.add_argument("--no-sheet", action="store_true", help="do not write the side-by-side sheets")
+    cli.add_model_args(p)
+    return p
+
+
+def inpaint_one(model, prep: cli.Prepared, exemplar, *, samples: int, seed: int, truncation: float,
+                sketch=None) -> list:
+    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k."""
+    kw = {} if sketch is None else {"sketch": sketch[None]}
+    out = []
+    for k in range(samples):
+        completed = model.inpaint(prep.image[None], prep.mask[None], exemplar[None],
+                                  truncation=truncation, seed=seed + k, **kw)[0]
+        out.append(cli.paste_back(prep, completed))
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.samples < 1:
+        raise cli.CLIError(f"--samples must be at least 1, got {args.samples}.")
+    device = cli.resolve_device(args.device)
+
+    images = cli.collect(args.image, "image", "--image")
+    masks = cli.pair(images, args.mask, "mask", "--mask")
+    exemplars = cli.pair(images, args.exemplar, "exemplar", "--exemplar")
+    sketches = cli.pair(images, args.sketch, "sketch", "--sketch") if args.sketch else None
+    writer = cli.OutputWriter(args.out)
+
+    model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None)
+    size = model.size
+    suffixes = [f"_sample{k}.png" for k in range(args.samples)] + ([] if args.no_sheet else ["_sheet.png"])
+
+    for key, image_path in images.items():
+        original = cli.read_rgb(image_path)
+        hole = cli.read_binary(masks[key], original.shape[:2], "mask", "--mask", args.mask_hole == "white")
+        try:
+            prep = cli.prepare(original, hole, size)
+        except cli.CLIError as e:
+            raise cli.CLIError(f"{masks[key]}: {e}") from None
+        exemplar = cli.read_exemplar(exemplars[key], size)
+        sketch = strokes = None
+        if sketches is not None:
+            strokes = cli.read_binary(sketches[key], original.shape[:2], "sketch", "--sketch",
+                                      args.sketch_strokes == "white")
+            sketch = cli.model_sketch(prep, strokes)
+        results = inpaint_one(model, prep, exemplar, samples=args.samples, seed=args.seed,
+                              truncation=args.truncation, sketch=sketch)
+
+        paths = writer.reserve(key, suffixes)
+        meta = {"exegan:ckpt": os.path.abspath(args.ckpt), "exegan:image": image_path,
+                "exegan:mask": masks[key], "exegan:exemplar": exemplars[key],
+                "exegan:truncation": args.truncation}
+        if sketches is not None:
+            meta["exegan:sketch"] = sketches[key]
+        for k, res in enumerate(results):
+            writer.save(res, paths[f"_sample{k}.png"], {**meta, "exegan:seed": args.seed + k})
+        if not args.no_sheet:
+            h = max(size, 64)
+            tiles = [cli.tile(cli.with_hole(original, hole), h), cli.tile(hole, h, nearest=True)]
+            if strokes is not None:
+                tiles.append(cli.tile(strokes & hole, h, nearest=True))
+            tiles.append(cli.tile(cli.to_uint8(exemplar), h))
+            tiles += [cli.tile(r, h) for r in results]
+            writer.save(cli.hstack(tiles), paths["_sheet.png"], meta)
+        print(f"{image_path} -> {', '.join(paths[s] for s in suffixes)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
