@@ -4,7 +4,8 @@ loop. See docs/evaluation.md for definitions, data ranges and the weight files.
 """
 from .evaluator import ALL_METRICS, Evaluator, EvaluatorError, aggregate_repeats, format_mean_std
 from .fid import (FeatureStats, FrechetDistanceError, ReferenceStatsCache, feature_stats,
-                  fid_from_features, file_sha256, frechet_distance, reference_stats_key)
+                  fid_against_stats, fid_from_features, file_sha256, frechet_distance,
+                  reference_stats_key)
 from .ids import IDSWarning, compute_ids
 from .image_metrics import l1, lpips_distance, psnr, quantize_8bit, ssim, to_unit
 from .inception import (STANDARD_WEIGHTS_NAME, FIDInceptionV3, InceptionWeightsError,
@@ -13,6 +14,7 @@ from .inception import (STANDARD_WEIGHTS_NAME, FIDInceptionV3, InceptionWeightsE
 __all__ = [
     "Evaluator", "EvaluatorError", "ALL_METRICS", "aggregate_repeats", "format_mean_std",
     "FeatureStats", "feature_stats", "frechet_distance", "fid_from_features",
+    "fid_against_stats",
     "FrechetDistanceError", "ReferenceStatsCache", "reference_stats_key", "file_sha256",
     "compute_ids", "IDSWarning",
     "psnr", "ssim", "l1", "lpips_distance", "to_unit", "quantize_8bit",

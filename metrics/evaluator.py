@@ -28,7 +28,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .fid import FeatureStats, feature_stats, frechet_distance
+from .fid import fid_against_stats, fid_from_features
 from .ids import compute_ids
 from .image_metrics import l1, lpips_distance, psnr, quantize_8bit, ssim
 
@@ -201,10 +201,10 @@ class Evaluator:
             if n < 2:
                 res["fid"] = math.nan   # a covariance needs two images
             else:
-                mu_f, s_f = feature_stats(fake)
-                mu_r, s_r = self.fid_reference if self.fid_reference is not None \
-                    else feature_stats(real)
-                res["fid"] = frechet_distance(mu_f, s_f, mu_r, s_r)
+                if self.fid_reference is not None:
+                    res["fid"] = fid_against_stats(fake, *self.fid_reference)
+                else:
+                    res["fid"] = fid_from_features(fake, real)
         if "ids" in self.metrics:
             if n < 2:
                 res["u_ids"] = res["p_ids"] = math.nan

@@ -70,3 +70,11 @@ def inception_weights_file(tmp_path_factory):
 def random_inception(inception_weights_file):
     from metrics.inception import load_inception
     return load_inception(inception_weights_file, "cpu")
+
+
+@pytest.fixture(scope="session")
+def random_lpips():
+    """LPIPS (VGG, v0.1 heads) with a random trunk, through the project's loader."""
+    from losses.perceptual import load_lpips
+    torch.manual_seed(0)
+    return load_lpips(None, allow_random_backbone=True)
