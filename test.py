@@ -1,0 +1,258 @@
+"""Evaluate EXE-GAN (Lu et al., Neurocomputing 2025): the paper's protocol, section 4 / DESIGN 6.
+
+    python test.py --ckpt checkpoints/EXE_GAN_model_256.pt --psp checkpoints/psp_ffhq_encode.pt \\
+        --data data/celebahq/test --n-images 2000 --masks center --exemplars reverse --repeats 3
+    python test.py --config configs/celebahq_256.yaml --ckpt runs/00003-celebahq_256/checkpoints/best.pt \\
+        --masks irregular data/irregular_masks --repeats 3
+
+Completed images vs ground truth: FID, U-IDS, P-IDS, LPIPS, PSNR, SSIM, L1 (+ L1 / PSNR inside
+the hole), mean ± std over repeats, per mask bucket. Writes results.json (with the protocol
+record: weights hashes, masks, exemplars, seeds, versions), results.csv and pairs.csv to a fresh
+directory (``--out``, default runs/eval/<NNNNN>-<name>). Thin entry point: the protocol lives in
+metrics/protocol.py (see docs/evaluation.md, section "test.py").
+
+File settings come from the flags, else from the YAML ``--config`` (``pretrained.style_encoder``,
+``pretrained.inception``, ``loss.lpips_vgg_path``, ``data.test``; the evaluation settings from its
+``eval`` section), else from the config defaults under checkpoints/. Flags always win.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+MASK_CHOICES = ("center", "free_form", "large", "irregular", "paired")
+EXEMPLAR_CHOICES = ("reverse", "self", "folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="test.py", description="Evaluate an EXE-GAN checkpoint under the paper's protocol.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    f = p.add_argument_group("files")
+    f.add_argument("--ckpt", help="generator: our checkpoint / export, or the authors' "
+                                  "EXE_GAN_model_256.pt / a bare g_ema state dict")
+    f.add_argument("--which", default="g_ema", help="entry of a training checkpoint to load")
+    f.add_argument("--psp", help="pSp style encoder file (psp_ffhq_encode.pt)")
+    f.add_argument("--data", help="test images: an image folder or an LMDB made by "
+                                  "scripts/prepare_data.py")
+    f.add_argument("--inception", help="FID Inception weights "
+                                       "(pt_inception-2015-12-05-6726825d.pth)")
+    f.add_argument("--lpips-vgg", help="torchvision VGG16 state dict for LPIPS (vgg16-397923af.pth)")
+    f.add_argument("--config", help="YAML config (as for train.py): file paths and the eval section")
+    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set data.test=...")
+    f.add_argument("--allow-random-pretrained", action="store_true",
+                   help="TESTS / DEMO ONLY: random stand-ins for missing pSp / Inception / VGG "
+                        "files (numbers are meaningless)")
+    pr = p.add_argument_group("protocol")
+    pr.add_argument("--masks", nargs="+", metavar="KIND [DIR]",
+                    help="center | free_form | large | irregular DIR | paired DIR "
+                         "(default: eval.mask of the config, else center)")
+    pr.add_argument("--mask-seed", type=int, help="seed of the masks (default: --seed)")
+    pr.add_argument("--hole-value", type=int, choices=(0, 1), default=1,
+                    help="mask files: 1 = white is hole (NVIDIA), 0 = black is hole")
+    pr.add_argument("--buckets", nargs="+", metavar="LABEL",
+                    help="irregular masks: evaluate only these hole-ratio buckets (e.g. 20-30 30-40)")
+    pr.add_argument("--exemplars", nargs="+", metavar="MODE [DIR]",
+                    help="reverse | self | folder DIR (default: eval.exemplar, else reverse)")
+    pr.add_argument("--repeats", type=int, default=1, help="repeats R (seeds seed..seed+R-1)")
+    pr.add_argument("--seed", type=int, help="seed of z / noise (default: eval.seed, else 0)")
+    pr.add_argument("--n-images", type=int, help="first N test images (default: all, or "
+                                                 "eval.n_images of the config)")
+    pr.add_argument("--batch", type=int, help="batch size (default: eval.batch, else 16); part of "
+                                              "the protocol with reverse exemplars")
+    pr.add_argument("--truncation", type=float, default=1.0, help="truncation psi")
+    pr.add_argument("--metrics", nargs="+", metavar="M",
+                    help="subset of fid ids lpips psnr ssim l1 (default: all)")
+    pr.add_argument("--fid-resize", choices=("pytorch_fid", "tf1"), default="pytorch_fid",
+                    help="Inception input resize convention")
+    r = p.add_argument_group("run")
+    r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    r.add_argument("--out", help="results directory (must not exist or be empty; default: a new "
+                                 "runs/eval/<NNNNN>-<name>)")
+    r.add_argument("--save-images", action="store_true",
+                   help="also write the completed images and masks as PNG")
+    r.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    return p
+
+
+def _kind_and_dir(values, choices, flag: str):
+    from metrics.protocol import ProtocolError
+    kind = values[0]
+    if kind not in choices:
+        raise ProtocolError(f"{flag} {kind!r} is not one of {', '.join(choices)}.")
+    needs_dir = kind in ("irregular", "paired", "folder")
+    if needs_dir and len(values) != 2:
+        raise ProtocolError(f"{flag} {kind} needs a folder: {flag} {kind} DIR.")
+    if not needs_dir and len(values) != 1:
+        raise ProtocolError(f"{flag} {kind} takes no folder (got {values[1:]}).")
+    return kind, (values[1] if needs_dir else None)
+
+
+def _load_config(args):
+    """(config object or None, name of the file) — training/config.py's loader when present."""
+    if not args.config and not args.overrides:
+        return None
+    try:
+        from training.config import load_config
+    except ImportError:  # training package absent: read the sections we use from the YAML
+        import types
+        import yaml
+        with open(args.config, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+        ns = lambda d: types.SimpleNamespace(**(d or {}))  # noqa: E731
+        return types.SimpleNamespace(
+            pretrained=ns(raw.get("pretrained")), loss=ns(raw.get("loss")),
+            data=ns(raw.get("data")), eval=ns(raw.get("eval")), model=ns(raw.get("model")))
+    return load_config(args.config, args.overrides)
+
+
+def resolve(args, argv=None):
+    """TestSettings from the flags, the config and the defaults (flags win)."""
+    from metrics.protocol import TestSettings
+
+    cfg = _load_config(args)
+    where = f"in {args.config}" if args.config else "from --set"
+    sources = {}
+
+    def pick(flag_value, flag, section, key, default_cfg=None):
+        """A file setting: the flag, else the config value, else the schema default."""
+        if flag_value is not None:
+            sources[key] = flag
+            return flag_value
+        value = getattr(getattr(cfg, section, None), key_of[key], None) if cfg else None
+        if value is not None:
+            sources[key] = f"{section}.{key_of[key]} {where} (or pass {flag})"
+            return value
+        if default_cfg is not None:
+            sources[key] = f"default of {section}.{key_of[key]} (pass {flag})"
+        return default_cfg
+
+    key_of = {"psp": "style_encoder", "inception": "inception", "lpips_vgg": "lpips_vgg_path",
+              "data": "test"}
+    defaults = {}
+    try:
+        from training.config import Config
+        d = Config()
+        defaults = {"psp": d.pretrained.style_encoder, "inception": d.pretrained.inception,
+                    "lpips_vgg": d.loss.lpips_vgg_path}
+    except ImportError:
+        pass
+    allow_random = bool(args.allow_random_pretrained or
+                        (cfg is not None and getattr(cfg.pretrained, "allow_random", False)))
+    files = {}
+    for key, flag, section in (("psp", "--psp", "pretrained"),
+                               ("inception", "--inception", "pretrained"),
+                               ("lpips_vgg", "--lpips-vgg", "loss")):
+        value = pick(getattr(args, key), flag, section, key, defaults.get(key))
+        # A default location that holds no file means "not given": stand-ins may replace it.
+        if allow_random and value is not None and value == defaults.get(key) \
+                and getattr(args, key) is None and not os.path.isfile(value):
+            value = None
+        files[key] = value
+
+    data = args.data
+    sources["data"] = "--data"
+    if data is None and cfg is not None:
+        if getattr(cfg.data, "kind", "folder") == "demo":
+            data = _demo_test_folder(cfg)
+            sources["data"] = f"the demo faces of data.demo_* {where}"
+        else:
+            data = getattr(cfg.data, "test", None)
+            sources["data"] = f"data.test {where} (or pass --data)"
+    ev = getattr(cfg, "eval", None) if cfg is not None else None
+
+    def from_eval(key, default):
+        value = getattr(ev, key, None) if ev is not None else None
+        return default if value is None else value
+
+    if args.masks:
+        masks, mask_dir = _kind_and_dir(args.masks, MASK_CHOICES, "--masks")
+    else:
+        masks, mask_dir = {"mixed": "free_form"}.get(from_eval("mask", "center"),
+                                                     from_eval("mask", "center")), None
+    if args.exemplars:
+        exemplars, exemplar_dir = _kind_and_dir(args.exemplars, EXEMPLAR_CHOICES, "--exemplars")
+    else:
+        exemplars = from_eval("exemplar", "reverse")
+        exemplars = "reverse" if exemplars == "reversed" else exemplars
+        exemplar_dir = from_eval("exemplar_folder", None)
+    n_images, at_most = args.n_images, False
+    if n_images is None and ev is not None and getattr(ev, "n_images", None) is not None:
+        n_images, at_most = int(ev.n_images), True
+    from metrics.evaluator import ALL_METRICS
+    return TestSettings(
+        ckpt=args.ckpt, data=data, psp=files["psp"], inception=files["inception"],
+        lpips_vgg=files["lpips_vgg"], allow_random_pretrained=allow_random,
+        masks=masks, mask_dir=mask_dir, hole_value=args.hole_value, buckets=args.buckets,
+        mask_seed=args.mask_seed, exemplars=exemplars, exemplar_dir=exemplar_dir,
+        repeats=args.repeats, seed=args.seed if args.seed is not None else int(from_eval("seed", 0)),
+        n_images=n_images, n_images_at_most=at_most,
+        batch=args.batch if args.batch is not None else int(from_eval("batch", 16)),
+        device=args.device, truncation=args.truncation,
+        metrics=list(args.metrics) if args.metrics else list(ALL_METRICS),
+        fid_resize=args.fid_resize, which=args.which, out=args.out,
+        save_images=args.save_images, progress=not args.no_progress, config=args.config,
+        command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
+
+
+def _demo_test_folder(cfg) -> str:
+    """The demo faces' test split, generated on first use (the folder train.py uses)."""
+    from datasets.demo import make_demo_faces
+    d, size = cfg.data, cfg.model.size
+    root = os.path.join(d.demo_root, f"{size}px-n{d.demo_train}-t{d.demo_test}-seed{d.demo_seed}")
+    make_demo_faces(root, d.demo_train, size, d.demo_seed, n_test=d.demo_test)
+    return os.path.join(root, "test")
+
+
+def _user_errors() -> tuple:
+    import importlib
+    found = []
+    for module, names in (
+            ("metrics.protocol", ("ProtocolError",)),
+            ("metrics.inception", ("InceptionWeightsError",)),
+            ("metrics.evaluator", ("EvaluatorError",)),
+            ("models.checkpoint", ("CheckpointError",)),
+            ("models.irse", ("WeightsFileError",)),
+            ("models.exegan", ("InputError",)),
+            ("losses.perceptual", ("LPIPSWeightsError",)),
+            ("datasets.errors", ("DatasetError", "MaskError")),
+            ("training.config", ("ConfigError",))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return tuple(found)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                            datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("exegan.test").setLevel(logging.INFO)
+    errors = _user_errors()
+    try:
+        settings = resolve(args, argv)
+        if args.dry_run:
+            from metrics.protocol import settings_dict
+            print(json.dumps(settings_dict(settings), indent=2))
+            return 0
+        from metrics.protocol import format_summary, run_test
+        out_dir, result = run_test(settings)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    print(f"results: {os.path.join(out_dir, 'results.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

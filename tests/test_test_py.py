@@ -1,0 +1,331 @@
+"""test.py end to end: tiny checkpoints in our format and in the authors' layout (with a
+pickled argparse.Namespace), a tiny pSp file, a handful of demo faces, and random-weight FID
+Inception / VGG16 files in their real layouts, all loaded through the real loaders.
+
+Checks: complete results.json / results.csv / pairs.csv with every metric and the protocol
+record (file hashes, masks, exemplars, seeds, versions), per-bucket rows for irregular masks,
+std over repeats, saved PNGs whose known pixels equal the input and whose PSNR equals the
+reported one, config files and auto-numbered result directories, and one-sentence errors for
+bad inputs (an existing results directory included). ``main()`` is called in-process (a
+subprocess would pay the torch import again for nothing it checks beyond ``sys.exit(main())``).
+"""
+import argparse
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.folder import ImageFolderDataset
+from datasets.imaging import pil_to_tensor
+from metrics.image_metrics import psnr
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.discriminator import Discriminator
+from models.generator import Generator
+from tests.metrics.conftest import inception_weights_file  # noqa: F401  (fixture)
+from tests.models.test_psp import _psp_file
+from training.pretrained import standin_style_encoder
+
+pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 16
+ALL_KEYS = {"n_images", "fid", "u_ids", "p_ids", "lpips", "psnr", "ssim", "l1", "l1_hole",
+            "psnr_hole"}
+
+
+def _entry():
+    """The root test.py as a module (the name 'test' is taken by the standard library)."""
+    spec = importlib.util.spec_from_file_location("exegan_test_entry",
+                                                  os.path.join(ROOT, "test.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _tiny_generator(seed):
+    torch.manual_seed(seed)
+    return Generator(SIZE, style_dim=16, n_mlp=2, channel_multiplier=2, channel_max=16).eval()
+
+
+def _write_mask(path, size, rows):
+    a = np.zeros((size, size), np.uint8)
+    a[:rows] = 255                      # white = hole
+    Image.fromarray(a, "L").save(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, inception_weights_file):  # noqa: F811
+    import torchvision
+    from datasets.demo import make_demo_faces
+
+    root = tmp_path_factory.mktemp("e2e")
+    g = _tiny_generator(0)
+    d = Discriminator(SIZE, channel_multiplier=2, channel_max=16)
+    ours = root / "ours.pt"
+    save_checkpoint(make_checkpoint(g=g, d=d, g_ema=g, step=7, config={"train": {"seed": 0}}),
+                    ours)
+    # The authors' layout: state dicts + their argparse.Namespace of training options.
+    g2 = _tiny_generator(1)
+    authors = root / "EXE_GAN_model_16.pt"
+    torch.save({"g": g2.state_dict(), "d": d.state_dict(), "g_ema": g2.state_dict(),
+                "args": argparse.Namespace(size=SIZE, latent=16, n_mlp=2, channel_multiplier=2,
+                                           batch=4, iter=1000)}, authors)
+    enc = standin_style_encoder(g.exemplar_start, g.n_exemplar, g.n_latent, 16, seed=3)
+    psp = _psp_file(enc, enc.latent_avg.clone(), root / "psp.pt")
+    faces = make_demo_faces(str(root / "faces"), n=1, size=SIZE, seed=0, n_test=4).test
+    # torchvision VGG16 trunk keys (features.*), the part of vgg16-397923af.pth LPIPS reads.
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    vgg = root / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, vgg)
+    return argparse.Namespace(root=root, ours=str(ours), authors=str(authors), psp=str(psp),
+                              faces=faces, vgg=str(vgg), inception=inception_weights_file)
+
+
+@pytest.fixture(scope="module")
+def entry():
+    return _entry()
+
+
+def _run(entry, capsys, *args):
+    rc = entry.main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _real_images(faces):
+    ds = ImageFolderDataset(faces, SIZE)
+    return ds, torch.stack([ds[i] for i in range(len(ds))])
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+# ------------------------------------------------------------------------------------------------
+
+def test_full_protocol_writes_complete_results_and_record(files, entry, capsys, tmp_path):
+    out = tmp_path / "full"
+    rc, stdout, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
+                           "--data", files.faces, "--inception", files.inception,
+                           "--lpips-vgg", files.vgg, "--n-images", 3, "--batch", 3,
+                           "--masks", "center", "--exemplars", "reverse", "--out", out,
+                           "--save-images", "--no-progress")
+    assert rc == 0, err
+    assert "results:" in stdout and "±" in stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["format"] == "exegan-eval-v1"
+    assert list(doc["summary"]) == ["all"]
+    summary = doc["summary"]["all"]
+    assert set(summary) == ALL_KEYS
+    assert all(np.isfinite(v["mean"]) for v in summary.values())
+    assert summary["n_images"]["mean"] == 3 and summary["psnr"]["std"] == 0.0
+    assert 0 <= summary["u_ids"]["mean"] <= 0.5 and 0 <= summary["p_ids"]["mean"] <= 1
+
+    rec = doc["protocol"]
+    for key, path in (("checkpoint", files.ours), ("psp", files.psp),
+                      ("inception", files.inception), ("lpips_vgg16", files.vgg)):
+        assert rec["files"][key]["sha256"] == _sha256(path)
+        assert rec["files"][key]["path"] == os.path.abspath(path)
+    assert rec["evaluator"]["inception_sha256"] == _sha256(files.inception)
+    assert rec["masks"]["kind"] == "center" and rec["exemplars"]["mode"] == "reverse"
+    assert (rec["n_images"], rec["batch"], rec["repeats"], rec["seeds"]) == (3, 3, 1, [0])
+    assert rec["device"] == "cpu" and rec["random_standins"] == []
+    assert rec["versions"]["torch"] == torch.__version__
+    assert rec["versions"]["numpy"] == np.__version__
+    assert "commit" in rec["code"] and rec["started"] and rec["command"][0] == "test.py"
+    assert rec["generator"]["size"] == SIZE and rec["data"]["n_available"] == 4
+
+    rows = _read_csv(out / "results.csv")
+    assert [(r["bucket"], r["stat"], r["repeat"]) for r in rows] == [
+        ("all", "mean", ""), ("all", "std", ""), ("all", "repeat", "0")]
+    for m in ALL_KEYS:
+        assert float(rows[0][m]) == summary[m]["mean"]
+        assert float(rows[2][m]) == doc["repeats"][0]["results"]["all"][m]
+
+    ds, real = _real_images(files.faces)
+    real = real[:3]
+    pairs = _read_csv(out / "pairs.csv")
+    assert [p["exemplar"] for p in pairs] == list(reversed(ds.names[:3]))
+    assert [p["image"] for p in pairs] == ds.names[:3]
+
+    # Saved completions: known pixels are the input's, holes are filled, and the in-memory
+    # PSNR is the PSNR of the saved 8-bit files.
+    centre = np.zeros((SIZE, SIZE), bool)
+    centre[4:12, 4:12] = True
+    fakes = []
+    for i, name in enumerate(ds.names[:3]):
+        stem = os.path.splitext(name)[0]
+        img = _png(out / "images" / "all" / "r0" / f"{stem}.png")
+        mask = _png(out / "masks" / "all" / "r0" / f"{stem}.png") > 127
+        assert np.array_equal(mask, centre)
+        gt = _png(ds.paths[i])
+        assert np.array_equal(img[~mask], gt[~mask])
+        assert not np.array_equal(img[mask], gt[mask])
+        fakes.append(pil_to_tensor(Image.fromarray(img)))
+    assert summary["psnr"]["mean"] == pytest.approx(float(psnr(torch.stack(fakes), real).mean()),
+                                                    rel=1e-9)
+
+
+def test_authors_checkpoint_irregular_buckets_with_repeats(files, entry, capsys, tmp_path):
+    masks = tmp_path / "irregular"
+    masks.mkdir()
+    # 32 x 32 files, even hole rows so the nearest resize to 16 keeps the ratio exactly:
+    # 2/32 (0-10 %), 4/32 and 6/32 (10-20 %), 12/32 (30-40 %), 28/32 (> 60 %, left out).
+    ratios = {"a": 2, "b": 4, "c": 6, "e": 12, "f": 28}
+    for name, rows in ratios.items():
+        _write_mask(masks / f"{name}.png", 32, rows)
+    out = tmp_path / "irr"
+    rc, _, err = _run(entry, capsys, "--ckpt", files.authors, "--psp", files.psp,
+                      "--data", files.faces, "--n-images", 3, "--batch", 3, "--masks",
+                      "irregular", masks, "--repeats", 2, "--seed", 10, "--metrics", "psnr",
+                      "ssim", "l1", "--out", out, "--save-images", "--no-progress")
+    assert rc == 0, err
+    doc = json.loads((out / "results.json").read_text())
+    buckets = ["all", "0-10", "10-20", "30-40"]
+    assert list(doc["summary"]) == buckets
+    rec = doc["protocol"]
+    assert rec["files"]["checkpoint"]["sha256"] == _sha256(files.authors)
+    assert rec["masks"]["files_per_bucket"] == {"0-10": 1, "10-20": 2, "30-40": 1}
+    assert rec["masks"]["empty_buckets_left_out"] == ["20-30", "40-50", "50-60"]
+    assert rec["masks"]["files_above_60_percent_left_out"] == 1
+    assert rec["seeds"] == [10, 11] and rec["mask_seeds"] == [10, 11]
+    for b in buckets:
+        for m in ("psnr", "ssim", "l1", "l1_hole", "psnr_hole"):
+            s = doc["summary"][b][m]
+            vals = [doc["repeats"][r]["results"][b][m] for r in (0, 1)]
+            assert s["values"] == vals
+            assert s["std"] == pytest.approx(np.std(vals, ddof=1))
+        assert doc["summary"][b]["n_images"]["mean"] == (9 if b == "all" else 3)
+    assert any(doc["summary"][b]["psnr"]["std"] > 0 for b in buckets)   # seeds matter
+
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 2 * len(buckets) + 2 * len(buckets)
+    assert {(r["bucket"], r["repeat"], r["seed"]) for r in rows if r["stat"] == "repeat"} == {
+        (b, str(r), str(10 + r)) for b in buckets for r in (0, 1)}
+
+    ds, _ = _real_images(files.faces)
+    bounds = {"0-10": (0, 0.1), "10-20": (0.1, 0.2), "30-40": (0.3, 0.4)}
+    pairs = _read_csv(out / "pairs.csv")
+    assert len(pairs) == 2 * 3 * 3
+    for p in pairs:
+        lo, hi = bounds[p["bucket"]]
+        assert lo < ratios[p["mask"][0]] / 32 <= hi
+        stem = os.path.splitext(p["image"])[0]
+        sub = os.path.join(p["bucket"], f"r{p['repeat']}", f"{stem}.png")
+        mask = _png(out / "masks" / sub) > 127
+        assert lo < mask.mean() <= hi
+        img, gt = _png(out / "images" / sub), _png(ds.paths[int(p["index"])])
+        assert np.array_equal(img[~mask], gt[~mask])
+
+
+def test_config_file_auto_numbered_dirs_and_existing_dir_refused(files, entry, capsys,
+                                                                  tmp_path, monkeypatch):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"pretrained:\n  style_encoder: {files.psp}\n"
+                   f"data:\n  test: {files.faces}\n"
+                   "eval:\n  n_images: 50\n  batch: 2\n  mask: free_form\n  exemplar: self\n"
+                   "  seed: 5\n")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(entry, capsys, "--config", cfg, "--ckpt", files.ours, "--metrics", "l1",
+                      "--no-progress")
+    assert rc == 0, err
+    first = tmp_path / "runs" / "eval" / "00000-ours-free_form-self"
+    rec = json.loads((first / "results.json").read_text())["protocol"]
+    # The config's 50 images are capped at the 4 the folder has; the rest comes from `eval`.
+    assert (rec["n_images"], rec["batch"], rec["seeds"]) == (4, 2, [5])
+    assert rec["masks"]["kind"] == "free_form" and rec["exemplars"]["mode"] == "self"
+    assert rec["config"] == str(cfg) and rec["files"]["psp"]["sha256"] == _sha256(files.psp)
+
+    # Flags override the config; the next run gets the next number.
+    rc, _, err = _run(entry, capsys, "--config", cfg, "--ckpt", files.ours, "--metrics", "l1",
+                      "--n-images", 2, "--masks", "center", "--seed", 1, "--no-progress")
+    assert rc == 0, err
+    rec = json.loads((tmp_path / "runs" / "eval" / "00001-ours-center-self" / "results.json")
+                     .read_text())["protocol"]
+    assert (rec["n_images"], rec["seeds"], rec["masks"]["kind"]) == (2, [1], "center")
+
+    before = (first / "results.json").read_bytes()
+    rc, _, err = _run(entry, capsys, "--config", cfg, "--ckpt", files.ours, "--metrics", "l1",
+                      "--out", first, "--no-progress")
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        f"error: Results directory '{first}' already exists and is not empty; choose a new "
+        f"--out (results are never overwritten)."]
+    assert (first / "results.json").read_bytes() == before
+
+
+def test_paired_masks_and_exemplar_folder(files, entry, capsys, tmp_path):
+    ds, _ = _real_images(files.faces)
+    paired, exdir = tmp_path / "paired", tmp_path / "exemplars"
+    paired.mkdir()
+    exdir.mkdir()
+    for i, name in enumerate(ds.names[:2]):
+        stem = os.path.splitext(name)[0]
+        _write_mask(paired / f"{stem}.png", SIZE, 2 + 4 * i)
+        # Exemplar of image i: the face of image 3 - i, under image i's name.
+        Image.open(ds.paths[3 - i]).save(exdir / f"{stem}.png")
+    out = tmp_path / "out"
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp, "--data",
+                      files.faces, "--n-images", 2, "--batch", 2, "--masks", "paired", paired,
+                      "--exemplars", "folder", exdir, "--metrics", "l1", "--out", out,
+                      "--save-images", "--no-progress")
+    assert rc == 0, err
+    pairs = _read_csv(out / "pairs.csv")
+    assert [p["exemplar"] for p in pairs] == [ds.names[0], ds.names[1]]
+    assert [p["mask"] for p in pairs] == [ds.names[0], ds.names[1]]
+    rec = json.loads((out / "results.json").read_text())["protocol"]
+    assert rec["exemplars"] == {"mode": "folder", "folder": str(exdir)}
+    assert rec["masks"]["kind"] == "paired"
+    for i, name in enumerate(ds.names[:2]):
+        saved = _png(out / "masks" / "all" / "r0" / name)
+        assert np.array_equal(saved, _png(paired / name))
+
+
+def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)              # the default checkpoints/ paths do not exist here
+    empty = tmp_path / "empty_masks"
+    empty.mkdir()
+    big = tmp_path / "big_masks"
+    big.mkdir()
+    ds, _ = _real_images(files.faces)
+    for name in ds.names:
+        _write_mask(big / name, 24, 4)
+    one_ex = tmp_path / "one_exemplar"
+    one_ex.mkdir()
+    Image.open(ds.paths[0]).save(one_ex / ds.names[0])
+    base = ["--ckpt", files.ours, "--psp", files.psp, "--data", files.faces, "--metrics", "l1",
+            "--no-progress"]
+    cases = [
+        (["--psp", tmp_path / "nowhere.pt"], "pSp style encoder file"),
+        (["--ckpt", tmp_path / "missing.pt"], "EXE-GAN checkpoint"),
+        (["--masks", "irregular", empty], "contains no image files"),
+        (["--masks", "irregular"], "--masks irregular needs a folder"),
+        (["--masks", "paired", big], "is 24x24 but its image is 16x16"),
+        (["--n-images", 9], "Asked for 9 test images but the test set has 4"),
+        (["--exemplars", "folder", one_ex], "lacks 3 of 4 exemplars"),
+        (["--metrics", "fid"], "pt_inception-2015-12-05-6726825d.pth"),
+        (["--data", tmp_path / "no_data"], "does not exist"),
+    ]
+    for k, (extra, expected) in enumerate(cases):
+        out = tmp_path / f"out{k}"
+        rc, _, err = _run(entry, capsys, *base, *extra, "--out", out)
+        lines = err.strip().splitlines()
+        assert rc == 2, (extra, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+        assert not out.exists()              # nothing written for a refused run
