@@ -46,6 +46,7 @@ class RunResult:
     stopped_by: Optional[str] = None          # "SIGTERM" / "SIGINT" when interrupted
     last_stats: dict = field(default_factory=dict)
     evals: list = field(default_factory=list)  # [{"step", metrics...}, ...]
+    trainer: Optional["Trainer"] = field(default=None, repr=False)  # networks/optimizers in memory
 
 
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -403,9 +404,13 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     ckpts = CheckpointManager(run_dir, cfg.train.keep_last) if info.is_main else None
     stats_w = StatsWriter(run_dir, info.is_main, cfg.log.tensorboard, purge_step=start_step if resume else None)
 
+    if resume:
+        # Rows after this step from the interrupted session stay in stats.jsonl (nothing is
+        # deleted); this marker tells readers that the steps that follow replace them.
+        stats_w.scalars(start_step, {"resumed_from": resume}, kind="resume")
     from .evaluation import InLoopEvaluator
     evaluator = InLoopEvaluator(cfg, test_set or train_set, trainer, info, log)
-    result = RunResult(run_dir=run_dir, step=start_step)
+    result = RunResult(run_dir=run_dir, step=start_step, trainer=trainer)
 
     def save(step: int) -> None:
         pl_mean = trainer.gather_pl_mean()  # collective: every rank
@@ -441,8 +446,9 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     step = start_step
     if start_step == 0 and cfg.eval.at_start and cfg.eval.every > 0:
         evaluate(0)
+    last_samples = None
     if start_step == 0 and cfg.log.sample_every > 0:
-        evaluator.save_samples(0, stats_w)
+        last_samples = evaluator.save_samples(0, stats_w)
 
     with StopFlag() as stop:
         data_iter = iter(loader)
@@ -483,7 +489,7 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                 result.last_stats = means
                 acc, counts, t_log, n_log = {}, {}, time.perf_counter(), 0
             if _is_due(step, cfg.log.sample_every) or step == iters:
-                evaluator.save_samples(step, stats_w)
+                last_samples = evaluator.save_samples(step, stats_w)
             if _is_due(step, cfg.eval.every) or (step == iters and cfg.eval.every > 0):
                 evaluate(step)  # saves a checkpoint at this step too
             elif _is_due(step, cfg.train.ckpt_every) or step == iters:
@@ -500,9 +506,38 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     pbar.close()
     stats_w.close()
     result.step = step
+    if info.is_main:
+        _write_summary(run_dir, result, last_samples)
     if step >= iters:
         log.info("finished %d iterations; run directory %s", step, run_dir)
     return result
+
+
+def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str]) -> None:
+    """summary.json: where things are and the first / last evaluation (for scripts and humans).
+
+    On resume the evaluations of the earlier sessions are read back from stats.jsonl.
+    """
+    import json
+
+    evals = []
+    with open(os.path.join(run_dir, "stats.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("kind") == "eval":
+                evals.append({k: v for k, v in row.items() if k != "kind"})
+    ck = os.path.join(run_dir, "checkpoints")
+    summary = {
+        "run_dir": run_dir, "step": result.step, "stopped_by": result.stopped_by,
+        "latest_checkpoint": os.path.join(ck, "latest.pt"), "export": os.path.join(ck, "export.pt"),
+        "best_checkpoint": os.path.join(ck, "best.pt") if os.path.exists(os.path.join(ck, "best.pt")) else None,
+        "final_samples": last_samples, "first_eval": evals[0] if evals else None,
+        "last_eval": evals[-1] if evals else None, "last_train_stats": result.last_stats,
+    }
+    tmp = os.path.join(run_dir, ".summary.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(run_dir, "summary.json"))
 
 
 def _reduce_flags(flags: torch.Tensor) -> torch.Tensor:

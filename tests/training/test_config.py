@@ -1,0 +1,101 @@
+"""Config schema, YAML includes, dotted overrides, --dry-run and the paper's defaults."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from training import cli
+from training.config import (Config, ConfigError, ema_decay, from_dict, lazy_ratio, load_config,
+                             parse_override)
+from trainutil import REPO, write_yaml
+
+
+def test_defaults_are_the_papers():
+    c = Config()
+    assert (c.optim.lr, c.optim.beta1, c.optim.beta2) == (0.002, 0.0, 0.99)
+    L = c.loss
+    assert (L.r1_gamma, L.d_reg_every) == (10.0, 16)
+    assert (L.path_weight, L.g_reg_every, L.path_batch_shrink) == (2.0, 4, 2)
+    assert (L.lambda_id, L.lambda_lpips, L.lambda_attr, L.lambda_adv) == (0.1, 0.5, 0.1, 1.0)
+    assert c.exemplar.self_prob == 0.2 and c.exemplar.per_sample is False
+    assert c.mask.per_sample is True
+    assert c.train.mixing == 0.9 and c.train.diffaug is False and c.train.amp == "off"
+    assert ema_decay(c) == 0.5 ** (32 / 10000)
+    assert lazy_ratio(16) == 16 / 17 and lazy_ratio(4) == 4 / 5
+
+
+def test_yaml_base_include_and_override_precedence(tmp_path):
+    write_yaml(tmp_path / "base.yaml", {"model": {"size": 64}, "loss": {"lambda_id": 0.3},
+                                         "train": {"batch": 2}})
+    child = write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "loss": {"lambda_id": 0.4}})
+    c = load_config(child, ["train.batch=8", "optim.lr=2e-3", "mask.per_sample=false",
+                            "model.exemplar_slots=[2, 3]"])
+    assert c.name == "child"                     # the file stem, not the base's
+    assert c.model.size == 64                    # from the base
+    assert c.loss.lambda_id == 0.4               # the child wins over the base
+    assert c.train.batch == 8                    # the override wins over both
+    assert c.optim.lr == 0.002 and isinstance(c.optim.lr, float)  # "2e-3" is a number
+    assert c.mask.per_sample is False and c.model.exemplar_slots == [2, 3]
+    assert c.loss.lambda_attr == 0.1             # untouched keys keep the defaults
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("loss.lambda_idd=0.1", "valid keys of loss are: lambda_adv, lambda_id"),
+    ("bogus.x=1", "valid keys of the top level are: name, model"),
+    ("train.batch=two", "train.batch must be an integer"),
+    ("train.batch=0", "train.batch must be >= 1"),
+    ("loss.d_reg_every=0", "loss.d_reg_every must be >= 1"),
+    ("train.amp=fp8", "train.amp must be 'off' or 'bf16'"),
+    ("lambda_id", "must look like section.key=value"),
+])
+def test_bad_overrides_are_one_clear_sentence(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(os.path.join(REPO, "configs", "demo.yaml"), [override])
+    msg = str(e.value)
+    assert fragment in msg and "\n" not in msg
+
+
+def test_override_values_are_yaml_scalars():
+    assert parse_override("a.b=0.1") == (["a", "b"], 0.1)
+    assert parse_override("a.b=true") == (["a", "b"], True)
+    assert parse_override("a.b=null") == (["a", "b"], None)
+    assert parse_override("a.b=x=y") == (["a", "b"], "x=y")
+
+
+def test_to_dict_round_trips_through_yaml():
+    c = load_config(os.path.join(REPO, "configs", "ffhq_512_large_masks.yaml"), ["loss.lambda_id=0.2"])
+    again = from_dict(yaml.safe_load(c.to_yaml()))
+    assert again == c
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))))
+def test_shipped_configs_load(path):
+    c = load_config(path)
+    assert c.name == os.path.splitext(os.path.basename(path))[0]
+    if c.name != "demo":  # the paper settings read the released files under checkpoints/
+        assert not c.pretrained.allow_random and not c.loss.allow_random_backbone
+        assert c.pretrained.style_encoder == "checkpoints/psp_ffhq_encode.pt"
+        assert c.pretrained.identity == "checkpoints/Arcface.pth"
+        assert c.loss.lpips_vgg_path == "checkpoints/vgg16-397923af.pth"
+        assert c.pretrained.inception == "checkpoints/pt_inception-2015-12-05-6726825d.pth"
+        assert c.loss == Config().loss.__class__(lpips_vgg_path=c.loss.lpips_vgg_path)  # paper weights
+    if c.name == "ffhq_512_large_masks":
+        assert c.model.size == 512 and c.mask.kind == "large"
+
+
+def test_dry_run_prints_the_resolved_config(capsys):
+    rc = cli.main(["--config", os.path.join(REPO, "configs", "demo.yaml"), "--set", "train.iters=7",
+                   "--dry-run", "--outdir", "/nonexistent/runs"])
+    assert rc == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["iters"] == 7 and printed["log"]["outdir"] == "/nonexistent/runs"
+    assert not os.path.exists("/nonexistent/runs")  # a dry run creates nothing
+
+
+def test_cli_reports_user_errors_without_traceback(capsys):
+    rc = cli.main(["--config", os.path.join(REPO, "configs", "demo.yaml"), "--set", "loss.nope=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: Unknown config key 'loss.nope'") and "Traceback" not in err
+    assert cli.main([]) == 2
+    assert cli.main(["--resume", "/nonexistent/run"]) == 2
