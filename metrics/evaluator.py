@@ -296,6 +296,9 @@ class Evaluator:
         if "lpips" in metrics:
             from losses.perceptual import load_lpips
             lp = load_lpips(lpips_vgg_path, allow_random_backbone=allow_random, device=device)
+            if lpips_vgg_path is not None:
+                from .fid import file_sha256
+                lp.weights_sha256 = file_sha256(lpips_vgg_path)
         return cls(inception, lp, metrics, device, **kwargs)
 
 

@@ -25,8 +25,6 @@ by construction, so the scores also depend on the hole ratio (compare like with 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

@@ -3,7 +3,7 @@
 The paper (section 4, DESIGN section 6) reports FID and U-IDS/P-IDS on Inception-v3 pool
 features (2048-d). The standard FID weights are the TensorFlow graph ``inception-2015-12-05``
 ported to PyTorch; its state dict (``pt_inception-2015-12-05-6726825d.pth``, the file read by
-pytorch-fid; torch-fidelity ships the same tensors) has 566 keys: 94 conv+batch-norm units,
+pytorch-fid; torch-fidelity reads the same layout) has 566 keys: 94 conv+batch-norm units,
 each ``<name>.conv.weight`` + ``<name>.bn.{weight,bias,running_mean,running_var,
 num_batches_tracked}``, plus ``fc.{weight,bias}`` (1008 classes). Our module names follow that
 layout so the file loads with ``strict=True``.

@@ -174,11 +174,24 @@ def test_input_validation():
         Evaluator(None, None, ("is",))
 
 
-def test_from_files(inception_weights_file, tmp_path):
+def test_from_files(inception_weights_file, tmp_path, monkeypatch):
+    import hashlib
+
+    import losses.perceptual
     from metrics.inception import InceptionWeightsError
     ev = Evaluator.from_files(("fid", "psnr"), inception_path=inception_weights_file)
     assert ev.protocol()["inception_sha256"] == ev.inception.weights_sha256
     assert not ev.inception.training
+    # The LPIPS trunk file's hash goes into the record too (loader stubbed: a real VGG16 file
+    # is 0.5 GB; the loader itself is tested in tests/losses).
+    vgg = tmp_path / "vgg16.pth"
+    vgg.write_bytes(b"not really vgg")
+    calls = []
+    monkeypatch.setattr(losses.perceptual, "load_lpips",
+                        lambda path, **kw: calls.append((path, kw)) or torch.nn.Linear(1, 1))
+    ev = Evaluator.from_files(("lpips",), lpips_vgg_path=str(vgg))
+    assert calls == [(str(vgg), {"allow_random_backbone": False, "device": "cpu"})]
+    assert ev.protocol()["lpips_vgg_sha256"] == hashlib.sha256(b"not really vgg").hexdigest()
     with pytest.raises(InceptionWeightsError, match="eval.inception"):
         Evaluator.from_files(("fid",), inception_path=str(tmp_path / "missing.pth"),
                              inception_config_key="eval.inception")
