@@ -362,6 +362,8 @@ class SketchEXEGAN(EXEGAN):
         return self.generator.sketch_input(sketch.to(self.device))
 
     def complete(self, images, masks, codes, *, sketch: Optional[torch.Tensor] = None, **kwargs):
+        if sketch is None:  # keep the sketch of an enclosing inpaint / style_mix call (else none)
+            return super().complete(images, masks, codes, **kwargs)
         with self._sketch(sketch):
             return super().complete(images, masks, codes, **kwargs)
 
