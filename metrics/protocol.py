@@ -776,6 +776,8 @@ def build_evaluator(metrics: Sequence[str], device, *, inception: Optional[str] 
             _require(lpips_vgg, "LPIPS VGG16 weights file", lpips_key,
                      f"it is torchvision's {VGG16_FILE}, see checkpoints/README.md")
             lp = load_lpips(lpips_vgg, device=device)
+            from .fid import file_sha256
+            lp.weights_sha256 = file_sha256(lpips_vgg)     # for Evaluator.protocol()
     return Evaluator(inc, lp, metrics, device), random_used
 
 
@@ -863,7 +865,8 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
         lpips_key=src.get("lpips_vgg", "--lpips-vgg"))
     random_used += rnd
     if random_used:
-        _banner("EVALUATING WITH RANDOMLY INITIALISED STAND-INS (--allow-random-pretrained): "
+        _banner("EVALUATING WITH RANDOMLY INITIALISED STAND-INS (--allow-random-pretrained or "
+                "pretrained.allow_random): "
                 + ", ".join(random_used) + ".\nThese numbers are meaningless: use this for tests "
                 "and the demo only. Real evaluation needs the files under checkpoints/.")
 
