@@ -368,6 +368,13 @@ def _hole_scores(completed: torch.Tensor, real: torch.Tensor, mask: torch.Tensor
     return l1.cpu(), psnr.cpu()
 
 
+def _mean_over_holes(values: np.ndarray) -> float:
+    """Mean over the images that have a hole (a mask file can lose its few hole pixels in the
+    resize to S: such an image has no hole score); NaN if none has one."""
+    values = values[~np.isnan(values)]
+    return float(np.mean(values)) if values.size else math.nan
+
+
 def _save_png(t: torch.Tensor, path: str) -> None:
     from PIL import Image
     from datasets.imaging import tensor_to_uint8
@@ -509,10 +516,10 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                     labels = np.array(hole["bucket"], dtype=object)
                     for key in HOLE_METRICS:
                         vals = torch.cat(hole[key]).numpy()
-                        res[ALL_BUCKET][key] = float(np.mean(vals))
+                        res[ALL_BUCKET][key] = _mean_over_holes(vals)
                         if bucketed:
                             for b in protocol.buckets:
-                                res[b][key] = float(np.mean(vals[labels == b]))
+                                res[b][key] = _mean_over_holes(vals[labels == b])
                 runs.append({"repeat": r, "seed": seed_r, "mask_seed": mseed_r,
                              "results": res})
         finally:

@@ -6,7 +6,6 @@ A tiny 16 px generator with a tiny IR-SE style encoder stands in for EXE-GAN, an
 6-d feature map stands in for Inception (the Evaluator takes any feature network), so every
 test runs in seconds; the real Inception file is exercised by tests/test_test_py.py.
 """
-import math
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasets.errors import MaskError
+from datasets.imaging import pil_to_tensor
 from metrics.evaluator import Evaluator
 from metrics.image_metrics import l1, psnr, quantize_8bit, to_unit
 from metrics.protocol import (ALL_BUCKET, ProtocolError, _derive_seed, evaluate,
@@ -238,17 +238,28 @@ def test_mask_protocol_errors(tmp_path, model):
         evaluate(model, Images(2), "center", "self", evaluator=_evaluator(("l1",)), n_images=5)
 
 
-def test_paired_masks_follow_file_names(model, tmp_path):
+def test_paired_masks_follow_file_names_and_hole_scores_skip_hole_free_images(model, tmp_path):
     paired = tmp_path / "paired"
     paired.mkdir()
-    for i, rows in enumerate((2, 6)):
-        _write_mask(paired / f"img{i:02d}.png", SIZE, rows)
-    res = evaluate(model, Images(2), {"kind": "paired", "root": str(paired)}, "self",
-                   evaluator=_evaluator(("l1",)), batch=2, record_pairs=True,
+    rows = (2, 6, 0)                                  # the third image has no hole
+    for i, r in enumerate(rows):
+        _write_mask(paired / f"img{i:02d}.png", SIZE, r)
+    data = Images(3)
+    res = evaluate(model, data, {"kind": "paired", "root": str(paired)}, "self",
+                   evaluator=_evaluator(("l1",)), batch=3, record_pairs=True,
                    save_dir=str(tmp_path / "out"))
-    assert [p["mask"] for p in res["pairs"]] == ["img00.png", "img01.png"]
-    for i, rows in enumerate((2, 6)):
+    assert [p["mask"] for p in res["pairs"]] == ["img00.png", "img01.png", "img02.png"]
+    hole_l1 = []
+    for i, r in enumerate(rows):
         saved = np.asarray(Image.open(tmp_path / "out" / "masks" / "all" / "r0" / f"img{i:02d}.png"))
-        assert (saved[:rows] == 255).all() and (saved[rows:] == 0).all()
+        assert (saved[:r] == 255).all() and (saved[r:] == 0).all()
+        img = pil_to_tensor(Image.open(tmp_path / "out" / "images" / "all" / "r0" / f"img{i:02d}.png"))
+        diff = (to_unit(img) - to_unit(data.x[i])).abs()
+        assert (diff[:, r:] == 0).all()               # known pixels untouched
+        if r:
+            hole_l1.append(float(diff[:, :r].mean()))
     r = res["repeats"][0]["results"][ALL_BUCKET]
-    assert math.isfinite(r["l1_hole"]) and math.isfinite(r["psnr_hole"])
+    # Hole scores average over the images that have a hole; the whole-image L1 over all.
+    assert r["l1_hole"] == pytest.approx(np.mean(hole_l1), rel=1e-9)
+    assert r["l1"] == pytest.approx(np.mean([h * k / SIZE for h, k in zip(hole_l1, rows)] + [0]),
+                                    rel=1e-9)
