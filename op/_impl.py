@@ -18,7 +18,7 @@ ENV_VAR = 'EXEGAN_OPS'
 VALID_IMPLS = ('auto', 'cuda', 'ref')
 
 _override = None  # set by set_impl(); None means "read the environment variable"
-_warned = set()   # extension names whose failure was already reported in auto mode
+_warned = []      # non-empty once a build failure was reported in auto mode
 
 
 class OpImplError(ValueError):
@@ -45,7 +45,7 @@ def get_impl():
     return impl
 
 
-def cuda_extension(name, *tensors):
+def cuda_extension(*tensors):
     """Return the compiled extension module to use for these tensors, or None for the reference.
 
     Called on every op call, so the common cases (CPU tensors, impl='ref') return before
@@ -59,13 +59,13 @@ def cuda_extension(name, *tensors):
     # Imported here so that `import op` never pulls in torch.utils.cpp_extension.
     from . import _loader
     if impl == 'cuda':
-        return _loader.load_extension(name)  # raises OpBuildError with the build log
+        return _loader.load_extension()  # raises OpBuildError with the build log
     try:
-        return _loader.load_extension(name)
-    except Exception as exc:  # auto: fall back, but say so once per extension
-        if name not in _warned:
-            _warned.add(name)
-            warnings.warn(f"custom op {name!r} could not be built, using the slower pure-PyTorch "
+        return _loader.load_extension()
+    except Exception as exc:  # auto: fall back, but say so once
+        if not _warned:
+            _warned.append(exc)
+            warnings.warn(f"the CUDA ops could not be built, using the slower pure-PyTorch "
                           f"reference instead (set {ENV_VAR}=ref to silence this, or "
                           f"{ENV_VAR}=cuda to make it an error): {exc}", RuntimeWarning,
                           stacklevel=3)

@@ -6,7 +6,7 @@ unchanged through the ReLU-like nonlinearity. ``FusedLeakyReLU`` is that layer, 
 parameter named ``bias`` so the official state dicts (``...activate.bias``) load strictly.
 
 The reference path is the plain formula in torch ops (autograd supplies every derivative). The
-CUDA path runs one elementwise kernel (``op/csrc/fused_bias_act*.{cpp,cu}``) in two modes:
+CUDA path runs one elementwise kernel (``op/csrc/fused_bias_act_kernel.cu``) in two modes:
 forward, and "multiply a gradient by the activation's slope, read from the saved output".
 For leaky-ReLU and linear the slope is piecewise constant, so the gradient of that gradient
 is the same multiplication again: one kernel covers forward, backward and double backward.
@@ -38,7 +38,7 @@ def fused_bias_act(x, b=None, act='lrelu', alpha=0.2, gain=None):
     for linear. ``alpha`` is the leaky-ReLU negative slope."""
     _check(x, b, act)
     gain = DEFAULT_GAIN[act] if gain is None else float(gain)
-    ext = _impl.cuda_extension('fused_bias_act', x, b)
+    ext = _impl.cuda_extension(x, b)
     if ext is None:
         return fused_bias_act_ref(x, b, act, alpha, gain)
     return fused_bias_act_ext(ext, x, b, act, alpha, gain)

@@ -19,7 +19,7 @@ Three formulations live here:
 * :func:`upfirdn2d_naive` — the well-known "native" formulation (fold batch and channels into
   one single-channel image, zero-insert by reshaping, convolve everything, then subsample). Kept
   as an independent cross-check and as the baseline of ``scripts/benchmark_ops.py``.
-* the CUDA kernel (``op/csrc/upfirdn2d*.{cpp,cu}``), wrapped in :class:`_UpFirDn2dCuda`, whose
+* the CUDA kernel (``op/csrc/upfirdn2d_kernel.cu``), wrapped in :class:`_UpFirDn2dCuda`, whose
   backward is again upfirdn2d (flipped kernel, up and down swapped, adjusted pads), so gradients
   of any order reuse the same kernel.
 """
@@ -86,7 +86,7 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     ux, uy, dx, dy, px0, px1, py0, py1 = _parse(input, kernel, up, down, pad)
     # The kernel is a fixed buffer in every network; a trainable kernel takes the reference
     # path, whose autograd also differentiates with respect to it.
-    ext = None if kernel.requires_grad else _impl.cuda_extension('upfirdn2d', input)
+    ext = None if kernel.requires_grad else _impl.cuda_extension(input)
     if ext is None:
         return _ref(input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
     return upfirdn2d_ext(ext, input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
