@@ -221,6 +221,19 @@ def with_hole(original: np.ndarray, hole: np.ndarray, fill=(255, 255, 255)) -> n
     return out
 
 
+def complete(model, prep: Prepared, codes: torch.Tensor, *, seed: int, truncation: float,
+             sketch: Optional[torch.Tensor] = None) -> np.ndarray:
+    """One result [H, W, 3] uint8 at the original size: ``model.complete`` on the model-size input
+    with exemplar ``codes`` [1, n, style_dim] (from ``model.encode_exemplars``, computed once per
+    exemplar rather than once per sample as ``inpaint`` / ``style_mix`` would), z and noise drawn
+    from ``seed``; then :func:`paste_back`. ``sketch`` [1, S, S] needs a SketchEXEGAN."""
+    dev = model.device
+    kw = {} if sketch is None else {"sketch": sketch[None].to(dev)}
+    out = model.complete(prep.image[None].to(dev), prep.mask[None].to(dev), codes.to(dev),
+                         seed=seed, truncation=truncation, **kw)[0]
+    return paste_back(prep, out)
+
+
 # ---------------------------------------------------------------------------------------- sheets
 def tile(a: np.ndarray, height: int, nearest: bool = False) -> Image.Image:
     """[H, W(, 3)] uint8 (or bool) -> RGB image of the given height, aspect kept."""

@@ -58,14 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def inpaint_one(model, prep: cli.Prepared, exemplar, *, samples: int, seed: int, truncation: float,
                 sketch=None) -> list:
-    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k."""
-    kw = {} if sketch is None else {"sketch": sketch[None]}
-    out = []
-    for k in range(samples):
-        completed = model.inpaint(prep.image[None], prep.mask[None], exemplar[None],
-                                  truncation=truncation, seed=seed + k, **kw)[0]
-        out.append(cli.paste_back(prep, completed))
-    return out
+    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k.
+
+    Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
+    it); the exemplar is encoded once for all K samples.
+    """
+    codes = model.encode_exemplars(exemplar[None])
+    return [cli.complete(model, prep, codes, seed=seed + k, truncation=truncation, sketch=sketch)
+            for k in range(samples)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,6 +1,6 @@
 """scripts/style_mix.py on a tiny checkpoint: an empty slot range is plain inpainting with exemplar A,
-all slots is inpainting with exemplar B, partial ranges differ from both; the grid and cells are
-written at the expected sizes."""
+all slots is inpainting with exemplar B, partial ranges differ from both, every cell equals
+EXEGAN.style_mix; the grid and cells are written at the expected sizes."""
 import os
 
 import numpy as np
@@ -39,6 +39,12 @@ def test_empty_range_is_exemplar_a_and_all_slots_is_exemplar_b(setup):
     assert not np.array_equal(partial, with_a) and not np.array_equal(partial, with_b)
     hole = setup["hole"]
     assert np.array_equal(partial[~hole], setup["src"][~hole])
+    # Every cell is what EXEGAN.style_mix gives for those layers (the script encodes A and B once).
+    codes = (m.encode_exemplars(a[None]), m.encode_exemplars(b[None]))
+    for first, last in [(lo, lo), (hi, hi)]:  # the partial ranges at 16 px (slots 4, 5)
+        want = cli.paste_back(prep, m.style_mix(prep.image[None], prep.mask[None], a[None], b[None],
+                                                range(first, last + 1), **kw)[0])
+        assert np.array_equal(style_mix.mix(m, prep, a, b, first, last, codes=codes, **kw), want)
 
 
 def test_cli_writes_the_grid_and_cells(files, setup, h):
