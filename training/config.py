@@ -128,6 +128,7 @@ class TrainConfig:
     amp: str = "off"                    # "off" | "bf16": autocast for G/D forwards (CUDA)
     deterministic: bool = False         # torch.use_deterministic_algorithms(True)
     device: str = "auto"                # "auto" (CUDA when available) | "cpu" | "cuda"
+    threads: int = 0                    # torch intra-op CPU threads per process; 0 = PyTorch's default
     ckpt_every: int = 5000              # checkpoint interval (steps); 0 = only at the end
     keep_last: int = 3                  # periodic checkpoints kept (latest/best kept apart)
 

@@ -361,6 +361,8 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
 def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
     import yaml
 
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -507,13 +509,14 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     stats_w.close()
     result.step = step
     if info.is_main:
-        _write_summary(run_dir, result, last_samples)
+        _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root)
     if step >= iters:
         log.info("finished %d iterations; run directory %s", step, run_dir)
     return result
 
 
-def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str]) -> None:
+def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str], train_root: str,
+                   test_root: str) -> None:
     """summary.json: where things are and the first / last evaluation (for scripts and humans).
 
     On resume the evaluations of the earlier sessions are read back from stats.jsonl.
@@ -529,6 +532,7 @@ def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str])
     ck = os.path.join(run_dir, "checkpoints")
     summary = {
         "run_dir": run_dir, "step": result.step, "stopped_by": result.stopped_by,
+        "train_data": train_root, "test_data": test_root,
         "latest_checkpoint": os.path.join(ck, "latest.pt"), "export": os.path.join(ck, "export.pt"),
         "best_checkpoint": os.path.join(ck, "best.pt") if os.path.exists(os.path.join(ck, "best.pt")) else None,
         "final_samples": last_samples, "first_eval": evals[0] if evals else None,
