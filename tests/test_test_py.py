@@ -73,7 +73,7 @@ def files(tmp_path_factory, inception_weights_file):  # noqa: F811
     g = _tiny_generator(0)
     d = Discriminator(SIZE, channel_multiplier=2, channel_max=16)
     ours = root / "ours.pt"
-    save_checkpoint(make_checkpoint(g=g, d=d, g_ema=g, step=7, config={"train": {"seed": 0}}),
+    save_checkpoint(make_checkpoint(g=g, d=d, g_ema=g, step=7, config={"train": {"seed": 5}}),
                     ours)
     # The authors' layout: state dicts + their argparse.Namespace of training options.
     g2 = _tiny_generator(1)
@@ -322,6 +322,8 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         (["--metrics", "fid"], "pt_inception-2015-12-05-6726825d.pth"),
         (["--data", tmp_path / "no_data"], "does not exist"),
     ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "asked for CUDA but no GPU is available"))
     for k, (extra, expected) in enumerate(cases):
         out = tmp_path / f"out{k}"
         rc, _, err = _run(entry, capsys, *base, *extra, "--out", out)
@@ -329,3 +331,29 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         assert rc == 2, (extra, err)
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
         assert not out.exists()              # nothing written for a refused run
+
+
+def test_random_standins_are_loud_recorded_and_the_training_ones(files, entry, capsys, caplog,
+                                                                  tmp_path, monkeypatch):
+    from metrics.protocol import evaluate
+    from models.checkpoint import load_generator
+    from models.exegan import EXEGAN
+
+    monkeypatch.chdir(tmp_path)              # no checkpoints/ here: the pSp file is missing
+    out = tmp_path / "random"
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--data", files.faces,
+                      "--allow-random-pretrained", "--n-images", 2, "--batch", 2,
+                      "--metrics", "psnr", "l1", "--out", out, "--no-progress")
+    assert rc == 0, err
+    assert "RANDOMLY INITIALISED STAND-INS" in caplog.text and "meaningless" in caplog.text
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["protocol"]["random_standins"] == ["pSp style encoder (stand-in seed 5)"]
+    assert doc["protocol"]["files"]["psp"] is None
+    # The stand-in is the training loop's (seeded by the checkpoint's train.seed), so the
+    # numbers equal an evaluation with that encoder.
+    g = load_generator(files.ours)
+    enc = standin_style_encoder(g.exemplar_start, g.n_exemplar, g.n_latent, g.style_dim, seed=5)
+    from metrics.evaluator import Evaluator
+    ref = evaluate(EXEGAN(g, enc), ImageFolderDataset(files.faces, SIZE), "center", "reverse",
+                   evaluator=Evaluator(None, None, ("psnr", "l1")), n_images=2, batch=2)
+    assert doc["summary"]["all"]["psnr"]["mean"] == ref["summary"]["all"]["psnr"]["mean"]
