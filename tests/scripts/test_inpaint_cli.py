@@ -172,3 +172,16 @@ def test_model_sketch_keeps_only_strokes_inside_the_hole(h):
     strokes[10, 6] = True                             # one pixel inside survives the 30 -> 16 downscale
     sk = cli.model_sketch(prep, strokes)
     assert 1 <= sk.sum() <= 2 and bool((sk <= prep.mask).all())  # footprints of 30 -> 16 overlap
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_device_matches_cpu(files, h, tmp_path):
+    src = h.write_rgb(tmp_path / "a.png", 30, 22, seed=1)
+    hole = h.write_mask(tmp_path / "m.png", h.box_hole(30, 22, 5, 5, 20, 15))
+    h.write_rgb(tmp_path / "ex.png", 16, 16, seed=2)
+    base = [tmp_path / "a.png", tmp_path / "m.png", tmp_path / "ex.png"]
+    assert inpaint.main(_args(files, *base, tmp_path / "cpu", "--no-sheet")) == 0
+    assert inpaint.main(_args(files, *base, tmp_path / "gpu", "--no-sheet", "--device", "cuda")) == 0
+    cpu, gpu = h.read(tmp_path / "cpu" / "a_sample0.png"), h.read(tmp_path / "gpu" / "a_sample0.png")
+    assert np.array_equal(gpu[~hole], src[~hole])
+    assert np.abs(gpu.astype(int) - cpu.astype(int)).max() <= 2  # same z / noise, float rounding only
