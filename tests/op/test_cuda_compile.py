@@ -1,0 +1,135 @@
+"""The CUDA sources compile, link and load through the real loader, on a machine without a GPU.
+
+CI runs this on every change, so a broken kernel fails CI even where no GPU exists. The build
+goes through op._loader.build (environment fixes, cache key, temp dir, atomic publish) into a
+fresh cache root. The compiled extension also runs the kernels' own per-element functions on
+CPU tensors (op/csrc/ops.cpp), so this module checks the kernels' indexing and arithmetic
+against the reference and drives the CUDA path's autograd wiring with the real compiled code.
+Skipped only when no CUDA toolkit (nvcc) is installed.
+"""
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from op import _loader
+from op.fused_act import fused_bias_act_ext, fused_bias_act_ref
+from op.upfirdn2d import upfirdn2d_ext, upfirdn2d_ref
+
+pytestmark = pytest.mark.skipif(_loader.find_cuda_home() is None,
+                                reason='no CUDA toolkit (nvcc) on this machine')
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    """One build of the extension for the whole module (it takes most of this file's time)."""
+    root = tmp_path_factory.mktemp('op_cache')
+    module, build_dir, did_build = _loader.build(root=str(root))
+    return root, module, build_dir, did_build
+
+
+def test_builds_and_publishes_atomically(built):
+    root, module, build_dir, did_build = built
+    assert did_build
+    assert hasattr(module, 'upfirdn2d') and hasattr(module, 'fused_bias_act')
+    assert os.path.dirname(build_dir) == str(root)
+    assert os.path.isfile(os.path.join(build_dir, 'extension.json'))
+    assert not [p for p in os.listdir(root) if '.tmp' in p]  # no half-built directory left
+
+
+def test_a_later_process_loads_the_published_copy_without_compiling(built):
+    root, _, build_dir, _ = built
+    code = ("import sys; from op import _loader; m, d, did = _loader.build(root=sys.argv[1]);"
+            "print(did, d, m.__file__, hasattr(m, 'upfirdn2d'))")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run([sys.executable, '-c', code, str(root)], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    did, d, file, ok = res.stdout.split()
+    assert did == 'False' and d == build_dir and ok == 'True'
+    assert os.path.dirname(file) == build_dir
+
+
+def _xy(v):
+    return (v, v) if isinstance(v, int) else v
+
+
+def test_upfirdn2d_kernel_math_equals_reference(built):
+    module = built[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 7, dtype=torch.float64, generator=g)
+    for up, down, pad, kshape in itertools.product(
+            [1, 2, 4, (2, 1)], [1, 2, (1, 3)], [(0, 0), (2, 1), (-1, 2), (1, -2, 3, 0)],
+            [(3, 4), (1, 1), (5,), (2, 3)]):
+        k = torch.randn(*kshape, dtype=torch.float64, generator=g)
+        pads = pad + pad if len(pad) == 2 else pad
+        try:
+            want = upfirdn2d_ref(x, k, up, down, pad)
+        except ValueError:
+            continue  # empty output; the extension rejects it too
+        got = upfirdn2d_ext(module, x, k, *_xy(up), *_xy(down), *pads)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # float32 (accumulated in float, as on the GPU), the networks' blur and upsampling.
+    xf, kf = x.float(), torch.tensor([[1.0, 3, 3, 1]]).T @ torch.tensor([[1.0, 3, 3, 1]]) / 64
+    torch.testing.assert_close(upfirdn2d_ext(module, xf, kf * 4, 2, 2, 1, 1, 2, 1, 2, 1),
+                               upfirdn2d_ref(xf, kf * 4, 2, 1, (2, 1)))
+
+
+def test_upfirdn2d_compiled_path_gradients(built):
+    module = built[1]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(3, 2, dtype=torch.float64, generator=g)
+    for params in ((2, 2, 1, 1, 2, 1, 2, 1), (1, 1, 2, 2, 1, 0, -1, 2), (4, 1, 1, 2, 1, 1, 0, 2)):
+        fn = lambda x: upfirdn2d_ext(module, x, k, *params)  # noqa: E731
+        assert gradcheck(fn, (x,), fast_mode=True)
+        assert gradgradcheck(fn, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize('act,gain', [('lrelu', 2 ** 0.5), ('lrelu', -0.5), ('linear', 3.0)])
+def test_fused_bias_act_kernel_math_and_gradients(built, act, gain):
+    module = built[1]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g)
+    x = (x + 0.1 * x.sign()).requires_grad_()
+    b = (0.05 * torch.randn(3, dtype=torch.float64, generator=g)).requires_grad_()
+    fn = lambda x, b: fused_bias_act_ext(module, x, b, act, 0.2, gain)  # noqa: E731
+    torch.testing.assert_close(fn(x, b), fused_bias_act_ref(x, b, act, 0.2, gain),
+                               rtol=1e-12, atol=1e-12)
+    assert gradcheck(fn, (x, b), fast_mode=True)
+    assert gradgradcheck(fn, (x, b), fast_mode=True)
+    single = fused_bias_act_ext(module, x.detach().float(), b.detach().float(), act, 0.2, gain)
+    torch.testing.assert_close(single.double(), fused_bias_act_ref(x, b, act, 0.2, gain))
+
+
+def test_extension_checks_its_arguments(built):
+    module = built[1]
+    with pytest.raises(RuntimeError, match="kernel must have x's dtype"):
+        module.upfirdn2d(torch.zeros(1, 4, 4), torch.ones(3, 3, dtype=torch.float64),
+                         1, 1, 1, 1, 0, 0, 0, 0)
+    with pytest.raises(RuntimeError, match='smaller than the kernel'):
+        module.upfirdn2d(torch.zeros(1, 2, 2), torch.ones(3, 3), 1, 1, 1, 1, 0, 0, 0, 0)
+    with pytest.raises(RuntimeError, match=r'b must be \[C\]'):
+        module.fused_bias_act(torch.zeros(2, 3), torch.zeros(4), torch.zeros(0), 1, 0, 0.2, 1.0)
+
+
+def test_a_broken_source_gives_one_clear_error_with_the_log(tmp_path):
+    """Fails at the first line (before any header), so this costs a second, not a build."""
+    csrc = tmp_path / 'csrc'
+    csrc.mkdir()
+    for f in _loader.SOURCES[_loader.EXTENSION] + _loader.HEADERS:
+        (csrc / f).write_text('#error deliberately broken source\n')
+    root = tmp_path / 'cache'
+    with pytest.raises(_loader.OpBuildError) as info:
+        _loader.build(root=str(root), csrc=str(csrc))
+    message = str(info.value)
+    assert 'deliberately broken source' in message and 'EXEGAN_OPS=ref' in message
+    logs = list(root.glob('*.build.log'))
+    assert len(logs) == 1 and str(logs[0]) in message
+    assert 'deliberately broken source' in logs[0].read_text()
+    # Nothing loadable was published, so a later run rebuilds instead of loading garbage.
+    assert not [p for p in root.iterdir() if p.is_dir() and not p.name.endswith('.failed')]
