@@ -19,7 +19,7 @@ def _emulated_upfirdn2d(x, kernel, ux, uy, dx, dy, px0, px1, py0, py1):
 
 
 def _emulated_fused_bias_act(x, b, ref, act, grad, alpha, gain):
-    """Mirror of fused_bias_act_kernel: grad 0 = act(x + b) * gain, grad 1 = x * slope(ref) * gain."""
+    """Mirror of the kernel: grad 0 = act(x + b) * gain, grad 1 = x * slope(ref) * gain."""
     if grad == 0:
         v = x + b.view([1, -1] + [1] * (x.ndim - 2)) if b.numel() else x.clone()
         if act == 1:
