@@ -141,11 +141,12 @@ class EvalConfig:
     n_images: int = 2000                # first n test images (fixed order)
     batch: int = 16
     seed: int = 0                       # fixes the masks, z and noise of every evaluation
-    mask: str = "center"                # mask protocol (datasets.masks kinds: center, free_form, large)
+    mask: str = "center"                # mask protocol: center | free_form | large | irregular | paired
+    mask_dir: Optional[str] = None      # mask files of the irregular / paired protocols
     exemplar: str = "reverse"           # exemplar protocol: reverse (batch reversed) | self | folder
     exemplar_folder: Optional[str] = None  # exemplar: folder -> images paired by file name
-    # metrics.Evaluator metrics (fid, ids, lpips, psnr, ssim, l1); the loop adds l1_hole and
-    # psnr_hole (the same measures restricted to the hole pixels).
+    # metrics.Evaluator metrics (fid, ids, lpips, psnr, ssim, l1); l1_hole and psnr_hole (the
+    # same measures over the hole pixels only) are always added.
     metrics: list = field(default_factory=lambda: ["fid", "lpips", "psnr", "ssim", "l1"])
     best_metric: str = "fid"            # checkpoints/best.pt tracks this metric
 

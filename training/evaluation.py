@@ -1,12 +1,14 @@
 """Evaluation inside the training loop: sample grids and periodic metrics on G_ema.
 
-Sample grids use a fixed set of test images with fixed, seeded masks (the ``eval.mask`` protocol),
+Sample grids (shown at >= 128 px per image: smaller images are zoomed with nearest neighbour)
+use a fixed set of test images with fixed, seeded masks (the ``eval.mask`` protocol),
 the batch reversed as exemplars and a fixed z, so grids of different steps are comparable; the
 generator's stored noise maps are used (``randomize_noise=False``).
 
-Metrics go through ``metrics.evaluator``, the same code ``test.py`` runs, on ``eval.n_images``
-test images with masks and exemplars fixed by ``eval.seed``. Rank 0 evaluates; the other ranks
-wait at a barrier and receive the numbers.
+Metrics go through ``metrics.protocol.evaluate`` and ``metrics.Evaluator``, the code ``test.py``
+runs, on the first ``eval.n_images`` test images with masks, z and noise fixed by ``eval.seed``:
+the Evaluator's metrics plus ``l1_hole`` / ``psnr_hole`` (the hole pixels only). Rank 0
+evaluates; the other ranks wait and receive the numbers.
 """
 from __future__ import annotations
 
@@ -30,14 +32,16 @@ class InLoopEvaluator:
     # -- sample grids -----------------------------------------------------------------------------
     def _sample_inputs(self):
         if self._samples is None:
-            from datasets.masks import batch_masks, make_mask_generator
-            from datasets.rng import derive_rng
+            from metrics.protocol import make_mask_protocol
 
-            n = min(self.cfg.log.n_samples, len(self.test_set))
+            cfg = self.cfg
+            n = min(cfg.log.n_samples, len(self.test_set))
             real = torch.stack([self.test_set[i] for i in range(n)])
-            gen = make_mask_generator(self.cfg.eval.mask)
-            mask = batch_masks(gen, n, self.cfg.model.size, derive_rng(self.cfg.eval.seed, SAMPLE_KEY))
-            g = torch.Generator().manual_seed(self.cfg.eval.seed)
+            protocol = make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir)
+            names = list(getattr(self.test_set, "names", [f"{i:06d}.png" for i in range(n)]))[:n]
+            mask, _ = protocol.masks(protocol.buckets[0], list(range(n)), names, cfg.model.size,
+                                     cfg.eval.seed + SAMPLE_KEY)
+            g = torch.Generator().manual_seed(cfg.eval.seed)
             z = torch.randn(n, self.trainer.G.style_dim, generator=g)
             self._samples = (real, mask, real.flip(0), z)
         return self._samples
@@ -55,6 +59,9 @@ class InLoopEvaluator:
         pred = G_ema(gin, codes, [z], randomize_noise=False)
         completed = real * (1 - mask) + pred * mask
         grid = sample_grid(real, mask, exemplar, completed).cpu()
+        k = max(1, 128 // self.cfg.model.size)  # small (demo) images: nearest-neighbour zoom to view
+        if k > 1:
+            grid = torch.nn.functional.interpolate(grid[None], scale_factor=k, mode="nearest")[0]
         path = os.path.join(stats_w.run_dir, "samples", f"step-{step:07d}.png")
         save_grid(grid, path)
         stats_w.image(step, "samples/input_mask_exemplar_output_gt", grid)
@@ -62,84 +69,35 @@ class InLoopEvaluator:
 
     # -- metrics ----------------------------------------------------------------------------------
     def _build_metrics(self):
-        """metrics.Evaluator with the networks its metric list needs (built once, reused)."""
-        from metrics.evaluator import Evaluator
-
-        cfg, dev = self.cfg, self.info.device
-        names = tuple(cfg.eval.metrics)
-        inception = lp = None
-        if "fid" in names or "ids" in names:
-            if cfg.pretrained.allow_random:
-                from metrics.inception import FIDInceptionV3
-                from .pretrained import _seeded
-                from . import rng
-                self.log.warning("FID/IDS use a RANDOMLY INITIALISED Inception (pretrained.allow_random): "
-                                 "their values are meaningless.")
-                with _seeded(rng.derive_seed(cfg.train.seed, 0x1C)):
-                    inception = FIDInceptionV3().eval().requires_grad_(False)
-            else:
-                from metrics.inception import load_inception
-                inception = load_inception(cfg.pretrained.inception, dev, config_key="pretrained.inception")
-        if "lpips" in names:
-            lp = self.trainer.pre.lpips  # the loss network when there is one: one VGG in memory
-            if lp is None:
-                if cfg.pretrained.allow_random:
-                    from .pretrained import standin_lpips
-                    lp = standin_lpips(cfg.train.seed, dev)
-                else:
-                    from losses.perceptual import load_lpips
-                    lp = load_lpips(cfg.loss.lpips_vgg_path, allow_random_backbone=cfg.loss.allow_random_backbone,
-                                    device=dev)
-        return Evaluator(inception, lp, names, dev)
-
-    def _eval_batches(self):
-        """Fixed evaluation inputs: (real, mask, exemplar, z) per batch, on the CPU."""
-        from datasets.exemplars import EvalPairing
-        from datasets.masks import batch_masks, make_mask_generator
-        from datasets.rng import derive_rng
+        """metrics.Evaluator with the networks of eval.metrics, built as test.py builds them
+        (random stand-ins seeded from train.seed when pretrained.allow_random)."""
+        from metrics.protocol import build_evaluator
 
         cfg = self.cfg
-        n = min(cfg.eval.n_images, len(self.test_set))
-        gen = make_mask_generator(cfg.eval.mask)
-        pairing = EvalPairing(cfg.eval.exemplar, folder=cfg.eval.exemplar_folder, size=cfg.model.size)
-        names = getattr(self.test_set, "names", None)
-        for k, start in enumerate(range(0, n, cfg.eval.batch)):
-            idx = list(range(start, min(n, start + cfg.eval.batch)))
-            real = torch.stack([self.test_set[i] for i in idx])
-            mask = batch_masks(gen, len(idx), cfg.model.size, derive_rng(cfg.eval.seed, k))
-            exemplar = pairing(real, [names[i] for i in idx] if names is not None else None)
-            z = torch.randn(len(idx), self.trainer.G.style_dim,
-                            generator=torch.Generator().manual_seed(cfg.eval.seed * 100003 + k))
-            yield real, mask, exemplar, z
+        rand = cfg.pretrained.allow_random
+        ev, random_used = build_evaluator(
+            cfg.eval.metrics, self.info.device, allow_random=rand, seed=cfg.train.seed,
+            inception=None if rand else cfg.pretrained.inception,
+            lpips_vgg=None if rand else cfg.loss.lpips_vgg_path,
+            inception_key="pretrained.inception", lpips_key="loss.lpips_vgg_path")
+        if random_used:
+            self.log.warning("EVALUATION USES RANDOM STAND-INS (%s): these metric values are "
+                             "meaningless.", ", ".join(random_used))
+        return ev
 
-    @torch.no_grad()
     def _compute(self) -> dict:
-        from metrics.image_metrics import quantize_8bit, to_unit
+        from metrics.protocol import evaluate, make_mask_protocol, summary_means
 
+        cfg = self.cfg
         if self._metrics is None:
             self._metrics = self._build_metrics()
-        ev = self._metrics
-        ev.reset()
-        dev = self.info.device
-        G_ema, E = self.trainer.G_ema, self.trainer.pre.style_encoder
-        hole_abs, hole_sq, hole_px = [], [], []
-        for real, mask, exemplar, z in self._eval_batches():
-            real, mask, exemplar, z = real.to(dev), mask.to(dev), exemplar.to(dev), z.to(dev)
-            gin = torch.cat([real * (1 - mask), mask - 0.5], 1)
-            pred = G_ema(gin, E(exemplar), [z], randomize_noise=False)
-            completed = real * (1 - mask) + pred.float() * mask
-            ev.update(completed.clamp(-1, 1), real)
-            # Hole-only L1 / PSNR, on the same 8-bit [0, 1] scale as the Evaluator's numbers.
-            diff = to_unit(quantize_8bit(completed)) - to_unit(quantize_8bit(real))  # [B,3,H,W]
-            m = mask.to(diff.dtype)
-            hole_abs.append((diff.abs() * m).flatten(1).sum(1))
-            hole_sq.append((diff.pow(2) * m).flatten(1).sum(1))
-            hole_px.append(m.flatten(1).sum(1) * 3)
-        res = {k: float(v) for k, v in ev.compute().items()}
-        px = torch.cat(hole_px).clamp_min(1)
-        res["l1_hole"] = float((torch.cat(hole_abs) / px).mean())
-        res["psnr_hole"] = float((10 * torch.log10(px / torch.cat(hole_sq))).mean())
-        return res
+        exemplars = ("folder", cfg.eval.exemplar_folder) if cfg.eval.exemplar == "folder" else cfg.eval.exemplar
+        result = evaluate((self.trainer.G_ema, self.trainer.pre.style_encoder), self.test_set,
+                          masks=make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir),
+                          exemplars=exemplars, evaluator=self._metrics,
+                          n_images=min(cfg.eval.n_images, len(self.test_set)),
+                          batch=cfg.eval.batch, seed=cfg.eval.seed)
+        return {k: float(v) for k, v in summary_means(result).items()}
 
     def evaluate(self, step: int) -> Optional[dict]:
         """Metrics of G_ema at `step` (computed on rank 0, returned on every rank)."""

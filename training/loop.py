@@ -20,23 +20,38 @@ The loop owns data, DDP, phases, EMA, checkpoints and logging; the loss math is 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets.augment import DiffAugment
+from datasets.demo import make_demo_faces
+from datasets.exemplars import TrainingPairing
+from datasets.folder import ImageFolderDataset
+from datasets.masks import batch_masks, make_mask_generator
+from datasets.rng import derive_rng
+from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
+from models import Discriminator, Generator
+from models.checkpoint import make_checkpoint, restore_rng_state
 
 from . import distributed as dist_utils
-from . import rng
+from . import pretrained, rng
 from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
 from .config import Config, ema_decay, lazy_ratio
 from .data import StepBatchSampler
 from .errors import NonFiniteLossError
-from .rundir import StatsWriter, create_run_dir, sample_grid, save_grid, setup_logger
+from .evaluation import InLoopEvaluator
+from .rundir import StatsWriter, close_logger, create_run_dir, setup_logger
 
 
 @dataclass
@@ -60,13 +75,10 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 def build_datasets(cfg: Config, is_main: bool, log):
     """(train set, test set) as ImageFolderDatasets; the demo faces are generated on first use."""
-    from datasets.folder import ImageFolderDataset
-
     d = cfg.data
     if d.kind == "demo":
         root = os.path.join(d.demo_root, f"{cfg.model.size}px-n{d.demo_train}-t{d.demo_test}-seed{d.demo_seed}")
         if is_main:  # generated once, then reused (make_demo_faces is idempotent)
-            from datasets.demo import make_demo_faces
             log.info("demo faces: %s (generated on first use)", root)
             make_demo_faces(root, d.demo_train, cfg.model.size, d.demo_seed, n_test=d.demo_test)
         dist_utils.barrier()
@@ -87,14 +99,6 @@ class Trainer:
     """Networks, optimizers and the four phases of one iteration."""
 
     def __init__(self, cfg: Config, info: dist_utils.DistInfo, log):
-        from datasets.augment import DiffAugment
-        from datasets.exemplars import TrainingPairing
-        from datasets.masks import make_mask_generator
-        from losses import GeneratorObjective, PathLengthRegularizer
-        from models import Discriminator, Generator
-
-        from . import pretrained
-
         self.cfg, self.info, self.log = cfg, info, log
         self.device = device = info.device
         m = cfg.model
@@ -143,9 +147,6 @@ class Trainer:
         return (seed, step, purpose) if shared else (seed, self.info.rank, step, purpose)
 
     def draw_masks(self, step: int, batch: int) -> torch.Tensor:
-        from datasets.masks import batch_masks
-        from datasets.rng import derive_rng
-
         g = derive_rng(*self._keys(step, rng.MASK))
         mask = batch_masks(self.mask_gen, batch, self.cfg.model.size, g,
                            per_sample=self.cfg.mask.per_sample)
@@ -157,7 +158,6 @@ class Trainer:
         The draw leaves out the rank: with the authors' once-per-batch choice every rank makes
         the same decision, so a multi-GPU step means what a single-GPU step means.
         """
-        from datasets.rng import derive_rng
 
         return self.pairing(real, derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
 
@@ -180,7 +180,6 @@ class Trainer:
     def train_step(self, step: int, real: torch.Tensor) -> dict:
         cfg, L = self.cfg, self.cfg.loss
         rng.seed_globals(*self._keys(step, rng.GLOBAL))  # dropout, noise maps, mixing cut
-        from datasets.rng import derive_rng
         g_aug = derive_rng(*self._keys(step, rng.AUGMENT))      # flips + DiffAugment
         g_noise = rng.generator(*self._keys(step, rng.NOISE))
 
@@ -208,7 +207,6 @@ class Trainer:
         with self._autocast():
             fake_pred = self.D_ddp(self.augment(completed, g_aug)).float()
             real_pred = self.D_ddp(self.augment(real, g_aug)).float()
-        from losses import d_logistic_loss, r1_loss
         d_loss = d_logistic_loss(real_pred, fake_pred)
         self.D.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -250,7 +248,6 @@ class Trainer:
             # included, as StyleGAN2 regularizes its synthesis network.
             fake_pl, w = self.G_ddp(gin[:pb], codes[:pb], styles_pl, return_latents=True)
             penalty, pl_mean, _ = self.path_reg(fake_pl, w)
-            from losses import PathLengthRegularizer
             pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
             self.G.zero_grad(set_to_none=True)
             pl_term.backward()
@@ -280,8 +277,6 @@ class Trainer:
         return [float(t) for t in out]
 
     def checkpoint(self, step: int, pl_mean: list, data_pos: dict, best) -> dict:
-        from models.checkpoint import make_checkpoint
-
         return make_checkpoint(
             g=self.G, d=self.D, g_ema=self.G_ema, g_optim=self.g_optim, d_optim=self.d_optim,
             step=step, config=self.cfg.to_dict(), best_metric=best,
@@ -290,8 +285,6 @@ class Trainer:
             world_size=self.info.world_size)
 
     def load(self, ckpt: dict) -> None:
-        from models.checkpoint import restore_rng_state
-
         self.G.load_state_dict(ckpt["g"])
         self.D.load_state_dict(ckpt["d"])
         self.G_ema.load_state_dict(ckpt["g_ema"])
@@ -325,7 +318,6 @@ class StopFlag:
         self.signal = name
 
     def __enter__(self):
-        import threading
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 self._old[s] = signal.signal(s, self._handler)
@@ -355,12 +347,11 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
     try:
         return _run(cfg, info, resume, stop_at)
     finally:
+        close_logger()
         dist_utils.shutdown()
 
 
 def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
-    import yaml
-
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.deterministic:
@@ -410,7 +401,6 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         # Rows after this step from the interrupted session stay in stats.jsonl (nothing is
         # deleted); this marker tells readers that the steps that follow replace them.
         stats_w.scalars(start_step, {"resumed_from": resume}, kind="resume")
-    from .evaluation import InLoopEvaluator
     evaluator = InLoopEvaluator(cfg, test_set or train_set, trainer, info, log)
     result = RunResult(run_dir=run_dir, step=start_step, trainer=trainer)
 
@@ -431,7 +421,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         result.evals.append({"step": step, **metrics})
         stats_w.scalars(step, metrics, kind="eval")
         key = cfg.eval.best_metric
-        improved = key in metrics and (best is None or _better(key, metrics[key], best["value"]))
+        improved = key in metrics and math.isfinite(metrics[key]) and (
+            best is None or _better(key, metrics[key], best["value"]))
         if improved:
             best = {"metric": key, "value": float(metrics[key]), "step": step}
         save(step)
@@ -439,12 +430,11 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
             ckpts.mark_best(step)
             log.info("new best %s = %.4f at step %d -> checkpoints/best.pt", key, metrics[key], step)
 
-    from tqdm import tqdm
     pbar = tqdm(total=iters, initial=start_step, disable=not (info.is_main and cfg.log.progress),
                 dynamic_ncols=True, smoothing=0.05, unit="it")
     acc: dict = {}
     counts: dict = {}
-    t_log, n_log = time.perf_counter(), 0
+    t_log, n_log, img_per_s = time.perf_counter(), 0, 0.0
     step = start_step
     if start_step == 0 and cfg.eval.at_start and cfg.eval.every > 0:
         evaluate(0)
@@ -452,61 +442,58 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     if start_step == 0 and cfg.log.sample_every > 0:
         last_samples = evaluator.save_samples(0, stats_w)
 
-    with StopFlag() as stop:
-        data_iter = iter(loader)
-        while step < iters:
-            real = next(data_iter)
-            stats = trainer.train_step(step, real)
-            step += 1
-            n_log += 1
+    try:
+        with StopFlag() as stop:
+            data_iter = iter(loader)
+            while step < iters:
+                real = next(data_iter)
+                stats = trainer.train_step(step, real)
+                step += 1
+                n_log += 1
 
-            # One collective per step: mean of d/g losses, any non-finite value, any stop request.
-            total = sum(v.float() for v in stats.values())
-            flags = torch.stack([stats["d_loss"].float(), stats["g_total"].float(),
-                                 (~torch.isfinite(total)).float(),
-                                 torch.tensor(float(stop.signal is not None or (stop_at is not None and step >= stop_at)),
-                                              device=info.device)])
-            flags = _reduce_flags(flags)
-            if flags[2] > 0:
-                bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
-                latest = os.path.join(run_dir, "checkpoints", "latest.pt")
-                raise NonFiniteLossError(
-                    f"Non-finite loss at step {step} ({', '.join(bad) or 'on another rank'}); the run "
-                    f"stopped without saving this state, the last good checkpoint is {latest} "
-                    f"(lower optim.lr or turn off train.amp, then --resume).")
-            for k, v in stats.items():
-                acc[k] = acc.get(k, 0.0) + v.float()
-                counts[k] = counts.get(k, 0) + 1
-            pbar.update(1)
-            if info.is_main and cfg.log.progress:
-                pbar.set_postfix(d=f"{float(flags[0]):.3f}", g=f"{float(flags[1]):.3f}", refresh=False)
+                stop_requested = stop.signal is not None or (stop_at is not None and step >= stop_at)
+                d_mean, g_mean, nonfinite, stopping = _consensus(stats, stop_requested)
+                if nonfinite:
+                    bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
+                    latest = os.path.join(run_dir, "checkpoints", "latest.pt")
+                    raise NonFiniteLossError(
+                        f"Non-finite loss at step {step} ({', '.join(bad) or 'on another rank'}); the run "
+                        f"stopped without saving this state, the last good checkpoint is {latest} "
+                        f"(lower optim.lr or turn off train.amp, then --resume).")
+                for k, v in stats.items():
+                    acc[k] = acc.get(k, 0.0) + v.float()
+                    counts[k] = counts.get(k, 0) + 1
+                pbar.update(1)
+                if info.is_main and cfg.log.progress:
+                    pbar.set_postfix(d=f"{d_mean:.3f}", g=f"{g_mean:.3f}",
+                                     img_s=f"{img_per_s:.1f}", refresh=False)
 
-            if _is_due(step, cfg.log.log_every) or step == iters:
-                means = dist_utils.reduce_dict({k: acc[k] / counts[k] for k in acc}, info.device)
-                dt = time.perf_counter() - t_log
-                means["images_per_s"] = n_log * cfg.train.batch * info.world_size / max(dt, 1e-9)
-                means["sec_per_it"] = dt / max(n_log, 1)
-                stats_w.scalars(step, means)
-                log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())))
-                result.last_stats = means
-                acc, counts, t_log, n_log = {}, {}, time.perf_counter(), 0
-            if _is_due(step, cfg.log.sample_every) or step == iters:
-                last_samples = evaluator.save_samples(step, stats_w)
-            if _is_due(step, cfg.eval.every) or (step == iters and cfg.eval.every > 0):
-                evaluate(step)  # saves a checkpoint at this step too
-            elif _is_due(step, cfg.train.ckpt_every) or step == iters:
-                save(step)
-
-            stopping = flags[3] > 0
-            if stopping and step < iters:
-                if not (_is_due(step, cfg.eval.every) or _is_due(step, cfg.train.ckpt_every)):
+                if _is_due(step, cfg.log.log_every) or step == iters:
+                    means = dist_utils.reduce_dict({k: acc[k] / counts[k] for k in acc}, info.device)
+                    dt = time.perf_counter() - t_log
+                    means["images_per_s"] = img_per_s = n_log * cfg.train.batch * info.world_size / max(dt, 1e-9)
+                    means["sec_per_it"] = dt / max(n_log, 1)
+                    stats_w.scalars(step, means)
+                    log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())))
+                    result.last_stats = means
+                    acc, counts, t_log, n_log = {}, {}, time.perf_counter(), 0
+                if _is_due(step, cfg.log.sample_every) or (step == iters and cfg.log.sample_every > 0):
+                    last_samples = evaluator.save_samples(step, stats_w)
+                if _is_due(step, cfg.eval.every) or (step == iters and cfg.eval.every > 0):
+                    evaluate(step)  # saves a checkpoint at this step too
+                elif _is_due(step, cfg.train.ckpt_every) or step == iters:
                     save(step)
-                result.stopped_by = stop.signal or "stop_at"
-                log.info("stopped at step %d (%s); continue with: python train.py --resume %s",
-                         step, result.stopped_by, run_dir)
-                break
-    pbar.close()
-    stats_w.close()
+
+                if stopping and step < iters:
+                    if not (_is_due(step, cfg.eval.every) or _is_due(step, cfg.train.ckpt_every)):
+                        save(step)
+                    result.stopped_by = stop.signal or "stop_at"
+                    log.info("stopped at step %d (%s); continue with: python train.py --resume %s",
+                             step, result.stopped_by, run_dir)
+                    break
+    finally:
+        pbar.close()
+        stats_w.close()
     result.step = step
     if info.is_main:
         _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root)
@@ -521,7 +508,6 @@ def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str],
 
     On resume the evaluations of the earlier sessions are read back from stats.jsonl.
     """
-    import json
 
     evals = []
     with open(os.path.join(run_dir, "stats.jsonl"), encoding="utf-8") as f:
@@ -544,13 +530,17 @@ def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str],
     os.replace(tmp, os.path.join(run_dir, "summary.json"))
 
 
-def _reduce_flags(flags: torch.Tensor) -> torch.Tensor:
-    """[d_loss, g_loss, nonfinite, stop] -> ranks' mean losses, any nonfinite, any stop."""
-    if not dist_utils.is_enabled():
-        return flags.detach().cpu()
-    mean = dist_utils.reduce_mean(flags[:2])
-    anyf = dist_utils.reduce_max(flags[2:])
-    return torch.cat([mean, anyf]).cpu()
+def _consensus(stats: dict, stop_requested: bool) -> tuple:
+    """One collective per step: (mean d loss, mean g loss over ranks, any rank saw a non-finite
+    loss, any rank was asked to stop) - so that all ranks stop at the same step."""
+    total = sum(v.float() for v in stats.values())
+    flags = torch.stack([stats["d_loss"].float(), stats["g_total"].float(),
+                         (~torch.isfinite(total)).float(),
+                         torch.tensor(float(stop_requested), device=total.device)])
+    if dist_utils.is_enabled():
+        flags = torch.cat([dist_utils.reduce_mean(flags[:2]), dist_utils.reduce_max(flags[2:])])
+    d, g, nonfinite, stop = flags.cpu().tolist()
+    return d, g, nonfinite > 0, stop > 0
 
 
 def _better(metric: str, new: float, old: float) -> bool:

@@ -49,13 +49,22 @@ def create_run_dir(outdir: str, name: str) -> str:
 
 
 def setup_logger(run_dir: Optional[str], is_main: bool) -> logging.Logger:
-    """Logger 'exegan.train': stderr + run_dir/log.txt on rank 0; warnings only elsewhere."""
+    """Logger 'exegan.train': stderr + run_dir/log.txt on rank 0, errors only on other ranks.
+
+    Warnings of the other packages (a skipped image, a random stand-in) go to log.txt as well:
+    the file handler is also attached to the root logger at WARNING level. Other ranks raise
+    the root level to ERROR so that N processes do not print N copies of each warning.
+    """
     log = logging.getLogger("exegan.train")
-    for h in list(log.handlers):
+    root = logging.getLogger()
+    for h in list(log.handlers) + [h for h in root.handlers if getattr(h, "_exegan_run", False)]:
         log.removeHandler(h)
+        root.removeHandler(h)
         h.close()
     log.propagate = False
-    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.setLevel(logging.INFO if is_main else logging.ERROR)
+    if not is_main:
+        root.setLevel(logging.ERROR)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
@@ -64,7 +73,23 @@ def setup_logger(run_dir: Optional[str], is_main: bool) -> logging.Logger:
         fh = logging.FileHandler(os.path.join(run_dir, "log.txt"), mode="a", encoding="utf-8")
         fh.setFormatter(fmt)
         log.addHandler(fh)
+        named = logging.Formatter("%(asctime)s [%(name)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+        for h in (logging.FileHandler(os.path.join(run_dir, "log.txt"), mode="a", encoding="utf-8"),
+                  logging.StreamHandler(sys.stderr)):
+            h.setFormatter(named)
+            h.setLevel(logging.WARNING)
+            h._exegan_run = True
+            root.addHandler(h)
     return log
+
+
+def close_logger() -> None:
+    """Detach and close the run's handlers (the run directory's log.txt)."""
+    for lg in (logging.getLogger("exegan.train"), logging.getLogger()):
+        for h in list(lg.handlers):
+            if lg.name == "exegan.train" or getattr(h, "_exegan_run", False):
+                lg.removeHandler(h)
+                h.close()
 
 
 class StatsWriter:
