@@ -3,9 +3,10 @@
 * Lazy: nothing is compiled at import; :func:`load_extension` runs on the first CUDA call that
   needs an op (``op/_impl.py``), and its result (module or error) is remembered per process.
 * Cached: a build lives in ``<cache root>/<name>-<key>/``; ``key`` is a sha256 over the source
-  files, the build flags, the GPU name and capability, and the torch / CUDA versions, so an edited
+  files and headers, the build flags, the GPU name and capability, and the torch / CUDA versions, so an edited
   kernel or another GPU gets its own build and a stale one is never loaded. The cache root is
-  ``$EXEGAN_OP_CACHE``, else ``.op_cache/`` beside the ``op`` package.
+  ``$EXEGAN_OP_CACHE``, else ``.op_cache/`` in the repository (``~/.cache/exegan_ops`` if that
+  is read-only). Both ops live in one extension (``ops``), built once.
 * Atomic: a build happens in a fresh temporary directory inside the cache root and is renamed
   into place only after it succeeded; an OS-level lock per extension makes concurrent processes
   (one per GPU under torchrun) wait for a single build instead of compiling eight times.
@@ -58,8 +59,12 @@ class OpBuildError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 def _is_toolkit_root(path):
-    return bool(path) and os.path.isfile(os.path.join(path, 'bin', 'nvcc')) and \
-        os.path.isfile(os.path.join(path, 'include', 'cuda_runtime.h'))
+    """bin/nvcc plus the runtime headers (in include/, or targets/<arch>/include/ as in some
+    packaged toolkits)."""
+    if not path or not os.path.isfile(os.path.join(path, 'bin', 'nvcc')):
+        return False
+    return os.path.isfile(os.path.join(path, 'include', 'cuda_runtime.h')) or \
+        bool(glob.glob(os.path.join(path, 'targets', '*', 'include', 'cuda_runtime.h')))
 
 
 def find_cuda_home():
@@ -158,11 +163,16 @@ def prepare_build_env(environ=None):
 # ---------------------------------------------------------------------------------------------
 
 def cache_root():
+    """$EXEGAN_OP_CACHE, else .op_cache/ in the repository (git-ignored), else ~/.cache when the
+    repository is read-only (an installed copy, a shared cluster checkout)."""
     root = os.environ.get(CACHE_ENV)
-    if not root:
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            '.op_cache')
-    return root
+    if root:
+        return root
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.op_cache')
+    parent = os.path.dirname(root)
+    if os.access(root if os.path.isdir(root) else parent, os.W_OK):
+        return root
+    return os.path.join(os.path.expanduser('~'), '.cache', 'exegan_ops')
 
 
 def gpu_tag():

@@ -1,13 +1,17 @@
 """The CUDA sources compile, link and load through the real loader, on a machine without a GPU.
 
 CI runs this on every change, so a broken kernel fails CI even where no GPU exists. The build
-goes through op._loader.build (environment fixes, cache key, temp dir, atomic publish) into a
-fresh cache root. The compiled extension also runs the kernels' own per-element functions on
-CPU tensors (op/csrc/ops.cpp), so this module checks the kernels' indexing and arithmetic
+goes through op._loader.build (environment fixes, cache key, temp dir, atomic publish) into the
+loader's normal cache root (``$EXEGAN_OP_CACHE`` or ``.op_cache/``). The cache key is a hash of
+the sources, so any edited kernel is compiled again (a fresh clone always compiles); only a
+successful build of identical sources with the same toolchain is reused, which keeps repeated
+local test runs fast. The compiled extension also runs the kernels' own per-element functions
+on CPU tensors (op/csrc/ops.cpp), so this module checks the kernels' indexing and arithmetic
 against the reference and drives the CUDA path's autograd wiring with the real compiled code.
 Skipped only when no CUDA toolkit (nvcc) is installed.
 """
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -25,20 +29,22 @@ pytestmark = pytest.mark.skipif(_loader.find_cuda_home() is None,
 
 
 @pytest.fixture(scope='module')
-def built(tmp_path_factory):
-    """One build of the extension for the whole module (it takes most of this file's time)."""
-    root = tmp_path_factory.mktemp('op_cache')
-    module, build_dir, did_build = _loader.build(root=str(root))
+def built():
+    """One build (or cache hit) of the extension for the whole module."""
+    root = _loader.cache_root()
+    module, build_dir, did_build = _loader.build(root=root)
     return root, module, build_dir, did_build
 
 
 def test_builds_and_publishes_atomically(built):
-    root, module, build_dir, did_build = built
-    assert did_build
+    root, module, build_dir, _ = built
     assert hasattr(module, 'upfirdn2d') and hasattr(module, 'fused_bias_act')
-    assert os.path.dirname(build_dir) == str(root)
-    assert os.path.isfile(os.path.join(build_dir, 'extension.json'))
-    assert not [p for p in os.listdir(root) if '.tmp' in p]  # no half-built directory left
+    assert os.path.dirname(build_dir) == root
+    assert os.path.basename(build_dir) == f'ops-{_loader.build_key()[:20]}'
+    meta = os.path.join(build_dir, 'extension.json')
+    assert os.path.isfile(meta)
+    with open(meta) as f:
+        assert os.path.isfile(os.path.join(build_dir, json.load(f)['file']))
 
 
 def test_a_later_process_loads_the_published_copy_without_compiling(built):
