@@ -24,6 +24,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False     # init() created the process group (shutdown() destroys it)
 
     @property
     def is_main(self) -> bool:
@@ -52,18 +53,21 @@ def init(device_kind: str = "auto", backend: str = "auto", timeout_min: int = 30
     device = resolve_device(device_kind, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    owns = False
     if world_size > 1 and not dist.is_initialized():
+        owns = True
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = dict(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
         if backend == "nccl":
             kwargs["device_id"] = device
         dist.init_process_group(**kwargs)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=owns)
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+def shutdown(info: DistInfo) -> None:
+    """Destroy the process group if `init` created it (a caller's own group is left alone)."""
+    if info.owns_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

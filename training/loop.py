@@ -77,9 +77,9 @@ def build_datasets(cfg: Config, is_main: bool, log):
     """(train set, test set) as ImageFolderDatasets; the demo faces are generated on first use."""
     d = cfg.data
     if d.kind == "demo":
-        root = os.path.join(d.demo_root, f"{cfg.model.size}px-n{d.demo_train}-t{d.demo_test}-seed{d.demo_seed}")
-        if is_main:  # generated once, then reused (make_demo_faces is idempotent)
-            log.info("demo faces: %s (generated on first use)", root)
+        root = d.demo_root
+        if is_main:  # generated on first use, reused after (regenerated if the parameters change)
+            log.info("demo faces: %s", root)
             make_demo_faces(root, d.demo_train, cfg.model.size, d.demo_seed, n_test=d.demo_test)
         dist_utils.barrier()
         train_root, test_root = os.path.join(root, "train"), os.path.join(root, "test")
@@ -227,6 +227,7 @@ class Trainer:
         # ---- G main: adversarial + attribute + identity + LPIPS ----
         requires_grad(self.G, True)
         requires_grad(self.D, False)
+        styles = self.mixing_noise(B, g_noise)  # fresh z for the G phase, as StyleGAN2
         with self._autocast():
             pred = self.G_ddp(gin, codes, styles).float()
         completed = real * (1 - mask) + pred * mask
@@ -348,7 +349,7 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
         return _run(cfg, info, resume, stop_at)
     finally:
         close_logger()
-        dist_utils.shutdown()
+        dist_utils.shutdown(info)
 
 
 def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
@@ -434,7 +435,7 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                 dynamic_ncols=True, smoothing=0.05, unit="it")
     acc: dict = {}
     counts: dict = {}
-    t_log, n_log, img_per_s = time.perf_counter(), 0, 0.0
+    t_log, n_log = time.perf_counter(), 0
     step = start_step
     if start_step == 0 and cfg.eval.at_start and cfg.eval.every > 0:
         evaluate(0)
@@ -465,13 +466,14 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                     counts[k] = counts.get(k, 0) + 1
                 pbar.update(1)
                 if info.is_main and cfg.log.progress:
-                    pbar.set_postfix(d=f"{d_mean:.3f}", g=f"{g_mean:.3f}",
-                                     img_s=f"{img_per_s:.1f}", refresh=False)
+                    img_s = n_log * cfg.train.batch * info.world_size / max(time.perf_counter() - t_log, 1e-9)
+                    pbar.set_postfix(d=f"{d_mean:.3f}", g=f"{g_mean:.3f}", img_s=f"{img_s:.1f}",
+                                     refresh=False)
 
                 if _is_due(step, cfg.log.log_every) or step == iters:
                     means = dist_utils.reduce_dict({k: acc[k] / counts[k] for k in acc}, info.device)
                     dt = time.perf_counter() - t_log
-                    means["images_per_s"] = img_per_s = n_log * cfg.train.batch * info.world_size / max(dt, 1e-9)
+                    means["images_per_s"] = n_log * cfg.train.batch * info.world_size / max(dt, 1e-9)
                     means["sec_per_it"] = dt / max(n_log, 1)
                     stats_w.scalars(step, means)
                     log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())))
