@@ -1,10 +1,17 @@
 """The exception types train.py reports as one sentence (no traceback).
 
-Collected here so the entry point names them in one place; each package defines its own.
+Collected here so that the entry point names them in one place; each package defines its own.
 """
 from __future__ import annotations
 
-from .checkpointing import CheckpointError
+from datasets.errors import DatasetError, MaskError
+from losses.perceptual import LPIPSWeightsError
+from metrics.evaluator import EvaluatorError
+from metrics.inception import InceptionWeightsError
+from metrics.protocol import ProtocolError
+from models.checkpoint import CheckpointError
+from models.irse import WeightsFileError
+
 from .config import ConfigError
 from .data import DataError
 
@@ -13,22 +20,6 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
-class PretrainedError(ValueError):
-    """A pretrained-network file named in the config is missing or unusable."""
-
-
-def _optional(module: str, names: tuple[str, ...]) -> tuple:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return ()
-    return tuple(getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type))
-
-
-USER_ERRORS: tuple = (ConfigError, CheckpointError, DataError, NonFiniteLossError, PretrainedError) \
-    + _optional("datasets.errors", ("DatasetError", "MaskError")) \
-    + _optional("models.irse", ("WeightsFileError",)) \
-    + _optional("models.checkpoint", ("CheckpointError",)) \
-    + _optional("losses.perceptual", ("LPIPSWeightsError",))
+USER_ERRORS: tuple = (ConfigError, CheckpointError, DataError, NonFiniteLossError, DatasetError,
+                      MaskError, WeightsFileError, LPIPSWeightsError, InceptionWeightsError,
+                      EvaluatorError, ProtocolError)

@@ -359,6 +359,7 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 
+    pretrained.check_files(cfg)  # before a run directory exists
     # Run directory: fresh and numbered, or the resumed run's own.
     ckpt = load_training_checkpoint(resume) if resume else None
     run_dir = None

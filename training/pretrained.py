@@ -67,6 +67,38 @@ def standin_lpips(seed: int, device):
         return load_lpips(None, allow_random_backbone=True, device=device)
 
 
+def check_files(cfg) -> None:
+    """Fail before anything is created when a file the run will read is missing.
+
+    The loaders give the same kind of message later; checking up front means a typo in a path
+    costs no run directory and no minutes of start-up.
+    """
+    import os
+
+    from .config import ConfigError
+
+    p, L, e = cfg.pretrained, cfg.loss, cfg.eval
+    needed = []
+    if not p.allow_random:
+        needed.append(("pretrained.style_encoder", p.style_encoder, "psp_ffhq_encode.pt"))
+        if L.lambda_id > 0:
+            needed.append(("pretrained.identity", p.identity, "Arcface.pth"))
+        if L.lambda_lpips > 0 or (e.every > 0 and "lpips" in e.metrics):
+            needed.append(("loss.lpips_vgg_path", L.lpips_vgg_path, "vgg16-397923af.pth"))
+        if e.every > 0 and ("fid" in e.metrics or "ids" in e.metrics):
+            needed.append(("pretrained.inception", p.inception, "pt_inception-2015-12-05-6726825d.pth"))
+    if cfg.data.kind == "folder":
+        needed += [("data.train", cfg.data.train, None)]
+        if e.every > 0 or cfg.log.sample_every > 0:
+            needed.append(("data.test", cfg.data.test, None))
+    for key, path, released in needed:
+        ok = path and (os.path.isdir(path) if key.startswith("data.") else os.path.isfile(path))
+        if not ok:
+            what = f"put the released {released} there" if released else "point it at the image folder"
+            raise ConfigError(f"{key} = {path!r} does not exist; {what} or fix the path "
+                              f"(nothing is downloaded at run time).")
+
+
 def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     """The pretrained networks the config needs, frozen, in eval mode, on `device`."""
     from models.psp import load_style_encoder

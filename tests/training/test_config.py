@@ -99,3 +99,15 @@ def test_cli_reports_user_errors_without_traceback(capsys):
     assert rc == 2 and err.startswith("error: Unknown config key 'loss.nope'") and "Traceback" not in err
     assert cli.main([]) == 2
     assert cli.main(["--resume", "/nonexistent/run"]) == 2
+
+
+def test_missing_files_fail_before_a_run_directory_exists(tmp_path, capsys):
+    # The paper config reads checkpoints/*.pt, which a fresh clone does not have.
+    out = tmp_path / "runs"
+    rc = cli.main(["--config", os.path.join(REPO, "configs", "celebahq_256.yaml"), "--outdir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pretrained.style_encoder = 'checkpoints/psp_ffhq_encode.pt' does not exist" in err
+    rc = cli.main(["--config", os.path.join(REPO, "configs", "demo.yaml"), "--outdir", str(out),
+                   "--set", "data.kind=folder", "--set", "data.train=/nonexistent/train"])
+    assert rc == 2 and "data.train = '/nonexistent/train' does not exist" in capsys.readouterr().err
+    assert not out.exists()
