@@ -257,6 +257,13 @@ def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu", 
     except KeyError as e:
         raise CheckpointError(f"{path} ['{which}'] is not an EXE-GAN generator state dict ({e.args[0]}; "
                               f"first keys {list(sd)[:5]}).") from None
+    w_in = sd.get("down_from_big.0.weight")
+    if recorded.get("sketch_channels") or (torch.is_tensor(w_in) and w_in.ndim == 4 and w_in.shape[1] > 4):
+        # A sketch fine-tune (models/sketch.py): its first layer reads 4 + k input channels, which
+        # a plain Generator cannot hold; its own loader builds the right class.
+        raise CheckpointError(f"{path} ['{which}'] is a sketch-guided generator (extra sketch input "
+                              f"channels); load it with models.sketch.load_sketch_generator (or "
+                              f"SketchEXEGAN.from_checkpoints / scripts/inpaint.py --sketch).")
     expected = dict(size=size, style_dim=style_dim, channel_multiplier=channel_multiplier,
                     channel_max=channel_max, n_mlp=n_mlp, exemplar_slots=exemplar_slots)
     kwargs = _build_kwargs(found, recorded, expected, _G_KEYS)
@@ -363,6 +370,20 @@ def _check_plain(obj: Any, where: str) -> None:
     raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}")
 
 
+def _fsync_dir(folder: str) -> None:
+    """fsync a directory (makes a rename durable); skipped where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> None:
     """Write ``obj`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
 
@@ -381,7 +402,12 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        # Flush the bytes to disk before the rename, so that after a power loss the new name
+        # never points at a partly written file; then the directory entry itself (best effort).
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -23,6 +23,9 @@ import yaml
 # The `loss` section is the losses package's own schema (weights, lazy-regularization intervals,
 # LPIPS backbone path): one definition, shared by the loop and the objective it builds.
 from losses.objective import LossConfig
+# The `sketch` section (sketch-guided fine-tune, docs/applications.md) is the sketch model's own
+# schema, for the same reason.
+from models.sketch import SketchConfig
 
 
 class ConfigError(ValueError):
@@ -184,6 +187,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    sketch: SketchConfig = field(default_factory=SketchConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict of builtins (YAML- and checkpoint-safe)."""
@@ -405,5 +409,9 @@ def validate(cfg: Config) -> None:
         if cfg.eval.best_metric not in known:
             raise ConfigError(f"eval.best_metric '{cfg.eval.best_metric}' is not computed; pick one of "
                               f"{', '.join(sorted(known))} or add it to eval.metrics.")
+    if not 0.0 <= cfg.sketch.drop_prob <= 1.0:
+        raise ConfigError(f"sketch.drop_prob must be in [0, 1], got {cfg.sketch.drop_prob}.")
+    if cfg.sketch.edge_threshold < 0:
+        raise ConfigError(f"sketch.edge_threshold must be >= 0, got {cfg.sketch.edge_threshold}.")
     if cfg.model.exemplar_slots is not None and len(cfg.model.exemplar_slots) != 2:
         raise ConfigError("model.exemplar_slots must be null or [start, n].")

@@ -19,6 +19,7 @@ import torch
 
 from . import distributed as dist_utils
 from .rundir import sample_grid, save_grid
+from .sketch import eval_model, make_gin
 
 SAMPLE_KEY = 0x5A  # seed-stream key of the sample-grid masks and z
 
@@ -55,7 +56,7 @@ class InLoopEvaluator:
         real, mask, exemplar, z = (t.to(dev) for t in self._sample_inputs())
         G_ema, E = self.trainer.G_ema, self.trainer.pre.style_encoder
         codes = E(exemplar)
-        gin = torch.cat([real * (1 - mask), mask - 0.5], 1)
+        gin = make_gin(self.cfg, real, mask)  # with a sketch: the edges, never dropped
         pred = G_ema(gin, codes, [z], randomize_noise=False)
         completed = real * (1 - mask) + pred * mask
         grid = sample_grid(real, mask, exemplar, completed).cpu()
@@ -92,7 +93,7 @@ class InLoopEvaluator:
         if self._metrics is None:
             self._metrics = self._build_metrics()
         exemplars = ("folder", cfg.eval.exemplar_folder) if cfg.eval.exemplar == "folder" else cfg.eval.exemplar
-        result = evaluate((self.trainer.G_ema, self.trainer.pre.style_encoder), self.test_set,
+        result = evaluate(eval_model(cfg, self.trainer.G_ema, self.trainer.pre.style_encoder), self.test_set,
                           masks=make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir),
                           exemplars=exemplars, evaluator=self._metrics,
                           n_images=min(cfg.eval.n_images, len(self.test_set)),

@@ -41,11 +41,10 @@ from datasets.folder import ImageFolderDataset
 from datasets.masks import batch_masks, make_mask_generator
 from datasets.rng import derive_rng
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
-from models import Discriminator, Generator
 from models.checkpoint import make_checkpoint, restore_rng_state
 
 from . import distributed as dist_utils
-from . import pretrained, rng
+from . import pretrained, rng, sketch
 from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
 from .config import Config, ema_decay, lazy_ratio
 from .data import StepBatchSampler
@@ -98,22 +97,17 @@ def build_datasets(cfg: Config, is_main: bool, log):
 class Trainer:
     """Networks, optimizers and the four phases of one iteration."""
 
-    def __init__(self, cfg: Config, info: dist_utils.DistInfo, log):
+    def __init__(self, cfg: Config, info: dist_utils.DistInfo, log, *, resuming: bool = False):
         self.cfg, self.info, self.log = cfg, info, log
         self.device = device = info.device
-        m = cfg.model
 
         # Identical initial weights on every rank and in every resumed process (DDP would
-        # broadcast rank 0's anyway; a resume overwrites them).
+        # broadcast rank 0's anyway; a resume overwrites them). A sketch fine-tune starts from
+        # its base checkpoint instead (training/sketch.py), before the optimizers and DDP exist.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(rng.derive_seed(cfg.train.seed, 0x6E))
-            self.G = Generator(m.size, style_dim=m.style_dim, n_mlp=m.n_mlp,
-                               channel_multiplier=m.channel_multiplier, channel_max=m.channel_max,
-                               lr_mlp=m.lr_mlp,
-                               exemplar_slots=tuple(m.exemplar_slots) if m.exemplar_slots else None).to(device)
-            self.D = Discriminator(m.size, channel_multiplier=m.channel_multiplier,
-                                   channel_max=m.channel_max).to(device)
-        self.G_ema = copy.deepcopy(self.G).eval()
+            self.G, G_ema, self.D = sketch.build_networks(cfg, device, resuming=resuming, log=log)
+        self.G_ema = G_ema if G_ema is not None else copy.deepcopy(self.G).eval()
         requires_grad(self.G_ema, False)
 
         self.pre = pretrained.build(cfg, self.G, device, log)
@@ -194,7 +188,8 @@ class Trainer:
             codes = self.pre.style_encoder(exemplar)             # [B, n_exemplar, style_dim]
             ex_id = (self.objective.identity.exemplar_features(exemplar)
                      if self.objective.identity is not None else None)
-        gin = torch.cat([real * (1 - mask), mask - 0.5], 1)    # [B, 4, S, S]
+        # [B, 4, S, S]; [B, 5, S, S] with the sketch channel of a sketch fine-tune
+        gin = sketch.make_gin(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
         styles = self.mixing_noise(B, g_noise)
         stats: dict = {}
 
@@ -360,6 +355,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         torch.backends.cudnn.benchmark = False
 
     pretrained.check_files(cfg)  # before a run directory exists
+    if not resume:
+        sketch.check_base(cfg)
     # Run directory: fresh and numbered, or the resumed run's own.
     ckpt = load_training_checkpoint(resume) if resume else None
     run_dir = None
@@ -380,7 +377,13 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
              info.device, cfg.train.batch, cfg.train.batch * info.world_size)
 
     train_set, test_set = build_datasets(cfg, info.is_main, log)
-    trainer = Trainer(cfg, info, log)
+    trainer = Trainer(cfg, info, log, resuming=ckpt is not None)
+    standin_psp = None
+    if info.is_main and "style encoder" in trainer.pre.random:
+        # So that scripts/inpaint.py --psp / test.py can run this run's models with the encoder
+        # it was trained with (the stand-in is seeded, hence the same file on a resume).
+        standin_psp = pretrained.save_standin_style_encoder(
+            trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", pretrained.STANDIN_PSP_FILE))
     best = None
     if ckpt:
         trainer.load(ckpt)
@@ -499,14 +502,15 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         stats_w.close()
     result.step = step
     if info.is_main:
-        _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root)
+        _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root,
+                       standin_psp)
     if step >= iters:
         log.info("finished %d iterations; run directory %s", step, run_dir)
     return result
 
 
 def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str], train_root: str,
-                   test_root: str) -> None:
+                   test_root: str, standin_psp: Optional[str] = None) -> None:
     """summary.json: where things are and the first / last evaluation (for scripts and humans).
 
     On resume the evaluations of the earlier sessions are read back from stats.jsonl.
@@ -526,6 +530,9 @@ def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str],
         "best_checkpoint": os.path.join(ck, "best.pt") if os.path.exists(os.path.join(ck, "best.pt")) else None,
         "final_samples": last_samples, "first_eval": evals[0] if evals else None,
         "last_eval": evals[-1] if evals else None, "last_train_stats": result.last_stats,
+        # pretrained.allow_random only: the random stand-in pSp encoder in the pSp file layout
+        # (for scripts/inpaint.py --psp and test.py on this run's models); null otherwise.
+        "standin_psp": standin_psp,
     }
     tmp = os.path.join(run_dir, ".summary.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -25,6 +25,7 @@ STANDIN_WIDTH = 8                  # first-stage channels of the IR-SE stand-ins
 STANDIN_UNITS = (1, 1, 1, 1)
 STANDIN_ENCODER_INPUT = 32         # the stand-in style encoder resizes its input to 32x32
 STANDIN_ID_DIM = 64
+STANDIN_PSP_FILE = "standin_psp.pt"  # <run>/checkpoints/ (pretrained.allow_random only)
 
 
 @dataclass
@@ -51,6 +52,19 @@ def standin_style_encoder(start: int, n: int, n_styles: int, style_dim: int, see
                            width=STANDIN_WIDTH, units=STANDIN_UNITS, input_size=STANDIN_ENCODER_INPUT)
         enc.set_latent_avg(torch.randn(n_styles, style_dim) * 0.1)
     return enc
+
+
+def save_standin_style_encoder(encoder, path: str) -> str:
+    """Write a (stand-in) StyleEncoder in the released pSp file layout - ``opts``, ``state_dict``
+    with ``encoder.`` keys, ``latent_avg`` - so that ``models.load_style_encoder`` reads it back."""
+    from models.checkpoint import save_checkpoint
+
+    sd = {f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()}
+    obj = {"opts": {"encoder_type": "GradualStyleEncoder", "input_nc": 3,
+                    "note": "random stand-in of a pretrained.allow_random run, not a trained pSp"},
+           "state_dict": sd, "latent_avg": encoder.latent_avg.detach().cpu().clone()}
+    save_checkpoint(obj, path)
+    return path
 
 
 def standin_identity(seed: int):

@@ -21,6 +21,7 @@ import torch
 
 # Purposes of the per-step streams (part of the seed key; never renumber).
 GLOBAL, MASK, EXEMPLAR, NOISE, AUGMENT, DATA = range(6)
+SKETCH = 6  # per-sample empty-sketch draws of a sketch fine-tune (training/sketch.py)
 
 
 def derive_seed(*keys: int) -> int:
