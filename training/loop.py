@@ -378,12 +378,6 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
 
     train_set, test_set = build_datasets(cfg, info.is_main, log)
     trainer = Trainer(cfg, info, log, resuming=ckpt is not None)
-    standin_psp = None
-    if info.is_main and "style encoder" in trainer.pre.random:
-        # So that scripts/inpaint.py --psp / test.py can run this run's models with the encoder
-        # it was trained with (the stand-in is seeded, hence the same file on a resume).
-        standin_psp = pretrained.save_standin_style_encoder(
-            trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", pretrained.STANDIN_PSP_FILE))
     best = None
     if ckpt:
         trainer.load(ckpt)
@@ -502,6 +496,13 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         stats_w.close()
     result.step = step
     if info.is_main:
+        standin_psp = None
+        if "style encoder" in trainer.pre.random:
+            # So that scripts/inpaint.py --psp / test.py can run this run's models with the encoder
+            # it was trained with (seeded: the same file on a resume). Written with the summary, at
+            # the end of a session, so the periodic checkpoint writes stay the only saves in a run.
+            standin_psp = pretrained.save_standin_style_encoder(
+                trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", pretrained.STANDIN_PSP_FILE))
         _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root,
                        standin_psp)
     if step >= iters:
