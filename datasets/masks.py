@@ -350,6 +350,20 @@ class LargeMasks(MaskGenerator):
         return _rejection(self, lambda: self._once(height, width, rng))
 
 
+def _scan_mask_folder(root: str, hole_value: int) -> List[str]:
+    """Validate ``hole_value`` and list the image files of a mask folder (one clear error if none)."""
+    if hole_value not in (0, 1):
+        raise ValueError(f"hole_value must be 1 (white = hole) or 0 (black = hole), "
+                         f"got {hole_value!r}")
+    try:
+        names = scan_images(root)
+    except Exception as e:
+        raise MaskError(str(e).replace("Image folder", "Mask folder")) from None
+    if not names:
+        raise MaskError(f"Mask folder '{root}' contains no image files; check the path.")
+    return names
+
+
 class MaskFiles(MaskGenerator):
     """A folder of mask files (e.g. the NVIDIA irregular mask test set), optionally one bucket.
 
@@ -370,16 +384,8 @@ class MaskFiles(MaskGenerator):
 
     def __init__(self, root: str, hole_value: int = 1, bucket=None,
                  index_file: Optional[str] = None, progress: bool = False):
-        if hole_value not in (0, 1):
-            raise ValueError(f"hole_value must be 1 (white = hole) or 0 (black = hole), "
-                             f"got {hole_value!r}")
+        names = _scan_mask_folder(root, hole_value)
         self.root, self.hole_value, self.progress = root, hole_value, progress
-        try:
-            names = scan_images(root)
-        except Exception as e:
-            raise MaskError(str(e).replace("Image folder", "Mask folder")) from None
-        if not names:
-            raise MaskError(f"Mask folder '{root}' contains no image files; check the path.")
         self.all_names: List[str] = names
         self._index_file = index_file
         self._stats: Optional[Dict[str, dict]] = None
@@ -492,16 +498,8 @@ class PairedMasks(MaskGenerator):
     random = False
 
     def __init__(self, root: str, hole_value: int = 1):
-        if hole_value not in (0, 1):
-            raise ValueError(f"hole_value must be 1 (white = hole) or 0 (black = hole), "
-                             f"got {hole_value!r}")
+        names = _scan_mask_folder(root, hole_value)
         self.root, self.hole_value = root, hole_value
-        try:
-            names = scan_images(root)
-        except Exception as e:
-            raise MaskError(str(e).replace("Image folder", "Mask folder")) from None
-        if not names:
-            raise MaskError(f"Mask folder '{root}' contains no image files; check the path.")
         self.by_stem = _stem_index(names, root, "mask")
         self.by_base = _base_index(names)
 

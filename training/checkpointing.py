@@ -25,25 +25,13 @@ import shutil
 from typing import Optional
 
 from models.checkpoint import FORMAT, CheckpointError as _ModelsCheckpointError, safe_load, save_checkpoint
+from models.checkpoint import _fsync_dir
 
 EXPORT_FORMAT = "exegan-export-v1"
 
 
 class CheckpointError(_ModelsCheckpointError):
     """A checkpoint the user pointed at cannot be used to resume training."""
-
-
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _link_atomic(src: str, dst: str) -> None:
