@@ -73,5 +73,5 @@ class Discriminator(nn.Module):
         out = self.encoder_convs(out)
         out = minibatch_stddev(out, self.stddev_group)
         out = self.final_conv(out)
-        out = out.view(out.shape[0], -1)
+        out = out.reshape(out.shape[0], -1)  # reshape: also right for channels_last storage
         return self.final_linear(out)

@@ -125,6 +125,26 @@ class EqualLinear(nn.Module):
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
 
 
+# How ModulatedConv2d runs (see its two forward methods): "grouped" folds the batch into a grouped
+# convolution with per-sample weights (the authors' code); "batched" modulates activations and
+# convolves the batch with one shared weight. Both compute the same map (tests/models check them
+# against each other); scripts/benchmark.py compares their speed.
+MODCONV_IMPLS = ("grouped", "batched")
+_MODCONV_IMPL = "grouped"
+
+
+def set_modconv_impl(impl: str) -> None:
+    """Select the modulated-convolution formulation for every ModulatedConv2d: 'grouped' | 'batched'."""
+    global _MODCONV_IMPL
+    if impl not in MODCONV_IMPLS:
+        raise ValueError(f"modconv implementation must be one of {MODCONV_IMPLS}, got {impl!r}.")
+    _MODCONV_IMPL = impl
+
+
+def get_modconv_impl() -> str:
+    return _MODCONV_IMPL
+
+
 class ModulatedConv2d(nn.Module):
     """Style-modulated convolution (StyleGAN2 Sec. 2.2).
 
@@ -167,9 +187,15 @@ class ModulatedConv2d(nn.Module):
                 f"upsample={self.upsample}, downsample={self.downsample}, demodulate={self.demodulate}")
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.modulation(style)  # [B, in]
+        if _MODCONV_IMPL == "batched":
+            return self._forward_batched(x, s)
+        return self._forward_grouped(x, s)
+
+    def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per-sample weights ``scale * weight * s`` (demodulated), one grouped convolution."""
         batch, in_channel, height, width = x.shape
-        s = self.modulation(style).view(batch, 1, in_channel, 1, 1)
-        weight = self.scale * self.weight * s  # [B, out, in, k, k]
+        weight = self.scale * self.weight * s.view(batch, 1, in_channel, 1, 1)  # [B, out, in, k, k]
         if self.demodulate:
             demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + self.eps)
             weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
@@ -177,7 +203,7 @@ class ModulatedConv2d(nn.Module):
         weight = weight.view(batch * self.out_channel, in_channel, k, k)
 
         if self.upsample:
-            x = x.view(1, batch * in_channel, height, width)
+            x = x.reshape(1, batch * in_channel, height, width)
             # conv_transpose2d wants [in, out/groups, k, k] per group.
             weight = weight.view(batch, self.out_channel, in_channel, k, k)
             weight = weight.transpose(1, 2).reshape(batch * in_channel, self.out_channel, k, k)
@@ -187,12 +213,39 @@ class ModulatedConv2d(nn.Module):
         if self.downsample:
             x = self.blur(x)
             _, _, height, width = x.shape
-            x = x.view(1, batch * in_channel, height, width)
+            x = x.reshape(1, batch * in_channel, height, width)
             out = conv2d_gradfix.conv2d(x, weight, padding=0, stride=2, groups=batch)
             return out.view(batch, self.out_channel, out.shape[2], out.shape[3])
-        x = x.view(1, batch * in_channel, height, width)
+        x = x.reshape(1, batch * in_channel, height, width)
         out = conv2d_gradfix.conv2d(x, weight, padding=self.padding, groups=batch)
         return out.view(batch, self.out_channel, out.shape[2], out.shape[3])
+
+    def _forward_batched(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The same map with one shared weight: modulate the input channels, convolve the whole
+        batch with ``scale * weight``, then demodulate the output channels.
+
+        Equal to the grouped form because conv is linear: conv(x * s, W) = conv(x, W * s), and the
+        demodulation factor d[b, o] = rsqrt(sum_{i,k} (scale W[o,i,k] s[b,i])^2 + eps) is one scalar
+        per output channel, which commutes with the blur after an upsampling conv. (StyleGAN2's
+        "non-fused" modulated convolution.)
+        """
+        batch, in_channel = x.shape[0], x.shape[1]
+        weight = self.scale * self.weight[0]  # [out, in, k, k]
+        x = x * s.reshape(batch, in_channel, 1, 1).to(x.dtype)
+        if self.upsample:
+            out = conv2d_gradfix.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+        elif self.downsample:
+            out = conv2d_gradfix.conv2d(self.blur(x), weight, padding=0, stride=2)
+        else:
+            out = conv2d_gradfix.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            # sum_{i,k} (W[o,i,k] s[b,i])^2 = (s^2 @ sum_k W^2 .T)[b, o]: no [B, out, in, k, k] tensor.
+            w2 = weight.pow(2).sum([2, 3])                 # [out, in]
+            demod = torch.rsqrt(s.pow(2) @ w2.t() + self.eps)  # [B, out]
+            out = out * demod.reshape(batch, self.out_channel, 1, 1).to(out.dtype)
+        if self.upsample:
+            out = self.blur(out)
+        return out
 
 
 class NoiseInjection(nn.Module):

@@ -1,0 +1,1071 @@
+"""Benchmark of EXE-GAN training and inference (issue 9; the figures are in docs/benchmarks.md).
+
+Times, as the median of ``--repeats`` runs after ``--warmup`` runs, each phase of one training
+iteration of ``training.loop.Trainer`` — prep (masks, exemplars, the exemplar's style codes and
+identity features), D main, D reg (R1), G main (adversarial + attribute + identity + LPIPS), G reg
+(path length), EMA — the whole iteration (``Trainer.train_step`` itself, at a step where R1 and
+path length both run), and inference (``models.EXEGAN.inpaint`` on G_ema, and G_ema alone), in
+images per second. Every phase records the peak memory of its timed runs: the process's peak RSS
+(``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear_refs`` before each phase) and,
+on CUDA, ``torch.cuda.max_memory_allocated``.
+
+The networks are the real ones at full width with random weights — G and D at the paper's
+channel multiplier 2, the pSp IR-SE50 style encoder, the ResNet-101 ArcFace and the LPIPS VGG16 —
+built in memory (no file is read). ``--tiny`` instead takes the loop's own tiny configuration
+(32 px, narrow G/D, the tiny random stand-ins of ``pretrained.allow_random``) for smoke runs.
+
+The whole iteration is ``Trainer.train_step``. The loop does not expose its phases separately,
+so the per-phase timings run :class:`LoopPhases`, which calls the same functions in the same
+order (``tests/scripts/test_benchmark.py`` checks that running its phases in sequence leaves G,
+G_ema and D exactly where ``Trainer.train_step`` leaves them).
+
+``--variants a,b,...`` runs each variant in its own process (so peak memory, thread count and
+compiled code do not leak between them) and prints one table with each phase's speed-up over the
+first variant. A variant is one name from ``VARIANTS`` or several joined by ``+``
+(``bf16+channels_last``). Examples::
+
+    python scripts/benchmark.py                                   # 256 px, batch 2, base only
+    python scripts/benchmark.py --size 128 --variants base,threads1,channels_last,bf16
+    python scripts/benchmark.py --tiny --variants base,naive_upfirdn --repeats 2
+    python scripts/benchmark.py --device cuda --variants base,ops_ref,bf16,compile
+
+The JSON (``--out``, default ``runs/bench/benchmark_<device>.json``) holds the machine, the
+settings, the command line and, per variant, every phase's times, peak memory and the derived
+figures (images/s, the amortised iteration with lazy regularisation).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+SCHEMA = 1
+# Phases in table order. "iteration" is Trainer.train_step at a step where R1 and path length run.
+PHASES = ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration", "inference", "inference_g")
+DEFAULT_PHASES = PHASES
+
+# Variant atoms: what each changes relative to the plain fp32 loop. Joined with '+'.
+VARIANTS = {
+    "base": {},                                         # fp32, ops 'auto', default threads
+    "threads1": {"threads": 1},                         # one intra-op CPU thread
+    "bf16": {"amp": "bf16"},                            # the loop's train.amp=bf16 autocast
+    "channels_last": {"channels_last": True},           # NHWC networks and inputs
+    "compile": {"compile": True},                       # torch.compile of G, D, G_ema
+    "ops_ref": {"ops": "ref"},                          # pure-PyTorch custom ops on CUDA
+    "ops_cuda": {"ops": "cuda"},                        # compiled custom ops (CUDA only)
+    "naive_upfirdn": {"upfirdn": "naive"},              # baseline: the single-channel upfirdn2d
+    "recompute_exemplar": {"recompute_exemplar": True},  # baseline: codes/ids recomputed per loss
+    "no_lpips": {"set": ["loss.lambda_lpips=0"]},       # weight 0: the term is skipped
+    "no_id": {"set": ["loss.lambda_id=0"]},
+    "no_attr": {"set": ["loss.lambda_attr=0"]},
+    "modconv_grouped": {"modconv": "grouped"},          # per-sample weights, grouped conv
+    "modconv_batched": {"modconv": "batched"},          # shared weight, modulated activations
+}
+
+log = logging.getLogger("benchmark")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark setting that cannot run (unknown variant, CUDA without a GPU, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine, memory, timing
+# ----------------------------------------------------------------------------------------------
+
+def _status_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_mib(field: str = "VmRSS") -> Optional[float]:
+    kib = _status_kib(field)
+    return None if kib is None else round(kib / 1024.0, 1)
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available()}
+    try:
+        info["affinity_cpus"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
+    """Median / min wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs, with the peak
+    memory of the timed runs (the process's peak RSS; CUDA max allocated)."""
+    first = None
+    for i in range(warmup):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i == 0:
+            first = time.perf_counter() - t0
+    rss_reset = reset_peak_rss()
+    rss_start = rss_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+           "first_warmup_s": first,
+           "peak_rss_mib": rss_mib("VmHWM") if rss_reset else None, "rss_start_mib": rss_start}
+    if device.type == "cuda":
+        out["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the loop's trainer with full-size pretrained networks
+# ----------------------------------------------------------------------------------------------
+
+def _full_size_pretrained(cfg, generator, device, log_):
+    """Drop-in for ``training.pretrained.build``: the released architectures at full size with
+    random weights (pSp IR-SE50 with 18 heads, ResNet-101 ArcFace, LPIPS VGG16), built in memory.
+    Only the networks a positive loss weight needs are built, as the real ``build`` does."""
+    from losses.perceptual import load_lpips
+    from models.identity import IdentityNet
+    from models.psp import StyleEncoder
+    from training import pretrained
+
+    L = cfg.loss
+    with pretrained._seeded(cfg.train.seed):
+        enc = StyleEncoder(start=generator.exemplar_start, n=generator.n_exemplar,
+                           n_styles=max(18, generator.n_latent), style_dim=generator.style_dim)
+        enc.set_latent_avg(torch.randn(enc.n_styles, enc.style_dim) * 0.1)
+        ident = IdentityNet(cfg.pretrained.identity_kind) if L.lambda_id > 0 else None
+        lp = None
+        if L.lambda_lpips > 0:
+            lp = load_lpips(None, allow_random_backbone=True, device=device)
+    names = ("style encoder", "identity net", "LPIPS VGG16")
+    random = tuple(n for n, m in zip(names, (enc, ident, lp)) if m is not None)
+    return pretrained.Pretrained(enc.to(device), None if ident is None else ident.to(device), lp, random)
+
+
+@contextlib.contextmanager
+def _patched(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def tiny_config_dict() -> dict:
+    """The ``--tiny`` preset: configs/demo.yaml's 32-px networks and the loop's tiny stand-ins."""
+    return {"model": {"size": 32, "style_dim": 64, "n_mlp": 2, "channel_multiplier": 0.25,
+                      "channel_max": 64},
+            "pretrained": {"allow_random": True},
+            "loss": {"allow_random_backbone": True}}
+
+
+def make_config(opts, settings: dict):
+    """The training Config the benchmark runs: paper defaults + size/batch + variant settings."""
+    from training.config import apply_overrides, from_dict, validate
+
+    data = tiny_config_dict() if opts.tiny else {}
+    data = apply_overrides(data, [])
+    data.setdefault("model", {})
+    if opts.size is not None:
+        data["model"]["size"] = opts.size
+    data["train"] = {"batch": opts.batch, "device": opts.device, "seed": opts.seed,
+                     "amp": settings.get("amp", "off")}
+    # "All losses on": LPIPS only runs where the exemplar is the image itself, so the default
+    # times that case (self_prob 1); --self-prob 0.2 times the paper's typical step instead.
+    data["exemplar"] = {"self_prob": opts.self_prob}
+    data["eval"] = {"every": 0}
+    data = apply_overrides(data, list(opts.set or []) + list(settings.get("set", [])))
+    cfg = from_dict(data)
+    validate(cfg)
+    return cfg
+
+
+def build_trainer(opts, settings: dict, device: torch.device):
+    """A ``training.loop.Trainer`` for the benchmark config (full-size pretrained networks
+    unless ``--tiny``)."""
+    from training import pretrained
+    from training.distributed import DistInfo
+    from training.loop import Trainer
+
+    cfg = make_config(opts, settings)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    quiet = logging.getLogger("benchmark.trainer")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    # The random-LPIPS-trunk warning: the JSON records which networks are random stand-ins.
+    logging.getLogger("losses.perceptual").disabled = True
+    if opts.tiny:
+        return Trainer(cfg, info, quiet)
+    with _patched(pretrained, "build", _full_size_pretrained):
+        return Trainer(cfg, info, quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop's iteration, phase by phase
+# ----------------------------------------------------------------------------------------------
+
+class LoopPhases:
+    """``Trainer.train_step`` split into its phases, calling the same functions in the same order
+    (and drawing the same random numbers), so that each phase can be timed on its own.
+
+    ``recompute_exemplar=True`` is the baseline of the "exemplar codes once" optimisation: the
+    objective is not handed the codes / identity features computed in ``prep`` and computes them
+    again inside the attribute and identity losses.
+    """
+
+    def __init__(self, trainer, recompute_exemplar: bool = False):
+        self.t = trainer
+        self.recompute_exemplar = recompute_exemplar
+
+    # -- prep: the draws and the exemplar's codes (top of train_step) -------------------------
+    def prep(self, step: int, real: torch.Tensor) -> dict:
+        from datasets.rng import derive_rng
+        from training import rng
+
+        t, cfg = self.t, self.t.cfg
+        rng.seed_globals(*t._keys(step, rng.GLOBAL))
+        g_aug = derive_rng(*t._keys(step, rng.AUGMENT))
+        g_noise = rng.generator(*t._keys(step, rng.NOISE))
+        real = real.to(t.device, non_blocking=True)
+        B = real.shape[0]
+        if cfg.data.hflip:
+            flip = torch.from_numpy(g_aug.random(B) < 0.5).to(t.device).view(B, 1, 1, 1)
+            real = torch.where(flip, real.flip(-1), real)
+        mask = t.draw_masks(step, B)
+        exemplar, self_mask = t.draw_exemplars(step, real)
+        with torch.no_grad():
+            codes = t.pre.style_encoder(exemplar)
+            ex_id = (t.objective.identity.exemplar_features(exemplar)
+                     if t.objective.identity is not None else None)
+        gin = torch.cat([real * (1 - mask), mask - 0.5], 1)
+        styles = t.mixing_noise(B, g_noise)
+        return dict(step=step, real=real, mask=mask, exemplar=exemplar, self_mask=self_mask,
+                    codes=codes, ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
+
+    # -- D main --------------------------------------------------------------------------------
+    def d_main(self, s: dict) -> dict:
+        from losses import d_logistic_loss
+        from training.loop import requires_grad
+
+        t = self.t
+        real, mask = s["real"], s["mask"]
+        requires_grad(t.G, False)
+        requires_grad(t.D, True)
+        with torch.no_grad(), t._autocast():
+            pred = t.G(s["gin"], s["codes"], s["styles"])
+        completed = (real * (1 - mask) + pred.float() * mask).detach()
+        with t._autocast():
+            fake_pred = t.D_ddp(t.augment(completed, s["g_aug"])).float()
+            real_pred = t.D_ddp(t.augment(real, s["g_aug"])).float()
+        d_loss = d_logistic_loss(real_pred, fake_pred)
+        t.D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        t.d_optim.step()
+        return {"d_loss": d_loss.detach()}
+
+    # -- D reg: R1 -------------------------------------------------------------------------------
+    def d_reg(self, s: dict) -> dict:
+        from losses import r1_loss
+
+        t, L = self.t, self.t.cfg.loss
+        real_r = s["real"].detach().requires_grad_(True)
+        real_pred = t.D_ddp(t.augment(real_r, s["g_aug"]))
+        r1_term, r1 = r1_loss(real_pred, real_r, L.r1_gamma, L.d_reg_every)
+        t.D.zero_grad(set_to_none=True)
+        r1_term.backward()
+        t.d_optim.step()
+        return {"r1": r1.detach()}
+
+    # -- G main ----------------------------------------------------------------------------------
+    def g_main(self, s: dict) -> dict:
+        from training.loop import requires_grad
+
+        t = self.t
+        real, mask = s["real"], s["mask"]
+        requires_grad(t.G, True)
+        requires_grad(t.D, False)
+        styles = t.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase
+        with t._autocast():
+            pred = t.G_ddp(s["gin"], s["codes"], styles).float()
+        completed = real * (1 - mask) + pred * mask
+        with t._autocast():
+            fake_pred = t.D(t.augment(completed, s["g_aug"])).float()
+        given = {} if self.recompute_exemplar else {"exemplar_codes": s["codes"], "exemplar_id": s["ex_id"]}
+        g_loss, terms = t.objective(fake_pred, completed, real, s["exemplar"], mask, s["self_mask"], **given)
+        t.G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        t.g_optim.step()
+        return {f"g_{k}": v for k, v in terms.items()}
+
+    # -- G reg: path length ------------------------------------------------------------------------
+    def g_reg(self, s: dict) -> dict:
+        from losses import PathLengthRegularizer
+
+        t, L = self.t, self.t.cfg.loss
+        pb = max(1, s["real"].shape[0] // L.path_batch_shrink)
+        styles_pl = t.mixing_noise(pb, s["g_noise"])
+        fake_pl, w = t.G_ddp(s["gin"][:pb], s["codes"][:pb], styles_pl, return_latents=True)
+        penalty, pl_mean, _ = t.path_reg(fake_pl, w)
+        pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
+        t.G.zero_grad(set_to_none=True)
+        pl_term.backward()
+        t.g_optim.step()
+        return {"path_penalty": penalty.detach()}
+
+    def ema(self) -> None:
+        from training.loop import requires_grad
+
+        requires_grad(self.t.G, False)
+        self.t.update_ema()
+
+    # -- the whole iteration, as train_step runs it ------------------------------------------------
+    def iteration(self, step: int, real: torch.Tensor) -> dict:
+        t, L = self.t, self.t.cfg.loss
+        s = self.prep(step, real)
+        stats = self.d_main(s)
+        if t.do_r1 and step % L.d_reg_every == 0:
+            stats.update(self.d_reg(s))
+        stats.update(self.g_main(s))
+        if t.do_pl and step % L.g_reg_every == 0:
+            stats.update(self.g_reg(s))
+        self.ema()
+        return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+# ----------------------------------------------------------------------------------------------
+
+def parse_variant(name: str) -> dict:
+    """'bf16+channels_last' -> merged settings; unknown atoms are a BenchmarkError."""
+    settings: dict = {"set": []}
+    for atom in name.split("+"):
+        atom = atom.strip()
+        if atom not in VARIANTS:
+            raise BenchmarkError(f"Unknown variant '{atom}' in '{name}'; choose from "
+                                 f"{', '.join(VARIANTS)} (join several with '+').")
+        for k, v in VARIANTS[atom].items():
+            if k == "set":
+                settings["set"] = settings["set"] + list(v)
+            else:
+                settings[k] = v
+    return settings
+
+
+def _set_memory_format(trainer, fmt) -> None:
+    """Storage format of every 4-D parameter / buffer of the trainer's networks. (Module.to's
+    memory_format would also try the 5-D modulated-conv weights, which have no NHWC layout.)"""
+    import itertools
+
+    pre = trainer.pre
+    for m in (trainer.G, trainer.D, trainer.G_ema, pre.style_encoder, pre.identity, pre.lpips):
+        if m is None:
+            continue
+        for t in itertools.chain(m.parameters(), m.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=fmt)
+
+
+def _config_summary(trainer) -> dict:
+    cfg = trainer.cfg
+    return {"size": cfg.model.size, "batch": cfg.train.batch, "amp": cfg.train.amp,
+            "d_reg_every": cfg.loss.d_reg_every, "g_reg_every": cfg.loss.g_reg_every,
+            "loss_terms": list(trainer.objective.terms), "pretrained": list(trainer.pre.random)}
+
+
+def _param_counts(trainer) -> dict:
+    """Millions of parameters per network (shows the full-size networks are in use)."""
+    def count(m):
+        return 0.0 if m is None else sum(p.numel() for p in m.parameters()) / 1e6
+    pre = trainer.pre
+    return {"G": count(trainer.G), "D": count(trainer.D), "style_encoder": count(pre.style_encoder),
+            "identity": count(pre.identity), "lpips": count(pre.lpips)}
+
+
+def apply_settings(trainer, settings: dict, device: torch.device) -> list:
+    """Apply a variant's module-level settings to a built trainer; returns notes for the JSON.
+
+    Settings that patch library functions (upfirdn, modconv) are undone by ``restore``
+    (they only matter inside this benchmark process).
+    """
+    notes = []
+    if settings.get("channels_last"):
+        _set_memory_format(trainer, torch.channels_last)
+    if settings.get("compile"):
+        # torch.compile cannot differentiate twice (R1, path length); the compiled modules serve
+        # the forward passes of D main, G main and inference, the regularisers use the eager ones.
+        trainer._eager = (trainer.G_ddp, trainer.D_ddp)
+        trainer.G_c = torch.compile(trainer.G)
+        trainer.D_c = torch.compile(trainer.D)
+        notes.append("compile: G/D main and inference use torch.compile'd modules; R1 and path "
+                     "length (double backward) run eagerly")
+    return notes
+
+
+@contextlib.contextmanager
+def library_patches(settings: dict):
+    """Patch op / model implementations a variant selects, for the duration of the block."""
+    import op
+    from models import stylegan2
+
+    with contextlib.ExitStack() as stack:
+        if settings.get("ops"):
+            old = op.get_impl()
+            op.set_impl(settings["ops"])
+            stack.callback(op.set_impl, old)
+        if settings.get("upfirdn") == "naive":
+            stack.enter_context(_patched(stylegan2, "upfirdn2d", op.upfirdn2d_naive))
+        if settings.get("modconv"):
+            if not hasattr(stylegan2, "set_modconv_impl"):
+                raise BenchmarkError("this checkout's models.stylegan2 has no set_modconv_impl; "
+                                     "the modconv_* variants need it.")
+            old = stylegan2.get_modconv_impl()
+            stylegan2.set_modconv_impl(settings["modconv"])
+            stack.callback(stylegan2.set_modconv_impl, old)
+        yield
+
+
+# ----------------------------------------------------------------------------------------------
+# One variant, in this process
+# ----------------------------------------------------------------------------------------------
+
+def _inputs(opts, batch: int, size: int, device: torch.device, channels_last: bool):
+    """Deterministic smooth 'images' in [-1, 1]: real [B,3,S,S] (exemplars come from the loop)."""
+    g = torch.Generator().manual_seed(opts.seed)
+    low = torch.rand(batch, 3, 8, 8, generator=g) * 2 - 1
+    real = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    real = (real + 0.05 * torch.randn(real.shape, generator=g)).clamp(-1, 1)
+    real = real.to(device)
+    if channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+    return real
+
+
+def run_variant(opts, name: str) -> dict:
+    """Build the loop's trainer for variant ``name`` and time the requested phases."""
+    settings = parse_variant(name)
+    device = torch.device(opts.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda was given but no CUDA device is visible; use --device cpu.")
+    if settings.get("ops") == "cuda" and device.type != "cuda":
+        return {"status": "skipped", "reason": "CPU tensors always take the reference ops; "
+                "ops_cuda needs --device cuda", "settings": settings}
+    threads = settings.get("threads", opts.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    result = {"status": "ok", "settings": settings, "threads": torch.get_num_threads(),
+              "load_avg_start": os.getloadavg(), "phases": {}, "errors": {}, "notes": []}
+    t_build = time.perf_counter()
+    with library_patches(settings):
+        trainer = build_trainer(opts, settings, device)
+        result["build_s"] = time.perf_counter() - t_build
+        result["notes"] += apply_settings(trainer, settings, device)
+        result["config"] = _config_summary(trainer)
+        result["params_m"] = _param_counts(trainer)
+        _time_phases(opts, trainer, settings, device, result)
+    result["load_avg_end"] = os.getloadavg()
+    derive(result)
+    return result
+
+
+def _time_phases(opts, trainer, settings: dict, device: torch.device, result: dict) -> None:
+    cfg = trainer.cfg
+    B, S = cfg.train.batch, cfg.model.size
+    cl = bool(settings.get("channels_last"))
+    real = _inputs(opts, B, S, device, cl)
+    phases = LoopPhases(trainer, recompute_exemplar=bool(settings.get("recompute_exemplar")))
+    # A step at which R1 and path length both run (step 0 is such a step for any interval).
+    step = 0
+    wanted = [p for p in opts.phases if p in PHASES]
+    compiled = bool(settings.get("compile"))
+
+    @contextlib.contextmanager
+    def main_modules():
+        """G/D main under torch.compile (variant 'compile'): swap in the compiled modules."""
+        if not compiled:
+            yield
+            return
+        with _patched(trainer, "G", trainer.G_c), _patched(trainer, "D", trainer.D_c), \
+                _patched(trainer, "G_ddp", trainer.G_c), _patched(trainer, "D_ddp", trainer.D_c):
+            yield
+
+    def run(name, fn):
+        if name not in wanted:
+            return
+        log.info("  %s ...", name)
+        try:
+            result["phases"][name] = measure(fn, device, opts.repeats, opts.warmup)
+        except Exception as exc:  # one failing phase (e.g. a variant that cannot run it) is recorded
+            result["errors"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("  %s failed: %s", name, result["errors"][name])
+
+    if compiled:
+        t0 = time.perf_counter()
+        with main_modules():
+            s = phases.prep(step, real)
+            phases.d_main(s)
+            phases.g_main(s)
+        result["compile_first_call_s"] = time.perf_counter() - t0
+
+    s = phases.prep(step, real)
+    run("prep", lambda: phases.prep(step, real))
+    with main_modules():
+        run("d_main", lambda: phases.d_main(s))
+    run("d_reg", lambda: phases.d_reg(s))
+    with main_modules():
+        run("g_main", lambda: phases.g_main(s))
+    run("g_reg", lambda: phases.g_reg(s))
+    run("ema", phases.ema)
+    if compiled:
+        if "iteration" in wanted:
+            result["errors"]["iteration"] = ("not timed: Trainer.train_step would run R1 / path "
+                                             "length through the compiled modules")
+    elif settings.get("recompute_exemplar"):
+        run("iteration", lambda: phases.iteration(step, real))
+        result["notes"].append("recompute_exemplar: the iteration is LoopPhases.iteration with the "
+                               "objective recomputing exemplar codes / identity features")
+    else:
+        run("iteration", lambda: trainer.train_step(step, real))
+
+    if "inference" in wanted or "inference_g" in wanted:
+        from models.exegan import EXEGAN
+
+        G_ema = trainer.G_ema
+        if compiled:
+            G_ema = torch.compile(trainer.G_ema)
+        model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
+        if compiled:
+            model.generator = G_ema
+        nb = opts.infer_batch or B
+        imgs = _inputs(opts, nb, S, device, cl)
+        masks = trainer.draw_masks(1, nb)
+        exemplars = imgs.flip(0)
+        codes = model.encode_exemplars(exemplars)
+        run("inference", lambda: model.inpaint(imgs, masks, exemplars, seed=0))
+        run("inference_g", lambda: model.complete(imgs, masks, codes, seed=0))
+        result["infer_batch"] = nb
+
+
+# Settings that can be switched on and off around each timed run of one built trainer.
+SWITCHABLE = ("modconv", "upfirdn", "recompute_exemplar", "channels_last", "ops")
+
+
+@contextlib.contextmanager
+def switched(trainer, settings: dict):
+    """Apply a switchable variant to a built trainer for the duration of the block."""
+    with library_patches(settings):
+        if settings.get("channels_last"):
+            _set_memory_format(trainer, torch.channels_last)
+        try:
+            yield
+        finally:
+            if settings.get("channels_last"):
+                _set_memory_format(trainer, torch.contiguous_format)
+
+
+def run_interleaved(opts, names: list) -> dict:
+    """All variants on ONE trainer in this process, their timed runs interleaved (A B B A A B ...),
+    so that slow drifts of the machine's load hit every variant alike: paired comparisons for a
+    busy machine. Only variants made of SWITCHABLE settings qualify. Each timed run resets the
+    peak-RSS counter first, so a variant's peak RSS is the largest over its own runs."""
+    settings = {n: parse_variant(n) for n in names}
+    for n, st in settings.items():
+        fixed = sorted(k for k, v in st.items() if k not in SWITCHABLE and v)
+        if fixed:
+            raise BenchmarkError(f"--interleave runs every variant on one trainer; '{n}' changes "
+                                 f"{', '.join(fixed)}, which needs its own process (drop --interleave).")
+    device = torch.device(opts.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda was given but no CUDA device is visible; use --device cpu.")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    t_build = time.perf_counter()
+    trainer = build_trainer(opts, {}, device)
+    build_s = time.perf_counter() - t_build
+    cfg = trainer.cfg
+    B, S = cfg.train.batch, cfg.model.size
+    nb = opts.infer_batch or B
+    step = 0
+    wanted = [p for p in opts.phases if p in PHASES]
+    from models.exegan import EXEGAN
+
+    model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
+    masks_inf = trainer.draw_masks(1, nb)
+    fns = {}
+    for n in names:
+        st = settings[n]
+        cl = bool(st.get("channels_last"))
+        real = _inputs(opts, B, S, device, cl)
+        imgs = _inputs(opts, nb, S, device, cl)
+        ph = LoopPhases(trainer, recompute_exemplar=bool(st.get("recompute_exemplar")))
+        with switched(trainer, st):
+            state = ph.prep(step, real)
+            codes = model.encode_exemplars(imgs.flip(0))
+        it = ((lambda ph=ph, real=real: ph.iteration(step, real)) if st.get("recompute_exemplar")
+              else (lambda real=real: trainer.train_step(step, real)))
+        fns[n] = {"prep": lambda ph=ph, real=real: ph.prep(step, real),
+                  "d_main": lambda ph=ph, s=state: ph.d_main(s),
+                  "d_reg": lambda ph=ph, s=state: ph.d_reg(s),
+                  "g_main": lambda ph=ph, s=state: ph.g_main(s),
+                  "g_reg": lambda ph=ph, s=state: ph.g_reg(s),
+                  "ema": ph.ema,
+                  "iteration": it,
+                  "inference": lambda imgs=imgs: model.inpaint(imgs, masks_inf, imgs.flip(0), seed=0),
+                  "inference_g": lambda imgs=imgs, codes=codes: model.complete(imgs, masks_inf, codes, seed=0)}
+    results = {n: {"status": "ok", "settings": settings[n], "threads": torch.get_num_threads(),
+                   "interleaved": True, "build_s": build_s, "load_avg_start": os.getloadavg(),
+                   "phases": {}, "errors": {}, "notes": [], "infer_batch": nb,
+                   "config": _config_summary(trainer), "params_m": _param_counts(trainer)}
+               for n in names}
+    for p in wanted:
+        log.info("  %s ...", p)
+        runs = {n: [] for n in names}
+        for rep in range(opts.warmup + opts.repeats):
+            order = names if rep % 2 == 0 else names[::-1]
+            for n in order:
+                if p in results[n]["errors"]:
+                    continue
+                try:
+                    with switched(trainer, settings[n]):
+                        reset_peak_rss()
+                        if device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(device)
+                        _sync(device)
+                        t0 = time.perf_counter()
+                        fns[n][p]()
+                        _sync(device)
+                        dt = time.perf_counter() - t0
+                        peak = rss_mib("VmHWM")
+                        cuda_peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20
+                                     if device.type == "cuda" else None)
+                except Exception as exc:
+                    results[n]["errors"][p] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    log.warning("  [%s] %s failed: %s", n, p, results[n]["errors"][p])
+                    continue
+                if rep >= opts.warmup:
+                    runs[n].append((dt, peak, cuda_peak))
+        for n in names:
+            if not runs[n]:
+                continue
+            times = [r[0] for r in runs[n]]
+            m = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+                 "peak_rss_mib": max((r[1] for r in runs[n] if r[1] is not None), default=None)}
+            if device.type == "cuda":
+                m["cuda_max_allocated_mib"] = round(max(r[2] for r in runs[n]), 1)
+            results[n]["phases"][p] = m
+    for n in names:
+        results[n]["load_avg_end"] = os.getloadavg()
+        derive(results[n])
+    return results
+
+
+def derive(result: dict) -> None:
+    """images/s and the amortised iteration (lazy regularisation: R1 every d_reg_every steps,
+    path length every g_reg_every steps) from a variant's phase medians."""
+    ph, c = result["phases"], result["config"]
+    B = c["batch"]
+    d = {}
+    med = {k: v["median_s"] for k, v in ph.items()}
+    if "iteration" in med:
+        d["iteration_images_per_s"] = B / med["iteration"]
+    if all(k in med for k in ("prep", "d_main", "g_main", "ema")):
+        am = med["prep"] + med["d_main"] + med["g_main"] + med["ema"]
+        if "d_reg" in med:
+            am += med["d_reg"] / c["d_reg_every"]
+        if "g_reg" in med:
+            am += med["g_reg"] / c["g_reg_every"]
+        d["amortised_iteration_s"] = am
+        d["amortised_images_per_s"] = B / am
+    nb = result.get("infer_batch", B)
+    if "inference" in med:
+        d["inference_images_per_s"] = nb / med["inference"]
+    if "inference_g" in med:
+        d["inference_g_images_per_s"] = nb / med["inference_g"]
+    peaks = [v["peak_rss_mib"] for v in ph.values() if v.get("peak_rss_mib") is not None]
+    if peaks:
+        d["peak_rss_mib"] = max(peaks)
+    cuda = [v["cuda_max_allocated_mib"] for v in ph.values() if "cuda_max_allocated_mib" in v]
+    if cuda:
+        d["cuda_max_allocated_mib"] = max(cuda)
+    result["derived"] = d
+
+
+def merge_rounds(results: list) -> dict:
+    """One variant's results from several rounds (processes) -> one result whose phase times are
+    all the rounds' timed runs together (median over all of them, peak memory the maximum)."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    if len(ok) <= 1:
+        return ok[0] if ok else results[0]
+    out = dict(ok[0])
+    out["rounds"] = len(ok)
+    out["load_avg_start"] = [r["load_avg_start"] for r in ok]
+    out["load_avg_end"] = [r["load_avg_end"] for r in ok]
+    out["errors"] = {k: v for r in ok for k, v in r.get("errors", {}).items()}
+    phases = {}
+    for name in PHASES:
+        runs = [r["phases"][name] for r in ok if name in r.get("phases", {})]
+        if not runs:
+            continue
+        times = [t for m in runs for t in m["times_s"]]
+        merged = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+                  "first_warmup_s": [m.get("first_warmup_s") for m in runs],
+                  "round_medians_s": [m["median_s"] for m in runs]}
+        for key in ("peak_rss_mib", "cuda_max_allocated_mib", "rss_start_mib"):
+            vals = [m[key] for m in runs if m.get(key) is not None]
+            if vals:
+                merged[key] = max(vals)
+        phases[name] = merged
+    out["phases"] = phases
+    if "compile_first_call_s" in out:
+        out["compile_first_call_s"] = [r.get("compile_first_call_s") for r in ok]
+    derive(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Data loading
+# ----------------------------------------------------------------------------------------------
+
+def bench_data(opts, size: int, batch: int, workers_list) -> dict:
+    """images/s of the loop's DataLoader (ImageFolderDataset + StepBatchSampler) on demo faces,
+    per number of workers, measured after the first batch (worker start-up excluded)."""
+    from torch.utils.data import DataLoader
+
+    from datasets.demo import make_demo_faces
+    from datasets.folder import ImageFolderDataset
+    from training.data import StepBatchSampler
+
+    n_batches = max(4, opts.data_batches)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="exegan-bench-data-") as tmp:
+        faces = make_demo_faces(os.path.join(tmp, "faces"), n=max(16, 2 * batch), size=size, seed=0, n_test=8)
+        ds = ImageFolderDataset(faces.train, size, hflip=False)
+        for w in workers_list:
+            sampler = StepBatchSampler(len(ds), batch, 1, 0, 0, 0, n_batches + 1)
+            loader = DataLoader(ds, batch_sampler=sampler, num_workers=w,
+                                pin_memory=opts.device.startswith("cuda"))
+            t0 = time.perf_counter()
+            it = iter(loader)
+            next(it)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            n = 0
+            for x in it:
+                n += x.shape[0]
+            dt = time.perf_counter() - t0
+            out[str(w)] = {"images_per_s": n / dt, "first_batch_s": first, "images": n}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------------
+
+def ratios(variants: dict, baseline: str) -> dict:
+    """Speed-up of every variant's phases over the baseline: baseline median / variant median."""
+    base = variants.get(baseline, {}).get("phases", {})
+    out = {}
+    for name, v in variants.items():
+        r = {}
+        for p, m in v.get("phases", {}).items():
+            if p in base and m["median_s"] > 0:
+                r[p] = base[p]["median_s"] / m["median_s"]
+        bd, vd = variants.get(baseline, {}).get("derived", {}), v.get("derived", {})
+        if "amortised_iteration_s" in bd and "amortised_iteration_s" in vd:
+            r["amortised_iteration"] = bd["amortised_iteration_s"] / vd["amortised_iteration_s"]
+        if bd.get("peak_rss_mib") and vd.get("peak_rss_mib"):
+            r["peak_rss"] = vd["peak_rss_mib"] / bd["peak_rss_mib"]  # memory: variant / baseline
+        out[name] = r
+    return out
+
+
+def format_table(report: dict) -> str:
+    variants = report["variants"]
+    names = list(variants)
+    baseline = names[0]
+    rat = report["ratios"]
+    rows = [["phase"] + names]
+    for p in PHASES:
+        if not any(p in variants[n].get("phases", {}) or p in variants[n].get("errors", {}) for n in names):
+            continue
+        row = [p]
+        for n in names:
+            v = variants[n]
+            if p in v.get("phases", {}):
+                cell = f"{v['phases'][p]['median_s'] * 1000:.0f} ms"
+                if n != baseline and p in rat.get(n, {}):
+                    cell += f" (x{rat[n][p]:.2f})"
+            elif v.get("status") != "ok":
+                cell = v.get("status", "?")
+            else:
+                cell = "error" if p in v.get("errors", {}) else "-"
+            row.append(cell)
+        rows.append(row)
+    extra = [("amortised iter", "amortised_iteration_s", lambda x: f"{x * 1000:.0f} ms", "amortised_iteration"),
+             ("iter images/s", "iteration_images_per_s", lambda x: f"{x:.3f}", None),
+             ("infer images/s", "inference_images_per_s", lambda x: f"{x:.2f}", None),
+             ("G_ema images/s", "inference_g_images_per_s", lambda x: f"{x:.2f}", None),
+             ("peak RSS", "peak_rss_mib", lambda x: f"{x:.0f} MiB", "peak_rss"),
+             ("CUDA max alloc", "cuda_max_allocated_mib", lambda x: f"{x:.0f} MiB", None)]
+    for label, key, fmt, rkey in extra:
+        if not any(key in variants[n].get("derived", {}) for n in names):
+            continue
+        row = [label]
+        for n in names:
+            d = variants[n].get("derived", {})
+            cell = fmt(d[key]) if key in d else "-"
+            if rkey and n != baseline and rkey in rat.get(n, {}):
+                cell += f" (x{rat[n][rkey]:.2f})"
+            row.append(cell)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    s = report["settings"]
+    head = (f"EXE-GAN benchmark: {s['device']}, size {s['size']}, batch {s['batch']}, "
+            f"{s['repeats']} timed runs after {s['warmup']} warm-up x {s['rounds']} round(s) (median); ratios = speed-up "
+            f"over '{baseline}' (peak RSS: variant / baseline)"
+            + ("; variants interleaved on one trainer" if report.get("interleaved") else ""))
+    out = [head] + lines
+    for n in names:
+        for p, e in variants[n].get("errors", {}).items():
+            out.append(f"  [{n}] {p}: {e}")
+        if variants[n].get("status") == "skipped":
+            out.append(f"  [{n}] skipped: {variants[n].get('reason')}")
+        if variants[n].get("status") == "error":
+            out.append(f"  [{n}] error: {variants[n].get('error')}")
+        if "compile_first_call_s" in variants[n]:
+            out.append(f"  [{n}] compile + first D/G main call: {variants[n]['compile_first_call_s']:.1f} s")
+    if report.get("data"):
+        out.append("data loading (images/s by DataLoader workers): " + ", ".join(
+            f"{w}: {v['images_per_s']:.1f}" for w, v in report["data"].items()))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Time EXE-GAN's training phases and inference (median of several runs) and "
+                    "write JSON; see docs/benchmarks.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--size", type=int, default=None, help="resolution (default 256; 32 with --tiny)")
+    p.add_argument("--batch", type=int, default=2, help="per-device training batch")
+    p.add_argument("--infer-batch", type=int, default=None, help="inference batch (default: --batch)")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke preset: 32-px narrow G/D and the loop's tiny pretrained stand-ins")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per phase (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per phase first")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the whole list of variants this many times, interleaved (A B A B), "
+                        "each time in fresh processes; the medians pool every round's runs")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's default)")
+    p.add_argument("--variants", default="base",
+                   help=f"comma-separated; each one of {', '.join(VARIANTS)} or several joined by '+'")
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES), help="comma-separated subset of "
+                   + ", ".join(PHASES))
+    p.add_argument("--self-prob", type=float, default=1.0,
+                   help="exemplar.self_prob; 1 makes every step a self-exemplar step (LPIPS on)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training-config override for every variant, e.g. loss.lambda_id=0")
+    p.add_argument("--data-workers", default="", help="also time the DataLoader with these worker "
+                   "counts, e.g. '0,2' (empty = skip)")
+    p.add_argument("--data-batches", type=int, default=8, help="batches per data-loading measurement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON path (default runs/bench/benchmark_<device>.json)")
+    p.add_argument("--interleave", action="store_true",
+                   help="paired comparison for a busy machine: one trainer in this process, the "
+                        "variants switched around each timed run (modconv, upfirdn, "
+                        "recompute_exemplar, channels_last, ops variants only)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the variants in this process instead of one subprocess each")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)       # internal: one variant
+    p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _check_opts(opts) -> None:
+    if opts.size is None:
+        opts.size = 32 if opts.tiny else 256
+    opts.phases = [p.strip() for p in opts.phases.split(",") if p.strip()]
+    bad = [p for p in opts.phases if p not in PHASES]
+    if bad:
+        raise BenchmarkError(f"Unknown phases {bad}; choose from {', '.join(PHASES)}.")
+    if opts.repeats < 1 or opts.warmup < 0 or opts.rounds < 1:
+        raise BenchmarkError("--repeats and --rounds must be >= 1 and --warmup >= 0.")
+    opts.variant_list = [v.strip() for v in opts.variants.split(",") if v.strip()]
+    if not opts.variant_list:
+        raise BenchmarkError("--variants is empty; pass e.g. --variants base.")
+    for v in opts.variant_list:
+        parse_variant(v)
+    opts.data_workers_list = [int(w) for w in opts.data_workers.split(",") if w.strip()]
+
+
+def _child_argv(argv: list, name: str, out: str) -> list:
+    """The parent's arguments with --variants/--out/--data-workers replaced for one child."""
+    drop = {"--variants", "--out", "--data-workers", "--rounds"}
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        key = a.split("=", 1)[0]
+        if key in drop:
+            skip = "=" not in a
+            continue
+        if a == "--in-process":
+            continue
+        kept.append(a)
+    return [sys.executable, os.path.abspath(__file__)] + kept + ["--child", name, "--child-out", out]
+
+
+def _run_child(argv: list, name: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="exegan-bench-") as tmp:
+        out = os.path.join(tmp, "variant.json")
+        proc = subprocess.run(_child_argv(argv, name, out), cwd=os.getcwd())
+        if proc.returncode != 0 or not os.path.isfile(out):
+            return {"status": "error", "error": f"the variant's process exited with code {proc.returncode}"}
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def _safe_run_variant(opts, name: str) -> dict:
+    try:
+        return run_variant(opts, name)
+    except BenchmarkError:
+        raise
+    except Exception as exc:  # a variant that cannot be built is reported, not fatal
+        log.exception("variant %s failed", name)
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def main(argv: Optional[list] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        _check_opts(opts)
+    except BenchmarkError as e:
+        raise SystemExit(f"benchmark: {e}")
+
+    if opts.child:  # one variant, result to --child-out
+        res = _safe_run_variant(opts, opts.child)
+        with open(opts.child_out, "w", encoding="utf-8") as f:
+            json.dump(res, f)
+        return res
+
+    device = torch.device(opts.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda was given but no CUDA device is visible; use --device cpu.")
+    report = {"schema": SCHEMA, "interleaved": bool(opts.interleave),
+              "command": "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in argv),
+              "machine": machine_info(device),
+              "settings": {"device": str(device), "size": opts.size, "batch": opts.batch,
+                           "infer_batch": opts.infer_batch or opts.batch, "tiny": opts.tiny,
+                           "repeats": opts.repeats, "warmup": opts.warmup, "rounds": opts.rounds,
+                           "threads": opts.threads,
+                           "self_prob": opts.self_prob, "set": opts.set, "phases": opts.phases,
+                           "seed": opts.seed},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "variants": {}}
+    isolate = (len(opts.variant_list) > 1 or opts.rounds > 1) and not opts.in_process
+    per_round: dict = {name: [] for name in opts.variant_list}
+    if opts.interleave:
+        t0 = time.perf_counter()
+        for r in range(opts.rounds):
+            try:
+                res = run_interleaved(opts, opts.variant_list)
+            except BenchmarkError as e:
+                raise SystemExit(f"benchmark: {e}")
+            for name in opts.variant_list:
+                per_round[name].append(res[name])
+        report["wall_s"] = time.perf_counter() - t0
+    for r in range(0 if opts.interleave else opts.rounds):
+        for name in opts.variant_list:
+            log.info("variant %s (round %d/%d)", name, r + 1, opts.rounds)
+            t0 = time.perf_counter()
+            try:
+                res = _run_child(argv, name) if isolate else _safe_run_variant(opts, name)
+            except BenchmarkError as e:
+                raise SystemExit(f"benchmark: {e}")
+            res["wall_s"] = time.perf_counter() - t0
+            per_round[name].append(res)
+    for name in opts.variant_list:
+        report["variants"][name] = merge_rounds(per_round[name])
+    if opts.data_workers_list:
+        report["data"] = bench_data(opts, opts.size, opts.batch, opts.data_workers_list)
+    report["baseline"] = opts.variant_list[0]
+    report["ratios"] = ratios(report["variants"], opts.variant_list[0])
+
+    out = opts.out or os.path.join("runs", "bench", f"benchmark_{device.type}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, out)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""scripts/benchmark.py: the harness runs the loop's code on the tiny preset and writes a complete,
+self-consistent JSON; its per-phase split of the iteration is the loop's iteration; variant and
+round bookkeeping. Properties only: no timing is asserted."""
+import json
+
+import pytest
+import torch
+
+from scripts import benchmark as bench
+
+
+def _opts(**kw):
+    """Parsed options of the tiny preset (what main() would build)."""
+    args = ["--tiny", "--threads", "1", "--repeats", "1", "--warmup", "0"]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    opts = bench.build_parser().parse_args(args)
+    bench._check_opts(opts)
+    return opts
+
+
+def test_tiny_run_writes_complete_consistent_json(tmp_path):
+    out = tmp_path / "b.json"
+    report = bench.main(["--tiny", "--threads", "1", "--repeats", "2", "--warmup", "0",
+                         "--phases", "d_main,g_main,iteration,inference_g", "--variants", "base",
+                         "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(report))  # what main returns is what it wrote
+    assert data["schema"] == bench.SCHEMA and data["baseline"] == "base"
+    assert data["command"].startswith("python scripts/benchmark.py ") and "--tiny" in data["command"]
+    for key in ("cpu", "cpu_count", "torch", "torch_threads"):
+        assert key in data["machine"]
+    s = data["settings"]
+    assert (s["size"], s["batch"], s["repeats"], s["device"]) == (32, 2, 2, "cpu")
+
+    v = data["variants"]["base"]
+    assert v["status"] == "ok" and v["threads"] == 1 and not v["errors"]
+    assert set(v["phases"]) == {"d_main", "g_main", "iteration", "inference_g"}
+    # Every loss term is on (self_prob 1 makes LPIPS run) and the stand-ins are named.
+    assert v["config"]["loss_terms"] == ["adv", "lpips", "id", "attr"]
+    assert set(v["config"]["pretrained"]) == {"style encoder", "identity net", "LPIPS VGG16"}
+    for name, m in v["phases"].items():
+        assert len(m["times_s"]) == 2 and all(t > 0 for t in m["times_s"]), name
+        assert m["median_s"] == pytest.approx(sum(m["times_s"]) / 2)
+        assert m["min_s"] == min(m["times_s"])
+        assert m["peak_rss_mib"] >= m["rss_start_mib"] > 0  # VmHWM after the reset covers the runs
+    d = v["derived"]
+    assert d["iteration_images_per_s"] == pytest.approx(2 / v["phases"]["iteration"]["median_s"])
+    assert d["inference_g_images_per_s"] == pytest.approx(2 / v["phases"]["inference_g"]["median_s"])
+    assert d["peak_rss_mib"] == max(m["peak_rss_mib"] for m in v["phases"].values())
+    assert "amortised_iteration_s" not in d  # needs prep / ema, which were not timed
+    assert all(r == pytest.approx(1.0) for r in data["ratios"]["base"].values())
+
+
+def _state(trainer):
+    return {f"{n}.{k}": t.detach().clone() for n, m in (("G", trainer.G), ("D", trainer.D), ("G_ema", trainer.G_ema))
+            for k, t in m.state_dict().items()}
+
+
+def test_loop_phases_reproduce_train_step_exactly():
+    """Running LoopPhases' phases in sequence is Trainer.train_step: same networks afterwards, bit
+    for bit, over a step with both regularisers (0) and one without (1)."""
+    opts = _opts()
+    torch.set_num_threads(1)
+    a = bench.build_trainer(opts, {}, torch.device("cpu"))
+    b = bench.build_trainer(opts, {}, torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
+    phases = bench.LoopPhases(b)
+    real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
+    for step in (0, 1):
+        stats_a = a.train_step(step, real)
+        stats_b = phases.iteration(step, real)
+        assert ("r1" in stats_b) == (step == 0) and ("path_penalty" in stats_b) == (step == 0)
+        assert torch.equal(stats_a["d_loss"], stats_b["d_loss"])
+        assert torch.equal(stats_a["g_total"], stats_b["g_total"])
+    sa, sb = _state(a), _state(b)
+    changed = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not changed, changed[:5]
+
+
+def test_recompute_exemplar_baseline_gives_the_same_losses():
+    """The 'recompute_exemplar' baseline only moves where codes / identity features are computed."""
+    opts = _opts()
+    torch.set_num_threads(1)
+    a = bench.build_trainer(opts, {}, torch.device("cpu"))
+    b = bench.build_trainer(opts, {}, torch.device("cpu"))
+    real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
+    pa, pb = bench.LoopPhases(a), bench.LoopPhases(b, recompute_exemplar=True)
+    ta = pa.g_main(pa.prep(1, real))
+    tb = pb.g_main(pb.prep(1, real))
+    for k in ("g_id", "g_attr", "g_total"):
+        assert torch.allclose(ta[k], tb[k], rtol=1e-5, atol=1e-6), k
+
+
+def test_variants_parse_and_merge():
+    s = bench.parse_variant("bf16+channels_last+no_id+no_attr")
+    assert s["amp"] == "bf16" and s["channels_last"] is True
+    assert s["set"] == ["loss.lambda_id=0", "loss.lambda_attr=0"]
+    with pytest.raises(bench.BenchmarkError, match="Unknown variant 'fp8'"):
+        bench.parse_variant("base+fp8")
+    with pytest.raises(bench.BenchmarkError, match="Unknown phases"):
+        _opts(phases="d_main,warp")
+
+
+def test_zero_weight_variant_builds_no_network_for_the_term():
+    opts = _opts()
+    t = bench.build_trainer(opts, bench.parse_variant("no_lpips+no_id"), torch.device("cpu"))
+    assert t.objective.terms == ["adv", "attr"]
+    assert t.pre.lpips is None and t.pre.identity is None
+
+
+def test_rounds_pool_the_timed_runs():
+    def res(times, rss):
+        return {"status": "ok", "load_avg_start": (1, 1, 1), "load_avg_end": (1, 1, 1), "errors": {},
+                "config": {"batch": 2, "d_reg_every": 16, "g_reg_every": 4},
+                "phases": {"iteration": {"median_s": sorted(times)[len(times) // 2], "min_s": min(times),
+                                         "times_s": times, "peak_rss_mib": rss, "rss_start_mib": 10.0}}}
+    merged = bench.merge_rounds([res([1.0, 5.0, 3.0], 100.0), res([2.0, 4.0], 120.0),
+                                 {"status": "error", "error": "x"}])
+    m = merged["phases"]["iteration"]
+    assert merged["rounds"] == 2
+    assert sorted(m["times_s"]) == [1.0, 2.0, 3.0, 4.0, 5.0] and m["median_s"] == 3.0 and m["min_s"] == 1.0
+    assert m["peak_rss_mib"] == 120.0
+    assert merged["derived"]["iteration_images_per_s"] == pytest.approx(2 / 3.0)
+
+
+def test_ratios_are_baseline_over_variant():
+    variants = {
+        "a": {"phases": {"g_main": {"median_s": 2.0}}, "derived": {"peak_rss_mib": 100.0}},
+        "b": {"phases": {"g_main": {"median_s": 0.5}}, "derived": {"peak_rss_mib": 150.0}},
+    }
+    r = bench.ratios(variants, "a")
+    assert r["b"]["g_main"] == 4.0 and r["b"]["peak_rss"] == 1.5 and r["a"]["g_main"] == 1.0
+    table = bench.format_table({"variants": {k: dict(v, status="ok") for k, v in variants.items()},
+                                "ratios": r, "settings": {"device": "cpu", "size": 32, "batch": 2,
+                                                          "repeats": 1, "warmup": 0, "rounds": 1}})
+    assert "(x4.00)" in table and "2000 ms" in table and "500 ms" in table
+
+
+def test_child_argv_replaces_the_parent_only_options():
+    argv = ["--tiny", "--variants", "base,bf16", "--out=x.json", "--rounds", "3", "--data-workers", "0,2",
+            "--in-process", "--set", "loss.lambda_id=0"]
+    child = bench._child_argv(argv, "bf16", "/tmp/o.json")
+    tail = child[2:]
+    assert tail == ["--tiny", "--set", "loss.lambda_id=0", "--child", "bf16", "--child-out", "/tmp/o.json"]
