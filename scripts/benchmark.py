@@ -19,15 +19,24 @@ so the per-phase timings run :class:`LoopPhases`, which calls the same functions
 order (``tests/scripts/test_benchmark.py`` checks that running its phases in sequence leaves G,
 G_ema and D exactly where ``Trainer.train_step`` leaves them).
 
+Presets set the size and the number of runs: ``paper`` (256 px, batch 2 per device, 3 timed
+runs; the default with ``--device cuda``), ``cpu`` (64 px, 2 timed runs, a few minutes on a 2-core
+CPU; the default on CPU) and ``tiny``. ``--size``, ``--batch``, ``--repeats``, ``--warmup`` override.
+
 ``--variants a,b,...`` runs each variant in its own process (so peak memory, thread count and
 compiled code do not leak between them) and prints one table with each phase's speed-up over the
 first variant. A variant is one name from ``VARIANTS`` or several joined by ``+``
-(``bf16+channels_last``). Examples::
+(``bf16+channels_last``). ``--rounds N`` repeats the whole list N times (A B A B ...) and pools the
+runs. On a busy machine ``--interleave`` gives paired figures instead: one trainer in one process,
+the variants (implementation switches only: modconv_*, naive_upfirdn, recompute_exemplar,
+channels_last, ops_*) switched around every timed run. Examples::
 
-    python scripts/benchmark.py                                   # 256 px, batch 2, base only
-    python scripts/benchmark.py --size 128 --variants base,threads1,channels_last,bf16
-    python scripts/benchmark.py --tiny --variants base,naive_upfirdn --repeats 2
-    python scripts/benchmark.py --device cuda --variants base,ops_ref,bf16,compile
+    python scripts/benchmark.py                                   # CPU preset: 64 px, base only
+    python scripts/benchmark.py --preset paper --repeats 1        # 256 px, batch 2
+    python scripts/benchmark.py --preset paper --interleave --variants base,modconv_auto
+    python scripts/benchmark.py --variants base,threads1,bf16 --rounds 2
+    python scripts/benchmark.py --tiny --variants base,naive_upfirdn
+    python scripts/benchmark.py --device cuda --variants base,ops_ref,bf16,channels_last
 
 The JSON (``--out``, default ``runs/bench/benchmark_<device>.json``) holds the machine, the
 settings, the command line and, per variant, every phase's times, peak memory and the derived
@@ -57,6 +66,14 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 SCHEMA = 1
+# Defaults of --size / --repeats / --warmup. "paper" is the paper's training setting (256 px; batch
+# 2 per device is --batch's default). A full 256-px iteration with the full-size pretrained
+# networks takes about a minute on a 2-core CPU, so the CPU default is 64 px, which keeps every
+# network and phase (the pSp encoder still sees 256x256: it resizes its input) and runs in a few
+# minutes.
+PRESETS = {"paper": {"size": 256, "repeats": 3, "warmup": 1},
+           "cpu": {"size": 64, "repeats": 2, "warmup": 1},
+           "tiny": {"size": 32, "repeats": 2, "warmup": 1}}
 # Phases in table order. "iteration" is Trainer.train_step at a step where R1 and path length run.
 PHASES = ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration", "inference", "inference_g")
 DEFAULT_PHASES = PHASES
@@ -77,6 +94,7 @@ VARIANTS = {
     "no_attr": {"set": ["loss.lambda_attr=0"]},
     "modconv_grouped": {"modconv": "grouped"},          # per-sample weights, grouped conv
     "modconv_batched": {"modconv": "batched"},          # shared weight, modulated activations
+    "modconv_auto": {"modconv": "auto"},                # per layer, the form with smaller tensors
 }
 
 log = logging.getLogger("benchmark")
@@ -276,7 +294,7 @@ class LoopPhases:
     # -- prep: the draws and the exemplar's codes (top of train_step) -------------------------
     def prep(self, step: int, real: torch.Tensor) -> dict:
         from datasets.rng import derive_rng
-        from training import rng
+        from training import rng, sketch
 
         t, cfg = self.t, self.t.cfg
         rng.seed_globals(*t._keys(step, rng.GLOBAL))
@@ -293,7 +311,7 @@ class LoopPhases:
             codes = t.pre.style_encoder(exemplar)
             ex_id = (t.objective.identity.exemplar_features(exemplar)
                      if t.objective.identity is not None else None)
-        gin = torch.cat([real * (1 - mask), mask - 0.5], 1)
+        gin = sketch.make_gin(cfg, real, mask, derive_rng(*t._keys(step, rng.SKETCH)))
         styles = t.mixing_noise(B, g_noise)
         return dict(step=step, real=real, mask=mask, exemplar=exemplar, self_mask=self_mask,
                     codes=codes, ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
@@ -450,7 +468,6 @@ def apply_settings(trainer, settings: dict, device: torch.device) -> list:
     if settings.get("compile"):
         # torch.compile cannot differentiate twice (R1, path length); the compiled modules serve
         # the forward passes of D main, G main and inference, the regularisers use the eager ones.
-        trainer._eager = (trainer.G_ddp, trainer.D_ddp)
         trainer.G_c = torch.compile(trainer.G)
         trainer.D_c = torch.compile(trainer.D)
         notes.append("compile: G/D main and inference use torch.compile'd modules; R1 and path "
@@ -556,12 +573,7 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
             log.warning("  %s failed: %s", name, result["errors"][name])
 
     if compiled:
-        t0 = time.perf_counter()
-        with main_modules():
-            s = phases.prep(step, real)
-            phases.d_main(s)
-            phases.g_main(s)
-        result["compile_first_call_s"] = time.perf_counter() - t0
+        result["notes"].append("compile: each phase's first_warmup_s includes compiling it")
 
     s = phases.prep(step, real)
     run("prep", lambda: phases.prep(step, real))
@@ -586,12 +598,10 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
     if "inference" in wanted or "inference_g" in wanted:
         from models.exegan import EXEGAN
 
-        G_ema = trainer.G_ema
-        if compiled:
-            G_ema = torch.compile(trainer.G_ema)
         model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
         if compiled:
-            model.generator = G_ema
+            model.generator = torch.compile(trainer.G_ema)
+            model.style_encoder = torch.compile(trainer.pre.style_encoder)
         nb = opts.infer_batch or B
         imgs = _inputs(opts, nb, S, device, cl)
         masks = trainer.draw_masks(1, nb)
@@ -772,8 +782,6 @@ def merge_rounds(results: list) -> dict:
                 merged[key] = max(vals)
         phases[name] = merged
     out["phases"] = phases
-    if "compile_first_call_s" in out:
-        out["compile_first_call_s"] = [r.get("compile_first_call_s") for r in ok]
     derive(out)
     return out
 
@@ -890,8 +898,11 @@ def format_table(report: dict) -> str:
             out.append(f"  [{n}] skipped: {variants[n].get('reason')}")
         if variants[n].get("status") == "error":
             out.append(f"  [{n}] error: {variants[n].get('error')}")
-        if "compile_first_call_s" in variants[n]:
-            out.append(f"  [{n}] compile + first D/G main call: {variants[n]['compile_first_call_s']:.1f} s")
+        if variants[n].get("settings", {}).get("compile"):
+            firsts = {p: m.get("first_warmup_s") for p, m in variants[n].get("phases", {}).items()}
+            out.append(f"  [{n}] first (compiling) call per phase: " + ", ".join(
+                f"{p} {t if isinstance(t, (int, float)) else max(x for x in t if x):.1f} s"
+                for p, t in firsts.items() if t))
     if report.get("data"):
         out.append("data loading (images/s by DataLoader workers): " + ", ".join(
             f"{w}: {v['images_per_s']:.1f}" for w, v in report["data"].items()))
@@ -908,13 +919,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "write JSON; see docs/benchmarks.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--size", type=int, default=None, help="resolution (default 256; 32 with --tiny)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="size / repeats / warm-up defaults: 'paper' (256 px, the default on CUDA), "
+                        "'cpu' (64 px, a few minutes on a 2-core CPU; the default on CPU), 'tiny' "
+                        "(= --tiny); explicit --size / --repeats / --warmup win")
+    p.add_argument("--size", type=int, default=None, help="resolution (default: the preset's)")
     p.add_argument("--batch", type=int, default=2, help="per-device training batch")
     p.add_argument("--infer-batch", type=int, default=None, help="inference batch (default: --batch)")
     p.add_argument("--tiny", action="store_true",
                    help="smoke preset: 32-px narrow G/D and the loop's tiny pretrained stand-ins")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per phase (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs per phase first")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per phase, median reported (default: the preset's)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs per phase first (default: the preset's)")
     p.add_argument("--rounds", type=int, default=1,
                    help="run the whole list of variants this many times, interleaved (A B A B), "
                         "each time in fresh processes; the medians pool every round's runs")
@@ -944,8 +960,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_opts(opts) -> None:
-    if opts.size is None:
-        opts.size = 32 if opts.tiny else 256
+    if opts.preset is None:
+        opts.preset = "tiny" if opts.tiny else "cpu" if opts.device == "cpu" else "paper"
+    opts.tiny = opts.tiny or opts.preset == "tiny"
+    for key, value in PRESETS[opts.preset].items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
     opts.phases = [p.strip() for p in opts.phases.split(",") if p.strip()]
     bad = [p for p in opts.phases if p not in PHASES]
     if bad:
@@ -1019,7 +1039,7 @@ def main(argv: Optional[list] = None) -> dict:
     report = {"schema": SCHEMA, "interleaved": bool(opts.interleave),
               "command": "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in argv),
               "machine": machine_info(device),
-              "settings": {"device": str(device), "size": opts.size, "batch": opts.batch,
+              "settings": {"device": str(device), "preset": opts.preset, "size": opts.size, "batch": opts.batch,
                            "infer_batch": opts.infer_batch or opts.batch, "tiny": opts.tiny,
                            "repeats": opts.repeats, "warmup": opts.warmup, "rounds": opts.rounds,
                            "threads": opts.threads,
