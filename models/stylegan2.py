@@ -125,16 +125,19 @@ class EqualLinear(nn.Module):
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
 
 
-# How ModulatedConv2d runs (see its two forward methods): "grouped" folds the batch into a grouped
-# convolution with per-sample weights (the authors' code); "batched" modulates activations and
-# convolves the batch with one shared weight. Both compute the same map (tests/models check them
-# against each other); scripts/benchmark.py compares their speed.
-MODCONV_IMPLS = ("grouped", "batched")
+# How ModulatedConv2d runs (see its forward methods). "grouped" folds the batch into one grouped
+# convolution with per-sample weights (the authors' code); "batched" modulates the activations and
+# convolves the whole batch with one shared weight; "auto" picks, per layer and call, the form whose
+# extra tensors are smaller: per-sample weights [B, out, in, k, k] (grouped) or the modulated input
+# and pre-demodulation output, activation-sized (batched). At 256 px that is "batched" for the
+# 512-channel layers up to 32x32 and "grouped" above. All three compute the same map
+# (tests/models/test_modconv_impl.py); docs/benchmarks.md has the timings that chose the default.
+MODCONV_IMPLS = ("auto", "grouped", "batched")
 _MODCONV_IMPL = "grouped"
 
 
 def set_modconv_impl(impl: str) -> None:
-    """Select the modulated-convolution formulation for every ModulatedConv2d: 'grouped' | 'batched'."""
+    """Select the modulated-convolution form of every ModulatedConv2d: 'auto' | 'grouped' | 'batched'."""
     global _MODCONV_IMPL
     if impl not in MODCONV_IMPLS:
         raise ValueError(f"modconv implementation must be one of {MODCONV_IMPLS}, got {impl!r}.")
@@ -188,9 +191,20 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.modulation(style)  # [B, in]
-        if _MODCONV_IMPL == "batched":
+        impl = _MODCONV_IMPL
+        if impl == "auto":
+            impl = "batched" if self._weights_outweigh_activations(x) else "grouped"
+        if impl == "batched":
             return self._forward_batched(x, s)
         return self._forward_grouped(x, s)
+
+    def _weights_outweigh_activations(self, x: torch.Tensor) -> bool:
+        """True when per-sample weights (out * in * k^2 per sample) are larger than the input plus
+        output activations the batched form adds (in * H * W + out * H' * W' per sample)."""
+        hw = x.shape[2] * x.shape[3]
+        hw_out = hw * 4 if self.upsample else hw // 4 if self.downsample else hw
+        return (self.out_channel * self.in_channel * self.kernel_size ** 2
+                >= self.in_channel * hw + self.out_channel * hw_out)
 
     def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Per-sample weights ``scale * weight * s`` (demodulated), one grouped convolution."""

@@ -2,7 +2,8 @@
 same map — outputs, first and second derivatives — and channels_last storage changes no output.
 
 "grouped" (per-sample weights, one grouped conv: the authors' form) is the reference; "batched"
-(modulate activations, shared-weight conv, demodulate outputs) is the optimised path. Agreement is
+(modulate activations, shared-weight conv, demodulate outputs) and "auto" (per layer, whichever
+materialises the smaller tensors) are the optimised paths. Agreement is
 to fp32 rounding: allclose with rtol = atol = 1e-5 (for derivatives, atol relative to their
 largest magnitude).
 """
@@ -88,15 +89,35 @@ def test_generator_and_discriminator_outputs_agree(impl):
     G, D = _tiny_nets()
     gin, codes, z = _inputs(G)
     outs = {}
-    for which in ("grouped", "batched"):
+    for which in ("grouped", "batched", "auto"):
         impl(which)
         img = G(gin, codes, z, randomize_noise=False)
         outs[which] = (img, D(img))
-    assert torch.allclose(outs["grouped"][0], outs["batched"][0], **TOL)
-    assert torch.allclose(outs["grouped"][1], outs["batched"][1], **TOL)
+    for which in ("batched", "auto"):
+        assert torch.allclose(outs["grouped"][0], outs[which][0], **TOL), which
+        assert torch.allclose(outs["grouped"][1], outs[which][1], **TOL), which
 
 
-@pytest.mark.parametrize("which", ["grouped", "batched"])
+def test_auto_picks_the_form_with_the_smaller_extra_tensors(impl, monkeypatch):
+    """auto: batched where per-sample weights outweigh activations (wide layers at low resolution),
+    grouped elsewhere; the tiny generator has both kinds, so the agreement test covers both."""
+    G, _ = _tiny_nets()
+    gin, codes, z = _inputs(G)
+    used = []
+    monkeypatch.setattr(ModulatedConv2d, "_forward_batched",
+                        lambda self, x, s, f=ModulatedConv2d._forward_batched: used.append(("b", x.shape[-1])) or f(self, x, s))
+    monkeypatch.setattr(ModulatedConv2d, "_forward_grouped",
+                        lambda self, x, s, f=ModulatedConv2d._forward_grouped: used.append(("g", x.shape[-1])) or f(self, x, s))
+    impl("auto")
+    G(gin, codes, z)
+    # 16 channels, 3x3: per-sample weights 16*16*9 = 2304 vs activations 16*H*W + 16*H'*W'.
+    assert ("b", 4) in used and ("g", 16) in used and ("b", 16) not in used
+    big = ModulatedConv2d(512, 512, 3, style_dim=8)
+    assert big._weights_outweigh_activations(torch.empty(1, 512, 32, 32))
+    assert not big._weights_outweigh_activations(torch.empty(1, 512, 64, 64))
+
+
+@pytest.mark.parametrize("which", ["grouped", "batched", "auto"])
 def test_channels_last_storage_gives_the_same_outputs(which, impl):
     impl(which)
     G, D = _tiny_nets()
