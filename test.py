@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Inception input resize convention")
     r = p.add_argument_group("run")
     r.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the generator and the style encoder (a one-off compile, "
+                        "then faster batches; equal up to float rounding; docs/benchmarks.md)")
     r.add_argument("--out", help="results directory (must not exist or be empty; default: a new "
                                  "runs/eval/<NNNNN>-<name>)")
     r.add_argument("--save-images", action="store_true",
@@ -198,6 +201,7 @@ def resolve(args, argv=None):
         metrics=list(args.metrics) if args.metrics else list(ALL_METRICS),
         fid_resize=args.fid_resize, which=args.which, out=args.out,
         save_images=args.save_images, progress=not args.no_progress, config=args.config,
+        compile=args.compile,
         command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
 
 

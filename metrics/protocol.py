@@ -643,6 +643,7 @@ class TestSettings:
     out_root: str = os.path.join("runs", "eval")
     save_images: bool = False
     progress: bool = True
+    compile: bool = False               # torch.compile G and the style encoder (EXEGAN.compile)
     standin_seed: Optional[int] = None  # seed of the random stand-ins (default: the run's)
     config: Optional[str] = None
     command: Optional[List[str]] = None
@@ -852,6 +853,8 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
                                         generator.n_latent, generator.style_dim, seed).to(device)
         random_used.append(f"pSp style encoder (stand-in seed {seed})")
     model = EXEGAN(generator, encoder).to(device)
+    if s.compile:
+        model.compile()
 
     # -- data and protocol ---------------------------------------------------------------------
     dataset = _open_test_set(s.data, generator.size)
@@ -901,6 +904,7 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
         "data": {"path": os.path.abspath(s.data), "kind": type(dataset).__name__,
                  "n_available": len(dataset)},
         "device": str(device),
+        "compiled": bool(s.compile),
         "versions": _versions(),
         "code": _git(),
         "config": os.path.abspath(s.config) if s.config else None,

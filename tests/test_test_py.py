@@ -357,3 +357,21 @@ def test_random_standins_are_loud_recorded_and_the_training_ones(files, entry, c
     ref = evaluate(EXEGAN(g, enc), ImageFolderDataset(files.faces, SIZE), "center", "reverse",
                    evaluator=Evaluator(None, None, ("psnr", "l1")), n_images=2, batch=2)
     assert doc["summary"]["all"]["psnr"]["mean"] == ref["summary"]["all"]["psnr"]["mean"]
+
+
+def test_compile_flag_gives_the_eager_numbers(files, entry, capsys, tmp_path):
+    # test.py --compile (EXEGAN.compile): same metrics up to float rounding, recorded in the protocol.
+    docs = {}
+    for flag in ("", "--compile"):
+        out = tmp_path / (flag.strip("-") or "eager")
+        rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
+                          "--data", files.faces, "--n-images", 3, "--batch", 3, "--masks", "center",
+                          "--metrics", "psnr", "l1", "--out", out, "--no-progress",
+                          *([flag] if flag else []))
+        assert rc == 0, err
+        docs[flag] = json.loads((out / "results.json").read_text())
+    eager, compiled = docs[""], docs["--compile"]
+    assert eager["protocol"]["compiled"] is False and compiled["protocol"]["compiled"] is True
+    for key in ("psnr", "l1", "psnr_hole"):
+        assert compiled["summary"]["all"][key]["mean"] == pytest.approx(
+            eager["summary"]["all"][key]["mean"], rel=1e-4, abs=1e-6)

@@ -42,6 +42,7 @@ from datasets.masks import batch_masks, make_mask_generator
 from datasets.rng import derive_rng
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
 from models.checkpoint import make_checkpoint, restore_rng_state
+from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
 from . import pretrained, rng, sketch
@@ -340,9 +341,11 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
     e.g. to split a run over time-limited jobs; the run continues with ``--resume``.
     """
     info = dist_utils.init(cfg.train.device, cfg.dist.backend, cfg.dist.timeout_min)
+    modconv = get_modconv_impl()
     try:
         return _run(cfg, info, resume, stop_at)
     finally:
+        set_modconv_impl(modconv)  # a process-wide switch: leave it as found
         close_logger()
         dist_utils.shutdown(info)
 
@@ -350,6 +353,7 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
 def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    set_modconv_impl(cfg.train.modconv)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False

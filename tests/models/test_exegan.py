@@ -180,3 +180,18 @@ def test_from_checkpoints_loads_both_files(tmp_path):
     images, masks, exemplars = _data()
     assert torch.equal(loaded.inpaint(images, masks, exemplars, seed=5),
                        model.inpaint(images, masks, exemplars, seed=5))
+
+
+def test_compile_keeps_results_known_pixels_and_state_dict():
+    # EXEGAN.compile (test.py --compile): torch.compile of G and the style encoder in place.
+    model = _model()
+    images, masks, exemplars = _data()
+    eager = model.inpaint(images, masks, exemplars, seed=5)
+    keys = list(model.state_dict())
+    assert model.compile() is model
+    compiled = model.inpaint(images, masks, exemplars, seed=5)
+    assert list(model.state_dict()) == keys  # loadable / savable as before
+    known = masks.expand_as(images) == 0
+    assert torch.equal(compiled[known], images[known])
+    assert torch.allclose(compiled, eager, atol=1e-5)
+    assert model.generator.n_exemplar == 2 and model.generator._compiled_call_impl is not None

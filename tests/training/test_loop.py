@@ -199,3 +199,20 @@ def test_bf16_autocast_stays_finite(face_dirs, tmp_path):
     t = bf16.trainer
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(t.G.parameters(), fp32.trainer.G.parameters()))
+
+
+def test_modconv_setting_holds_during_the_run_and_is_restored(face_dirs, tmp_path, monkeypatch):
+    from models import stylegan2
+
+    seen = []
+    original = Trainer.train_step
+
+    def spy(self, step, real):
+        seen.append(stylegan2.get_modconv_impl())
+        return original(self, step, real)
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    before = stylegan2.get_modconv_impl()
+    run(tiny_config(face_dirs, tmp_path, train={"iters": 2, "modconv": "batched"}))
+    assert seen == ["batched", "batched"]
+    assert stylegan2.get_modconv_impl() == before
