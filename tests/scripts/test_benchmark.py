@@ -143,3 +143,17 @@ def test_child_argv_replaces_the_parent_only_options():
     child = bench._child_argv(argv, "bf16", "/tmp/o.json")
     tail = child[2:]
     assert tail == ["--tiny", "--set", "loss.lambda_id=0", "--child", "bf16", "--child-out", "/tmp/o.json"]
+
+
+def test_single_measurements_write_json(tmp_path):
+    from scripts import benchmark_single
+
+    out = tmp_path / "s.json"
+    report = benchmark_single.main(["--size", "8", "--mask-size", "32", "--batch", "2",
+                                    "--repeats", "1", "--threads", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(report))
+    assert set(data["results"]) == {"d_step_fp32", "d_step_bf16", "confidence_map_separable",
+                                    "confidence_map_conv2d"}
+    assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in data["results"].values())
+    assert data["settings"]["mask_size"] == 32 and data["machine"]["cpu_count"] >= 1
