@@ -130,12 +130,27 @@ class Evaluator:
                 out.append(self.inception(chunk).to("cpu", torch.float32))
         return torch.cat(out)
 
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.detach().to(self.device, torch.float32).clamp(-1, 1)
+        return quantize_8bit(x) if self.quantize else x
+
+    def real_features(self, real: torch.Tensor) -> Optional[torch.Tensor]:
+        """Inception features of ground-truth images as :meth:`update` computes them, or None when
+        no metric needs them. Pass them back as ``update(..., real_features=)`` to reuse them
+        for the same images (another repeat or mask bucket) instead of running Inception again."""
+        if not self._need_real_features:
+            return None
+        _check_images("real", real)
+        return self._features(self._prepare(real))
+
     def update(self, completed: torch.Tensor, real: torch.Tensor,
-               buckets: Union[None, str, int, float, Sequence] = None) -> None:
+               buckets: Union[None, str, int, float, Sequence] = None, *,
+               real_features: Optional[torch.Tensor] = None) -> None:
         """Add a batch: ``completed`` and ``real`` [B,3,H,W] in [-1,1], paired by index.
 
         ``buckets``: None, one label for the whole batch, or one label per image (e.g. the
         mask-ratio bucket "0.2-0.3"); labels are stored as strings.
+        ``real_features``: :meth:`real_features` of this ``real``, computed earlier (optional).
         """
         _check_images("completed", completed)
         _check_images("real", real)
@@ -150,10 +165,7 @@ class Evaluator:
             if len(labels) != b:
                 raise EvaluatorError(f"got {len(labels)} bucket labels for {b} images")
 
-        fake = completed.detach().to(self.device, torch.float32).clamp(-1, 1)
-        gt = real.detach().to(self.device, torch.float32).clamp(-1, 1)
-        if self.quantize:
-            fake, gt = quantize_8bit(fake), quantize_8bit(gt)
+        fake, gt = self._prepare(completed), self._prepare(real)
         with torch.no_grad():
             for name, fn in _PIXEL_METRICS.items():
                 if name in self._scores:
@@ -163,7 +175,11 @@ class Evaluator:
         if self._need_fake_features:
             self._fake_feats.append(self._features(fake))
         if self._need_real_features:
-            self._real_feats.append(self._features(gt))
+            if real_features is None:
+                real_features = self._features(gt)
+            elif tuple(real_features.shape[:1]) != (b,):
+                raise EvaluatorError(f"real_features has {real_features.shape[0]} rows for {b} images")
+            self._real_feats.append(real_features.to("cpu", torch.float32))
         self._buckets.extend(labels)
 
     # ---------------------------------------------------------------------------------------

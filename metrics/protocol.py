@@ -463,6 +463,8 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
             exemplar_names = pairs_for_eval(names, pairing.mode, batch)
         bucketed = protocol.bucketed
         codes_cache: Dict[int, torch.Tensor] = {}
+        # Inception features of the real images: the same in every repeat and bucket.
+        real_cache: Dict[int, Optional[torch.Tensor]] = {}
         steps = repeats * len(protocol.buckets) * len(batches)
 
         from tqdm import tqdm
@@ -486,7 +488,10 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                         completed = model.complete(
                             real.to(dev), mask.to(dev), codes_cache[k], truncation=truncation,
                             seed=_derive_seed(seed_r, _NOISE_STREAM, k))
-                        evaluator.update(completed, real, buckets=bucket if bucketed else None)
+                        if k not in real_cache:
+                            real_cache[k] = evaluator.real_features(real)
+                        evaluator.update(completed, real, buckets=bucket if bucketed else None,
+                                         real_features=real_cache[k])
                         if hole_metrics:
                             l1h, psnrh = _hole_scores(completed, real.to(completed.device),
                                                       mask.to(completed.device))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from datasets.errors import MaskError
 from datasets.imaging import pil_to_tensor
-from metrics.evaluator import Evaluator
+from metrics.evaluator import Evaluator, EvaluatorError
 from metrics.image_metrics import l1, psnr, quantize_8bit, to_unit
 from metrics.protocol import (ALL_BUCKET, ProtocolError, _derive_seed, evaluate,
                               make_mask_protocol, results_rows, summary_means)
@@ -263,3 +263,31 @@ def test_paired_masks_follow_file_names_and_hole_scores_skip_hole_free_images(mo
     assert r["l1_hole"] == pytest.approx(np.mean(hole_l1), rel=1e-9)
     assert r["l1"] == pytest.approx(np.mean([h * k / SIZE for h, k in zip(hole_l1, rows)] + [0]),
                                     rel=1e-9)
+
+
+def test_real_features_are_computed_once_across_repeats(model):
+    # Inception features of the real images do not depend on the repeat (or bucket): evaluate()
+    # computes them once per batch and hands them to the Evaluator again.
+    data = Images(4)
+    ev = _evaluator(("fid", "ids", "psnr"))
+    calls = []
+    ev.inception.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    both = evaluate(model, data, "center", "reverse", evaluator=ev, batch=2, seed=4, repeats=2)
+    assert len(calls) == 2 * 2 + 2          # fakes: repeats x batches; reals: batches
+    for r in (0, 1):
+        single = evaluate(model, data, "center", "reverse", evaluator=_evaluator(("fid", "ids", "psnr")),
+                          batch=2, seed=4 + r)
+        assert both["repeats"][r]["results"] == single["repeats"][0]["results"]
+
+
+def test_evaluator_reuses_given_real_features():
+    g = torch.Generator().manual_seed(1)
+    fake, real = (quantize_8bit(torch.rand(3, 3, SIZE, SIZE, generator=g) * 2 - 1) for _ in range(2))
+    a, b = _evaluator(("fid", "ids")), _evaluator(("fid", "ids"))
+    a.update(fake, real)
+    b.update(fake, real, real_features=b.real_features(real))
+    assert torch.equal(a.state()["real_feats"], b.state()["real_feats"])
+    assert a.compute() == b.compute()
+    with pytest.raises(EvaluatorError, match="real_features has 2 rows for 3 images"):
+        b.update(fake, real, real_features=b.real_features(real[:2]))
+    assert _evaluator(("psnr",)).real_features(real) is None
