@@ -14,10 +14,9 @@ channel multiplier 2, the pSp IR-SE50 style encoder, the ResNet-101 ArcFace and 
 built in memory (no file is read). ``--tiny`` instead takes the loop's own tiny configuration
 (32 px, narrow G/D, the tiny random stand-ins of ``pretrained.allow_random``) for smoke runs.
 
-The whole iteration is ``Trainer.train_step``. The loop does not expose its phases separately,
-so the per-phase timings run :class:`LoopPhases`, which calls the same functions in the same
-order (``tests/scripts/test_benchmark.py`` checks that running its phases in sequence leaves G,
-G_ema and D exactly where ``Trainer.train_step`` leaves them).
+The whole iteration is ``Trainer.train_step``; the phases are the trainer's own phase methods
+(``prepare_step``, ``d_main_step``, ``r1_step``, ``g_main_step``, ``path_length_step``,
+``update_ema``), which ``train_step`` runs in that order.
 
 Presets set the size and the number of runs: ``paper`` (256 px, batch 2 per device, 3 timed
 runs; the default with ``--device cuda``), ``cpu`` (64 px, 2 timed runs, a few minutes on a 2-core
@@ -278,132 +277,18 @@ def build_trainer(opts, settings: dict, device: torch.device):
 # The loop's iteration, phase by phase
 # ----------------------------------------------------------------------------------------------
 
-class LoopPhases:
-    """``Trainer.train_step`` split into its phases, calling the same functions in the same order
-    (and drawing the same random numbers), so that each phase can be timed on its own.
-
-    ``recompute_exemplar=True`` is the baseline of the "exemplar codes once" optimisation: the
-    objective is not handed the codes / identity features computed in ``prep`` and computes them
-    again inside the attribute and identity losses.
-    """
-
-    def __init__(self, trainer, recompute_exemplar: bool = False):
-        self.t = trainer
-        self.recompute_exemplar = recompute_exemplar
-
-    # -- prep: the draws and the exemplar's codes (top of train_step) -------------------------
-    def prep(self, step: int, real: torch.Tensor) -> dict:
-        from datasets.rng import derive_rng
-        from training import rng, sketch
-
-        t, cfg = self.t, self.t.cfg
-        rng.seed_globals(*t._keys(step, rng.GLOBAL))
-        g_aug = derive_rng(*t._keys(step, rng.AUGMENT))
-        g_noise = rng.generator(*t._keys(step, rng.NOISE))
-        real = real.to(t.device, non_blocking=True)
-        B = real.shape[0]
-        if cfg.data.hflip:
-            flip = torch.from_numpy(g_aug.random(B) < 0.5).to(t.device).view(B, 1, 1, 1)
-            real = torch.where(flip, real.flip(-1), real)
-        mask = t.draw_masks(step, B)
-        exemplar, self_mask = t.draw_exemplars(step, real)
-        with torch.no_grad():
-            codes = t.pre.style_encoder(exemplar)
-            ex_id = (t.objective.identity.exemplar_features(exemplar)
-                     if t.objective.identity is not None else None)
-        gin = sketch.make_gin(cfg, real, mask, derive_rng(*t._keys(step, rng.SKETCH)))
-        styles = t.mixing_noise(B, g_noise)
-        return dict(step=step, real=real, mask=mask, exemplar=exemplar, self_mask=self_mask,
-                    codes=codes, ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
-
-    # -- D main --------------------------------------------------------------------------------
-    def d_main(self, s: dict) -> dict:
-        from losses import d_logistic_loss
-        from training.loop import requires_grad
-
-        t = self.t
-        real, mask = s["real"], s["mask"]
-        requires_grad(t.G, False)
-        requires_grad(t.D, True)
-        with torch.no_grad(), t._autocast():
-            pred = t.G(s["gin"], s["codes"], s["styles"])
-        completed = (real * (1 - mask) + pred.float() * mask).detach()
-        with t._autocast():
-            fake_pred = t.D_ddp(t.augment(completed, s["g_aug"])).float()
-            real_pred = t.D_ddp(t.augment(real, s["g_aug"])).float()
-        d_loss = d_logistic_loss(real_pred, fake_pred)
-        t.D.zero_grad(set_to_none=True)
-        d_loss.backward()
-        t.d_optim.step()
-        return {"d_loss": d_loss.detach()}
-
-    # -- D reg: R1 -------------------------------------------------------------------------------
-    def d_reg(self, s: dict) -> dict:
-        from losses import r1_loss
-
-        t, L = self.t, self.t.cfg.loss
-        real_r = s["real"].detach().requires_grad_(True)
-        real_pred = t.D_ddp(t.augment(real_r, s["g_aug"]))
-        r1_term, r1 = r1_loss(real_pred, real_r, L.r1_gamma, L.d_reg_every)
-        t.D.zero_grad(set_to_none=True)
-        r1_term.backward()
-        t.d_optim.step()
-        return {"r1": r1.detach()}
-
-    # -- G main ----------------------------------------------------------------------------------
-    def g_main(self, s: dict) -> dict:
-        from training.loop import requires_grad
-
-        t = self.t
-        real, mask = s["real"], s["mask"]
-        requires_grad(t.G, True)
-        requires_grad(t.D, False)
-        styles = t.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase
-        with t._autocast():
-            pred = t.G_ddp(s["gin"], s["codes"], styles).float()
-        completed = real * (1 - mask) + pred * mask
-        with t._autocast():
-            fake_pred = t.D(t.augment(completed, s["g_aug"])).float()
-        given = {} if self.recompute_exemplar else {"exemplar_codes": s["codes"], "exemplar_id": s["ex_id"]}
-        g_loss, terms = t.objective(fake_pred, completed, real, s["exemplar"], mask, s["self_mask"], **given)
-        t.G.zero_grad(set_to_none=True)
-        g_loss.backward()
-        t.g_optim.step()
-        return {f"g_{k}": v for k, v in terms.items()}
-
-    # -- G reg: path length ------------------------------------------------------------------------
-    def g_reg(self, s: dict) -> dict:
-        from losses import PathLengthRegularizer
-
-        t, L = self.t, self.t.cfg.loss
-        pb = max(1, s["real"].shape[0] // L.path_batch_shrink)
-        styles_pl = t.mixing_noise(pb, s["g_noise"])
-        fake_pl, w = t.G_ddp(s["gin"][:pb], s["codes"][:pb], styles_pl, return_latents=True)
-        penalty, pl_mean, _ = t.path_reg(fake_pl, w)
-        pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
-        t.G.zero_grad(set_to_none=True)
-        pl_term.backward()
-        t.g_optim.step()
-        return {"path_penalty": penalty.detach()}
-
-    def ema(self) -> None:
-        from training.loop import requires_grad
-
-        requires_grad(self.t.G, False)
-        self.t.update_ema()
-
-    # -- the whole iteration, as train_step runs it ------------------------------------------------
-    def iteration(self, step: int, real: torch.Tensor) -> dict:
-        t, L = self.t, self.t.cfg.loss
-        s = self.prep(step, real)
-        stats = self.d_main(s)
-        if t.do_r1 and step % L.d_reg_every == 0:
-            stats.update(self.d_reg(s))
-        stats.update(self.g_main(s))
-        if t.do_pl and step % L.g_reg_every == 0:
-            stats.update(self.g_reg(s))
-        self.ema()
-        return stats
+def loop_phases(trainer, step: int, real: torch.Tensor, *, reuse_exemplar: bool = True) -> dict:
+    """{phase: callable} running one phase of ``Trainer.train_step`` on its own, on the inputs
+    ``prepare_step`` drew for ``step``. ``reuse_exemplar=False`` is the baseline of the "exemplar
+    codes once" optimisation: the losses encode the exemplar again."""
+    s = trainer.prepare_step(step, real)
+    return {"prep": lambda: trainer.prepare_step(step, real),
+            "d_main": lambda: trainer.d_main_step(s),
+            "d_reg": lambda: trainer.r1_step(s),
+            "g_main": lambda: trainer.g_main_step(s, reuse_exemplar=reuse_exemplar),
+            "g_reg": lambda: trainer.path_length_step(s),
+            "ema": trainer.update_ema,
+            "iteration": lambda: trainer.train_step(step, real, reuse_exemplar=reuse_exemplar)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,9 +431,9 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
     B, S = cfg.train.batch, cfg.model.size
     cl = bool(settings.get("channels_last"))
     real = _inputs(opts, B, S, device, cl)
-    phases = LoopPhases(trainer, recompute_exemplar=bool(settings.get("recompute_exemplar")))
     # A step at which R1 and path length both run (step 0 is such a step for any interval).
     step = 0
+    fns = loop_phases(trainer, step, real, reuse_exemplar=not settings.get("recompute_exemplar"))
     wanted = [p for p in opts.phases if p in PHASES]
     compiled = bool(settings.get("compile"))
 
@@ -575,25 +460,15 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
     if compiled:
         result["notes"].append("compile: each phase's first_warmup_s includes compiling it")
 
-    s = phases.prep(step, real)
-    run("prep", lambda: phases.prep(step, real))
-    with main_modules():
-        run("d_main", lambda: phases.d_main(s))
-    run("d_reg", lambda: phases.d_reg(s))
-    with main_modules():
-        run("g_main", lambda: phases.g_main(s))
-    run("g_reg", lambda: phases.g_reg(s))
-    run("ema", phases.ema)
+    for name in ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema"):
+        with main_modules() if name in ("d_main", "g_main") else contextlib.nullcontext():
+            run(name, fns[name])
     if compiled:
         if "iteration" in wanted:
             result["errors"]["iteration"] = ("not timed: Trainer.train_step would run R1 / path "
                                              "length through the compiled modules")
-    elif settings.get("recompute_exemplar"):
-        run("iteration", lambda: phases.iteration(step, real))
-        result["notes"].append("recompute_exemplar: the iteration is LoopPhases.iteration with the "
-                               "objective recomputing exemplar codes / identity features")
     else:
-        run("iteration", lambda: trainer.train_step(step, real))
+        run("iteration", fns["iteration"])
 
     if "inference" in wanted or "inference_g" in wanted:
         from models.exegan import EXEGAN
@@ -663,21 +538,11 @@ def run_interleaved(opts, names: list) -> dict:
         cl = bool(st.get("channels_last"))
         real = _inputs(opts, B, S, device, cl)
         imgs = _inputs(opts, nb, S, device, cl)
-        ph = LoopPhases(trainer, recompute_exemplar=bool(st.get("recompute_exemplar")))
         with switched(trainer, st):
-            state = ph.prep(step, real)
+            fns[n] = loop_phases(trainer, step, real, reuse_exemplar=not st.get("recompute_exemplar"))
             codes = model.encode_exemplars(imgs.flip(0))
-        it = ((lambda ph=ph, real=real: ph.iteration(step, real)) if st.get("recompute_exemplar")
-              else (lambda real=real: trainer.train_step(step, real)))
-        fns[n] = {"prep": lambda ph=ph, real=real: ph.prep(step, real),
-                  "d_main": lambda ph=ph, s=state: ph.d_main(s),
-                  "d_reg": lambda ph=ph, s=state: ph.d_reg(s),
-                  "g_main": lambda ph=ph, s=state: ph.g_main(s),
-                  "g_reg": lambda ph=ph, s=state: ph.g_reg(s),
-                  "ema": ph.ema,
-                  "iteration": it,
-                  "inference": lambda imgs=imgs: model.inpaint(imgs, masks_inf, imgs.flip(0), seed=0),
-                  "inference_g": lambda imgs=imgs, codes=codes: model.complete(imgs, masks_inf, codes, seed=0)}
+        fns[n]["inference"] = lambda imgs=imgs: model.inpaint(imgs, masks_inf, imgs.flip(0), seed=0)
+        fns[n]["inference_g"] = lambda imgs=imgs, codes=codes: model.complete(imgs, masks_inf, codes, seed=0)
     results = {n: {"status": "ok", "settings": settings[n], "threads": torch.get_num_threads(),
                    "interleaved": True, "build_s": build_s, "load_avg_start": os.getloadavg(),
                    "phases": {}, "errors": {}, "notes": [], "infer_batch": nb,

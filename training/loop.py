@@ -171,9 +171,12 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return torch.autocast(device_type=self.device.type, enabled=False)
 
-    # -- one iteration --------------------------------------------------------------------------
-    def train_step(self, step: int, real: torch.Tensor) -> dict:
-        cfg, L = self.cfg, self.cfg.loss
+    # -- one iteration, phase by phase ------------------------------------------------------------
+    # train_step runs the phases in this order; scripts/benchmark.py times each one on its own.
+    def prepare_step(self, step: int, real: torch.Tensor) -> dict:
+        """The step's draws (flips, masks, exemplars, z) and the exemplar's codes / identity
+        features (once per iteration, no grad), as a dict the other phases read."""
+        cfg = self.cfg
         rng.seed_globals(*self._keys(step, rng.GLOBAL))  # dropout, noise maps, mixing cut
         g_aug = derive_rng(*self._keys(step, rng.AUGMENT))      # flips + DiffAugment
         g_noise = rng.generator(*self._keys(step, rng.NOISE))
@@ -192,13 +195,16 @@ class Trainer:
         # [B, 4, S, S]; [B, 5, S, S] with the sketch channel of a sketch fine-tune
         gin = sketch.make_gin(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
         styles = self.mixing_noise(B, g_noise)
-        stats: dict = {}
+        return dict(real=real, mask=mask, exemplar=exemplar, self_mask=self_mask, codes=codes,
+                    ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
 
-        # ---- D main: logistic loss on real vs completed ----
+    def d_main_step(self, s: dict) -> dict:
+        """D main: logistic loss on real vs completed."""
+        real, mask, g_aug = s["real"], s["mask"], s["g_aug"]
         requires_grad(self.G, False)
         requires_grad(self.D, True)
         with torch.no_grad(), self._autocast():
-            pred = self.G(gin, codes, styles)  # unwrapped: no gradient, no DDP sync needed
+            pred = self.G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
         completed = (real * (1 - mask) + pred.float() * mask).detach()
         with self._autocast():
             fake_pred = self.D_ddp(self.augment(completed, g_aug)).float()
@@ -207,50 +213,66 @@ class Trainer:
         self.D.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optim.step()
-        stats.update(d_loss=d_loss.detach(), real_score=real_pred.detach().mean(),
-                     fake_score=fake_pred.detach().mean())
+        return dict(d_loss=d_loss.detach(), real_score=real_pred.detach().mean(),
+                    fake_score=fake_pred.detach().mean())
 
-        # ---- D reg: lazy R1 (full precision: second-order gradients) ----
-        if self.do_r1 and step % L.d_reg_every == 0:
-            real_r = real.detach().requires_grad_(True)
-            real_pred = self.D_ddp(self.augment(real_r, g_aug))
-            r1_term, r1 = r1_loss(real_pred, real_r, L.r1_gamma, L.d_reg_every)
-            self.D.zero_grad(set_to_none=True)
-            r1_term.backward()
-            self.d_optim.step()
-            stats["r1"] = r1.detach()
+    def r1_step(self, s: dict) -> dict:
+        """D reg: lazy R1 (full precision: second-order gradients)."""
+        L = self.cfg.loss
+        real_r = s["real"].detach().requires_grad_(True)
+        real_pred = self.D_ddp(self.augment(real_r, s["g_aug"]))
+        r1_term, r1 = r1_loss(real_pred, real_r, L.r1_gamma, L.d_reg_every)
+        self.D.zero_grad(set_to_none=True)
+        r1_term.backward()
+        self.d_optim.step()
+        return {"r1": r1.detach()}
 
-        # ---- G main: adversarial + attribute + identity + LPIPS ----
+    def g_main_step(self, s: dict, *, reuse_exemplar: bool = True) -> dict:
+        """G main: adversarial + attribute + identity + LPIPS. ``reuse_exemplar=False`` (the
+        benchmark's baseline) lets the losses encode the exemplar again instead of reusing
+        ``prepare_step``'s codes and identity features."""
+        real, mask = s["real"], s["mask"]
         requires_grad(self.G, True)
         requires_grad(self.D, False)
-        styles = self.mixing_noise(B, g_noise)  # fresh z for the G phase, as StyleGAN2
+        styles = self.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase, as StyleGAN2
         with self._autocast():
-            pred = self.G_ddp(gin, codes, styles).float()
+            pred = self.G_ddp(s["gin"], s["codes"], styles).float()
         completed = real * (1 - mask) + pred * mask
         with self._autocast():
             # D is not trained here: the unwrapped module avoids a DDP reduction for D.
-            fake_pred = self.D(self.augment(completed, g_aug)).float()
-        g_loss, terms = self.objective(fake_pred, completed, real, exemplar, mask, self_mask,
-                                       exemplar_codes=codes, exemplar_id=ex_id)
+            fake_pred = self.D(self.augment(completed, s["g_aug"])).float()
+        given = dict(exemplar_codes=s["codes"], exemplar_id=s["ex_id"]) if reuse_exemplar else {}
+        g_loss, terms = self.objective(fake_pred, completed, real, s["exemplar"], mask, s["self_mask"],
+                                       **given)
         self.G.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optim.step()
-        stats.update({f"g_{k}": v for k, v in terms.items()})
+        return {f"g_{k}": v for k, v in terms.items()}
 
-        # ---- G reg: lazy path length on a shrunk batch ----
+    def path_length_step(self, s: dict) -> dict:
+        """G reg: lazy path length on a shrunk batch."""
+        L = self.cfg.loss
+        pb = max(1, s["real"].shape[0] // L.path_batch_shrink)
+        styles_pl = self.mixing_noise(pb, s["g_noise"])
+        # Path length of the raw generator output w.r.t. all n_latent w's, exemplar slots
+        # included, as StyleGAN2 regularizes its synthesis network.
+        fake_pl, w = self.G_ddp(s["gin"][:pb], s["codes"][:pb], styles_pl, return_latents=True)
+        penalty, pl_mean, _ = self.path_reg(fake_pl, w)
+        pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
+        self.G.zero_grad(set_to_none=True)
+        pl_term.backward()
+        self.g_optim.step()
+        return dict(path_penalty=penalty.detach(), path_mean=pl_mean)
+
+    def train_step(self, step: int, real: torch.Tensor, *, reuse_exemplar: bool = True) -> dict:
+        L = self.cfg.loss
+        s = self.prepare_step(step, real)
+        stats = self.d_main_step(s)
+        if self.do_r1 and step % L.d_reg_every == 0:
+            stats.update(self.r1_step(s))
+        stats.update(self.g_main_step(s, reuse_exemplar=reuse_exemplar))
         if self.do_pl and step % L.g_reg_every == 0:
-            pb = max(1, B // L.path_batch_shrink)
-            styles_pl = self.mixing_noise(pb, g_noise)
-            # Path length of the raw generator output w.r.t. all n_latent w's, exemplar slots
-            # included, as StyleGAN2 regularizes its synthesis network.
-            fake_pl, w = self.G_ddp(gin[:pb], codes[:pb], styles_pl, return_latents=True)
-            penalty, pl_mean, _ = self.path_reg(fake_pl, w)
-            pl_term = PathLengthRegularizer.weighted(penalty, L.path_weight, L.g_reg_every, fake_img=fake_pl)
-            self.G.zero_grad(set_to_none=True)
-            pl_term.backward()
-            self.g_optim.step()
-            stats.update(path_penalty=penalty.detach(), path_mean=pl_mean)
-
+            stats.update(self.path_length_step(s))
         requires_grad(self.G, False)
         self.update_ema()
         return stats

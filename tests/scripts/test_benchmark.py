@@ -58,19 +58,26 @@ def _state(trainer):
 
 
 def test_loop_phases_reproduce_train_step_exactly():
-    """Running LoopPhases' phases in sequence is Trainer.train_step: same networks afterwards, bit
+    """Running the timed phases in sequence is Trainer.train_step: same networks afterwards, bit
     for bit, over a step with both regularisers (0) and one without (1)."""
     opts = _opts()
     torch.set_num_threads(1)
     a = bench.build_trainer(opts, {}, torch.device("cpu"))
     b = bench.build_trainer(opts, {}, torch.device("cpu"))
     assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
-    phases = bench.LoopPhases(b)
     real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
     for step in (0, 1):
         stats_a = a.train_step(step, real)
-        stats_b = phases.iteration(step, real)
-        assert ("r1" in stats_b) == (step == 0) and ("path_penalty" in stats_b) == (step == 0)
+        fns = bench.loop_phases(b, step, real)   # draws the step's inputs, as train_step does
+        stats_b = fns["d_main"]()
+        if step == 0:
+            stats_b.update(fns["d_reg"]())
+        stats_b.update(fns["g_main"]())
+        if step == 0:
+            stats_b.update(fns["g_reg"]())
+        fns["ema"]()
+        assert set(stats_a) == set(stats_b)
+        assert ("r1" in stats_a) == (step == 0) and ("path_penalty" in stats_a) == (step == 0)
         assert torch.equal(stats_a["d_loss"], stats_b["d_loss"])
         assert torch.equal(stats_a["g_total"], stats_b["g_total"])
     sa, sb = _state(a), _state(b)
@@ -85,9 +92,13 @@ def test_recompute_exemplar_baseline_gives_the_same_losses():
     a = bench.build_trainer(opts, {}, torch.device("cpu"))
     b = bench.build_trainer(opts, {}, torch.device("cpu"))
     real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
-    pa, pb = bench.LoopPhases(a), bench.LoopPhases(b, recompute_exemplar=True)
-    ta = pa.g_main(pa.prep(1, real))
-    tb = pb.g_main(pb.prep(1, real))
+    # Each phase runs right after its prepare_step: that seeds the global RNG (dropout, noise).
+    ta = bench.loop_phases(a, 1, real)["g_main"]()
+    fb = bench.loop_phases(b, 1, real, reuse_exemplar=False)
+    calls = []
+    b.pre.style_encoder.register_forward_hook(lambda *_: calls.append(1))
+    tb = fb["g_main"]()
+    assert len(calls) == 2  # the completed image, and the exemplar again (reused: only the first)
     for k in ("g_id", "g_attr", "g_total"):
         assert torch.allclose(ta[k], tb[k], rtol=1e-5, atol=1e-6), k
 
