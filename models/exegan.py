@@ -64,8 +64,8 @@ class EXEGAN(nn.Module):
         (in place, as ``nn.Module.compile``; state-dict keys and attributes are unchanged) and
         return ``self``. ``kwargs`` go to ``torch.compile``.
 
-        Worth it for many images: the first call per input shape compiles (about 30 s for the
-        full-size networks on a 2-core CPU), later calls were x1.2-1.35 faster there
+        Worth it for many images: the first call per input shape compiles (51 s for the full-size
+        256-px networks on a 2-core CPU), later calls were x1.12-1.17 faster there
         (docs/benchmarks.md). Results equal the eager ones up to float rounding; known pixels are
         still the input's, bit for bit (the final merge runs outside the compiled networks).
         """

@@ -26,6 +26,7 @@ from losses.objective import LossConfig
 # The `sketch` section (sketch-guided fine-tune, docs/applications.md) is the sketch model's own
 # schema, for the same reason.
 from models.sketch import SketchConfig
+from models.stylegan2 import MODCONV_IMPLS
 
 
 class ConfigError(ValueError):
@@ -133,8 +134,9 @@ class TrainConfig:
     deterministic: bool = False         # torch.use_deterministic_algorithms(True)
     device: str = "auto"                # "auto" (CUDA when available) | "cpu" | "cuda"
     threads: int = 0                    # torch intra-op CPU threads per process; 0 = PyTorch's default
-    # Modulated-conv form (models.stylegan2.set_modconv_impl): "grouped" (the authors' arithmetic,
-    # bit for bit) | "batched" | "auto"; the same map up to float rounding. docs/benchmarks.md.
+    # Modulated-conv form (models.stylegan2.set_modconv_impl): "grouped" (the authors' formulation:
+    # per-sample weights, one grouped conv) | "batched" | "auto"; the same map up to float
+    # rounding. docs/benchmarks.md.
     modconv: str = "grouped"
     ckpt_every: int = 5000              # checkpoint interval (steps); 0 = only at the end
     keep_last: int = 3                  # periodic checkpoints kept (latest/best kept apart)
@@ -390,8 +392,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.mixing must be in [0, 1], got {cfg.train.mixing}.")
     if cfg.train.amp not in ("off", "bf16"):
         raise ConfigError(f"train.amp must be 'off' or 'bf16', got {cfg.train.amp!r}.")
-    if cfg.train.modconv not in ("grouped", "batched", "auto"):
-        raise ConfigError(f"train.modconv must be 'grouped', 'batched' or 'auto', got {cfg.train.modconv!r}.")
+    if cfg.train.modconv not in MODCONV_IMPLS:
+        raise ConfigError(f"train.modconv must be one of {', '.join(MODCONV_IMPLS)}, got {cfg.train.modconv!r}.")
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}.")
     if cfg.data.kind not in ("folder", "demo"):

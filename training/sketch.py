@@ -55,17 +55,12 @@ def build_networks(cfg, device, *, resuming: bool, log) -> tuple:
 
     m = cfg.model
     kw = generator_kwargs(cfg)
-    if not cfg.sketch.enabled:
-        G = Generator(**kw).to(device)
-        D = Discriminator(m.size, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max).to(device)
-        return G, None, D
-    if resuming:
-        G = SketchGenerator(**kw).to(device)
+    if not cfg.sketch.enabled or resuming:
+        G = (SketchGenerator if cfg.sketch.enabled else Generator)(**kw).to(device)
         D = Discriminator(m.size, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max).to(device)
         return G, None, D
     path = cfg.sketch.base_checkpoint
-    expect = dict(size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channel_multiplier=m.channel_multiplier,
-                  channel_max=m.channel_max, exemplar_slots=kw["exemplar_slots"])
+    expect = {k: v for k, v in kw.items() if k != "lr_mlp"}  # what the checkpoint must match
     G = upgrade_generator(load_generator(path, device, which="g", **expect)).train()
     G_ema = upgrade_generator(load_generator(path, device, which="g_ema", **expect)).eval()
     D = load_discriminator(path, device, which="d", size=m.size, channel_multiplier=m.channel_multiplier,
