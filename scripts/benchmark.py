@@ -152,6 +152,16 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def write_report(report: dict, out: str) -> str:
+    """Write the JSON report atomically (temp file, then rename); returns ``out``."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, out)
+    return out
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -941,12 +951,7 @@ def main(argv: Optional[list] = None) -> dict:
     report["baseline"] = opts.variant_list[0]
     report["ratios"] = ratios(report["variants"], opts.variant_list[0])
 
-    out = opts.out or os.path.join("runs", "bench", f"benchmark_{device.type}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, out)
+    out = write_report(report, opts.out or os.path.join("runs", "bench", f"benchmark_{device.type}.json"))
     print(format_table(report))
     print(f"wrote {out}")
     return report

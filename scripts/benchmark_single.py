@@ -14,7 +14,6 @@ instructions is slow: ``--bf16-repeats`` defaults to 1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from scripts.benchmark import machine_info, measure  # noqa: E402
+from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
 
 
 def d_step(size: int, batch: int, device: torch.device, bf16: bool, repeats: int) -> dict:
@@ -87,11 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     report = {"command": "python scripts/benchmark_single.py " + " ".join(argv or sys.argv[1:]),
               "machine": machine_info(device), "settings": vars(opts),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": rows}
-    out = opts.out or os.path.join("runs", "bench", f"single_{device.type}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(out + ".tmp", out)
+    out = write_report(report, opts.out or os.path.join("runs", "bench", f"single_{device.type}.json"))
     print(f"wrote {out}")
     return report
 
