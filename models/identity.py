@@ -5,7 +5,7 @@ exemplar's identity with L_id = 1 - cos(F(completed), F(exemplar)), F a pretrain
 (Deng et al., CVPR 2019) face-recognition network. This file provides F as ``IdentityNet``:
 frozen, always in ``eval()`` mode, gradients flowing to its input, features L2-normalised.
 
-Two backbones (DESIGN.md section 4):
+Two backbones:
 
 - ``kind='resnet101'`` - the authors' released ``Arcface.pth``: a plain torchvision
   ``resnet101(num_classes=256)`` state dict (keys ``conv1``, ``bn1``, ``layer1..4``, ``fc``);
@@ -19,10 +19,13 @@ Two backbones (DESIGN.md section 4):
                     3 Linear(512*7*7 -> 512) . 4 BatchNorm1d(512)
 
 Input handling, for both: images in [-1, 1] go in as they are (no other normalisation) and are
-resized bilinearly to 112x112 when they are not already that size. We resize with
-``align_corners=True``, the convention of the pSp encoder that EXE-GAN runs on the same images;
-the authors' identity code was not available to check this choice, so it is a constructor option
-(``align_corners``). The state dict of ``IdentityNet.backbone`` is exactly the file's.
+resized bilinearly to 112x112 with ``align_corners=False`` (PyTorch's default, half-pixel
+centres) when they are not already that size, exactly as the authors' identity loss calls
+``F.interpolate(x, size=112, mode='bilinear')``. (At 112 px that resize is the identity, so
+skipping it changes nothing.) Resizing with ``align_corners=True`` instead, the pSp encoder's
+convention, samples a slightly different grid: with the released ArcFace on real faces that
+moved the embeddings by up to 8e-4 and the identity loss by ~10 %, so that convention is not
+offered. The state dict of ``IdentityNet.backbone`` is exactly the file's.
 """
 from __future__ import annotations
 
@@ -81,12 +84,11 @@ class IdentityNet(nn.Module):
 
     def __init__(self, kind: str = "resnet101", *, feature_dim: int | None = None,
                  resnet_layers: Sequence[int] = RESNET101_LAYERS, width: int = 64,
-                 units: Sequence[int] = IRSE50_UNITS, align_corners: bool = True):
+                 units: Sequence[int] = IRSE50_UNITS):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"identity network kind must be one of {KINDS}, got {kind!r}.")
         self.kind = kind
-        self.align_corners = bool(align_corners)
         if kind == "resnet101":
             self.feature_dim = int(feature_dim or 256)
             self.backbone: nn.Module = make_resnet(resnet_layers, self.feature_dim)
@@ -104,8 +106,9 @@ class IdentityNet(nn.Module):
         if img.dim() != 4 or img.shape[1] != 3:
             raise ValueError(f"IdentityNet expects images [B, 3, H, W] in [-1, 1], got {tuple(img.shape)}.")
         if img.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            # The authors' resize: bilinear, align_corners=False (half-pixel centres).
             img = F.interpolate(img, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                align_corners=self.align_corners)
+                                align_corners=False)
         return F.normalize(self.backbone(img), dim=1)   # [B, D], unit L2 norm
 
 
@@ -130,7 +133,7 @@ def _irse_config(sd: Mapping[str, torch.Tensor]) -> dict:
 
 
 def load_identity_net(path: str | os.PathLike | None, kind: str = "resnet101",
-                      device: torch.device | str = "cpu", *, align_corners: bool = True) -> IdentityNet:
+                      device: torch.device | str = "cpu") -> IdentityNet:
     """Build the frozen IdentityNet from a state-dict file (``Arcface.pth`` for ``resnet101``).
 
     The backbone size (ResNet blocks per stage / IR-SE width and units, feature size) is read from
@@ -161,6 +164,6 @@ def load_identity_net(path: str | os.PathLike | None, kind: str = "resnet101",
         raise WeightsFileError(
             f"{what} file {os.fspath(path)!r} does not hold a {kind} network "
             f"({type(exc).__name__}: {exc}); expected {expected}.") from None
-    net = IdentityNet(kind, align_corners=align_corners, **config)
+    net = IdentityNet(kind, **config)
     load_strict(net.backbone, sd, path=path, what=what)
     return net.to(device)

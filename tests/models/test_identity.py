@@ -42,13 +42,16 @@ def test_released_resnet101_layout_round_trip(tmp_path):
     torch.save(ref.state_dict(), path)
     net = load_identity_net(path, kind="resnet101", device="cpu")
     assert net.kind == "resnet101" and net.feature_dim == 256
-    img = _images(1, 128)    # not 112: resized inside with bilinear, align_corners=True
+    img = _images(1, 128)    # not 112: resized inside, as the authors' F.interpolate(x, size=112, mode='bilinear')
     with torch.no_grad():
-        expected = F.normalize(ref(F.interpolate(img, size=(112, 112), mode="bilinear", align_corners=True)), dim=1)
+        expected = F.normalize(ref(F.interpolate(img, size=112, mode="bilinear")), dim=1)
+        other = F.normalize(ref(F.interpolate(img, size=112, mode="bilinear", align_corners=True)), dim=1)
         got = net(img)
     assert got.shape == (1, 256)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got.norm(dim=1), torch.ones(1))
+    # The check can tell the two resize conventions apart on these images.
+    assert (other - expected).abs().max() > 100 * (got - expected).abs().max().clamp_min(1e-7)
 
 
 def test_full_backbone_layouts():
