@@ -1,4 +1,4 @@
-"""Attribute loss — EXE-GAN, Lu et al. 2025 (DESIGN.md section 5).
+"""Attribute loss — EXE-GAN, Lu et al. 2025.
 
 The style encoder E (pSp, frozen) maps the completed image and the exemplar to their exemplar
 style codes; the loss pulls the completed image's codes to the exemplar's:

@@ -1,9 +1,11 @@
-"""Identity loss — EXE-GAN, Lu et al. 2025 (DESIGN.md section 5).
+"""Identity loss — EXE-GAN, Lu et al. 2025.
 
 ``L_id = 1 - cos(F(completed), F(exemplar))`` with ``F`` a frozen ArcFace backbone
-(``models.IdentityNet``: images in [-1, 1], bilinear resize to 112x112 and L2 normalisation
-inside). We L2-normalise the features again here, so the loss is a true cosine distance for any
-backbone that returns unnormalised features; for ``IdentityNet`` it is a no-op. Per sample the
+(``models.IdentityNet``: images in [-1, 1], bilinear resize to 112x112 with
+``align_corners=False`` as the authors' ``F.interpolate(x, size=112, mode='bilinear')``, and L2
+normalisation inside). The batch reduction is the mean over samples, as theirs. We
+L2-normalise the features again here, so the loss is a true cosine distance for any backbone
+that returns unnormalised features; for ``IdentityNet`` it is a no-op. Per sample the
 loss lies in [0, 2] (0 = same direction, 2 = opposite).
 
 The paper applies it to the completed image without a weight map; an optional SVGL weight map

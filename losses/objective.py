@@ -1,21 +1,24 @@
-"""The generator objective of EXE-GAN (Lu et al. 2025, DESIGN.md section 5), assembled in one place.
+"""The generator objective of EXE-GAN (Lu et al. 2025), assembled in one place.
 
-    L_G = lambda_adv   * softplus(-D(completed))                              (all samples)
-        + lambda_lpips * LPIPS(SVGL(completed, M_w), real)                    (self-exemplar only)
-        + lambda_id    * (1 - cos(ArcFace(completed), ArcFace(exemplar)))     (all samples)
-        + lambda_attr  * MSE(E(SVGL(completed, M_r)), E(exemplar))            (all samples)
+    L_G = lambda_adv   * mean_b softplus(-D(completed_b))                                (all)
+        + lambda_lpips * sum_{b in S} LPIPS(SVGL(completed_b, M_w), real_b)              (S only)
+        + lambda_id    * mean_b (1 - cos(ArcFace(completed_b), ArcFace(exemplar_b)))     (all)
+        + lambda_attr  * MSE(E(SVGL(completed, M_r)), E(exemplar))  (mean over all elements)
 
-with ``M_w`` the hole's confidence map and ``M_r = minmax((1 - M_w) * mask)`` its reverse map.
-Only the terms whose weight is > 0 are built, so the LPIPS, identity and style networks are not
-needed (and not loaded) when their weight is 0. The lazy regularisers (R1, path length) are not
-part of this objective: the loop runs them in their own phases (``losses/adversarial.py``).
+with ``M_w`` the hole's confidence map, ``M_r = minmax((1 - M_w) * mask)`` its reverse map and
+``S`` the self-exemplar samples (``self_mask``). Only the terms whose weight is > 0 are built,
+so the LPIPS, identity and style networks are not needed (and not loaded) when their weight is
+0. The lazy regularisers (R1, path length) are not part of this objective: the loop runs them in
+their own phases (``losses/adversarial.py``).
 
-LPIPS on self-exemplar samples: the authors apply LPIPS on the iterations where the exemplar is
-the image itself (then ``real`` is the right target for the hole). We pick the exemplar per
-sample, so LPIPS is applied per sample through a boolean ``self_mask`` and normalised by the
-full batch size B (``sum over self samples / B``): its expected value and gradient then equal
-the authors' per-iteration choice made with the same probability. With the authors' per-batch
-choice (``self_mask`` all True or all False) this is exactly their batch mean or nothing.
+LPIPS is a SUM over the self-exemplar samples, not a mean, as in the authors' code: they decide
+once per batch whether the exemplar is the image itself (probability 1/5) and on those batches
+add ``lambda_lpips * LPIPS(...).sum()`` over the whole batch; on the other batches nothing.
+With the per-batch choice (``exemplar.per_sample: false``, ``self_mask`` all True or all False)
+this objective is therefore exactly theirs: the LPIPS term is B times the batch mean on a
+self-exemplar batch and 0 on a reversed one. With the per-sample choice (an option) it sums over
+the samples that drew themselves, which has the same expected value and gradient per step. The
+``terms['lpips']`` value logged is that sum (unweighted).
 """
 import dataclasses
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ class LossConfig:
     """Loss weights and regularisation schedule (config section ``loss``); paper defaults."""
     lambda_adv: float = 1.0      # non-saturating G loss on the completed image
     lambda_id: float = 0.1       # identity loss (ArcFace cosine)
-    lambda_lpips: float = 0.5    # LPIPS on self-exemplar samples, SVGL with M_w
+    lambda_lpips: float = 0.5    # LPIPS summed over self-exemplar samples, SVGL with M_w
     lambda_attr: float = 0.1     # attribute loss (style-encoder MSE), SVGL with the reverse map
     r1_gamma: float = 10.0       # D reg: r1_gamma / 2 * R1 * d_reg_every
     d_reg_every: int = 16
@@ -187,9 +190,9 @@ class GeneratorObjective(nn.Module):
         if self.lpips is not None:
             idx = self_mask.nonzero().flatten()
             if idx.numel() > 0:
-                per_sample = self.lpips(completed[idx], real[idx], weight_map=M_w[idx],
-                                        reduction='none')
-                values['lpips'] = per_sample.sum() / B
+                # The authors' reduction: the SUM over the (self-exemplar) batch, not the mean.
+                values['lpips'] = self.lpips(completed[idx], real[idx], weight_map=M_w[idx],
+                                             reduction='sum')
             else:
                 values['lpips'] = completed.new_zeros(())
         if self.identity is not None:

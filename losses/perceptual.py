@@ -1,4 +1,4 @@
-"""LPIPS perceptual loss with SVGL — EXE-GAN, Lu et al. 2025 (DESIGN.md section 5).
+"""LPIPS perceptual loss with SVGL — EXE-GAN, Lu et al. 2025.
 
 The network is the ``lpips`` package's LPIPS v0.1 with the VGG16 trunk (Zhang et al. 2018): its
 small linear heads ship inside the package, but the ImageNet VGG16 trunk does not, and the
@@ -153,8 +153,9 @@ class LPIPSLoss(nn.Module):
     """``forward(pred, target, weight_map=None, reduction='mean')``: LPIPS(SVGL(pred, M_w), target).
 
     ``pred`` and ``target`` are [B, 3, H, W] in [-1, 1]; ``weight_map`` (normally ``M_w``,
-    [B, 1, H, W]) only changes the gradient reaching ``pred``. Returns the batch mean, or [B]
-    with ``reduction='none'``. The LPIPS network stays frozen and in eval mode even when a parent
+    [B, 1, H, W]) only changes the gradient reaching ``pred``. Returns the batch mean, the batch
+    sum with ``reduction='sum'`` (what the authors' generator loss adds on self-exemplar
+    batches), or [B] with ``reduction='none'``. The LPIPS network stays frozen and in eval mode even when a parent
     module calls ``.train()`` (its heads contain dropout layers).
     """
 
@@ -180,4 +181,7 @@ class LPIPSLoss(nn.Module):
             return d
         if reduction == 'mean':
             return d.mean()
-        raise ValueError(f"LPIPSLoss: reduction must be 'mean' or 'none', got {reduction!r}.")
+        if reduction == 'sum':
+            return d.sum()
+        raise ValueError(f"LPIPSLoss: reduction must be 'mean', 'sum' or 'none', got "
+                         f"{reduction!r}.")

@@ -1,4 +1,4 @@
-"""Weight maps for SVGL — EXE-GAN, Lu et al. 2025 (DESIGN.md section 5).
+"""Weight maps for SVGL — EXE-GAN, Lu et al. 2025.
 
 ``M_w`` is the *confidence map* of a hole, taken from GMCNN's confidence-driven reconstruction
 loss (Wang et al. 2018): confidence is propagated from the known region into the hole by
