@@ -1,0 +1,312 @@
+"""scripts/editor.py without a browser: the request handlers through the web app (Starlette's test
+client) on a tiny checkpoint. Results equal the command-line tools' files bit for bit (same
+paste-back, seeding and style mixing), every bad input is one sentence in the response, uploads are
+capped, the page needs nothing from elsewhere, and start-up errors are one sentence."""
+import base64
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts import _cli_common as cli
+from scripts import align_faces, editor, inpaint, style_mix
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+
+def data_url(path) -> str:
+    with open(path, "rb") as f:
+        return "data:application/octet-stream;base64," + base64.b64encode(f.read()).decode()
+
+
+def decode(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert img.format == "PNG"
+    return np.asarray(img)
+
+
+@pytest.fixture(scope="module")
+def app(files):
+    ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
+    return TestClient(editor.create_app(ed))
+
+
+@pytest.fixture
+def inputs(h, tmp_path):
+    """A 45x37 photo (PNG), its mask, two exemplars (JPEG / PNG), as files."""
+    H, W = 37, 45
+    photo = h.write_rgb(tmp_path / "face.png", H, W, seed=1)
+    hole = h.write_mask(tmp_path / "face_mask.png", h.box_hole(H, W, 8, 6, 30, 25))
+    h.write_rgb(tmp_path / "ex_a.jpg", 30, 24, seed=2)
+    h.write_rgb(tmp_path / "ex_b.png", 20, 28, seed=3)
+    payload = {"photo": data_url(tmp_path / "face.png"), "photo_name": "face.png",
+               "mask": data_url(tmp_path / "face_mask.png"), "mask_name": "face_mask.png",
+               "exemplar_a": data_url(tmp_path / "ex_a.jpg"), "exemplar_a_name": "ex_a.jpg",
+               "exemplar_b": data_url(tmp_path / "ex_b.png"), "exemplar_b_name": "ex_b.png"}
+    return photo, hole, payload
+
+
+def test_results_are_the_inpaint_clis_files_at_the_photos_size(app, files, h, inputs, tmp_path):
+    photo, hole, payload = inputs
+    r = app.post("/api/run", json={**payload, "samples": 3, "seed": 7, "truncation": 0.8})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    out = tmp_path / "cli"
+    assert inpaint.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "face.png"),
+                         "--mask", str(tmp_path / "face_mask.png"), "--exemplar", str(tmp_path / "ex_a.jpg"),
+                         "--samples", "3", "--seed", "7", "--truncation", "0.8", "--out", str(out),
+                         "--no-sheet"]) == 0
+    assert [x["name"] for x in data["results"]] == [f"face_sample{k}.png" for k in range(3)]
+    assert [x["seed"] for x in data["results"]] == [7, 8, 9]
+    got = [decode(x["png"]) for x in data["results"]]
+    for k, res in enumerate(got):
+        assert res.shape == photo.shape                       # the photo's own resolution
+        assert np.array_equal(res, h.read(out / f"face_sample{k}.png"))  # the CLI's result, bit for bit
+        assert np.array_equal(res[~hole], photo[~hole])        # known pixels untouched
+        assert (res[hole] != photo[hole]).mean() > 0.5
+    assert not np.array_equal(got[0][hole], got[1][hole])      # K diverse samples
+    assert data["mask"]["name"] == "face_mask.png"
+    assert np.array_equal(decode(data["mask"]["png"]) > 127, hole)
+
+
+def test_style_mixing_sample_k_is_the_style_mix_clis_cell_with_seed_plus_k(app, files, h, inputs, tmp_path):
+    photo, hole, payload = inputs
+    r = app.post("/api/run", json={**payload, "mix": True, "slot_first": 5, "slot_last": 5, "samples": 2,
+                                   "seed": 3})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert [x["name"] for x in data["results"]] == ["face_mix_5-5_sample0.png", "face_mix_5-5_sample1.png"]
+    for k in range(2):
+        out = tmp_path / f"cli{k}"
+        assert style_mix.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "face.png"),
+                               "--mask", str(tmp_path / "face_mask.png"), "--exemplar-a", str(tmp_path / "ex_a.jpg"),
+                               "--exemplar-b", str(tmp_path / "ex_b.png"), "--seed", str(3 + k), "--save-cells",
+                               "--out", str(out)]) == 0
+        res = decode(data["results"][k]["png"])
+        assert np.array_equal(res, h.read(out / "face_mix_5-5.png"))
+        assert not np.array_equal(res, h.read(out / "face_mix_4-5.png"))  # the slot range matters
+        assert np.array_equal(res[~hole], photo[~hole])
+
+
+def _junk():
+    return "data:image/png;base64," + base64.b64encode(b"this is not an image").decode()
+
+
+def _image_url(a) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+BAD = {  # name: (change to the good payload, start of the sentence shown in the page)
+    "no photo": ({"photo": None}, "photo is missing; upload a photo first."),
+    "photo not decodable": ({"photo": _junk(), "photo_name": "broken.png"}, "Cannot decode image 'broken.png'"),
+    "photo not a file": ({"photo": "C:/face.png"}, "photo face.png did not arrive as a file"),
+    "photo damaged": ({"photo": "data:image/png;base64,@@@"}, "photo face.png arrived damaged"),
+    "no hole": ({"mask": _image_url(np.zeros((37, 45), np.uint8))}, "no hole is painted"),
+    "no mask": ({"mask": None}, "mask is missing; paint the hole"),
+    "mask of another size": ({"mask": _image_url(np.full((10, 20), 255, np.uint8))},
+                             "mask face_mask.png is 20x10 but its image is 45x37"),
+    "painted mask of another size": ({"mask": _image_url(np.full((10, 20), 255, np.uint8)),
+                                      "mask_name": editor.PAINTED}, "the painted mask is 20x10"),
+    "grey mask": ({"mask": _image_url(np.full((37, 45), 128, np.uint8))}, "Mask file 'face_mask.png' is not a binary mask"),
+    "no exemplar": ({"exemplar_a": None}, "exemplar is missing; upload an exemplar face"),
+    "exemplar not decodable": ({"exemplar_a": _junk(), "exemplar_a_name": "ex.jpg"}, "Cannot decode image 'ex.jpg'"),
+    "no exemplar B": ({"mix": True, "exemplar_b": None}, "exemplar B is missing"),
+    "slot outside": ({"mix": True, "slot_first": 3}, "first slot i must be from 4 to 5, got 3."),
+    "empty slot range": ({"mix": True, "slot_first": 5, "slot_last": 4}, "the slot range i..j = 5..4 is empty"),
+    "no samples": ({"samples": 0}, "number of samples must be from 1 to 8, got 0."),
+    "too many samples": ({"samples": "9"}, "number of samples must be from 1 to 8"),
+    "fractional samples": ({"samples": 2.5}, "number of samples must be a whole number"),
+    "truncation not a number": ({"truncation": "abc"}, "truncation must be a number from 0.0 to 1.0"),
+    "truncation above 1": ({"truncation": 1.5}, "truncation must be from 0.0 to 1.0, got 1.5."),
+    "negative seed": ({"seed": -1}, "seed must be from 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_every_bad_input_is_one_sentence_for_the_page(app, inputs, case):
+    _, _, payload = inputs
+    change, start = BAD[case]
+    r = app.post("/api/run", json={**payload, **change})
+    assert r.status_code == 400
+    message = r.json()["error"]
+    assert message.startswith(start), message
+    assert "\n" not in message and "Traceback" not in message and message.endswith((".", ")"))
+
+
+def test_uploads_above_the_cap_and_non_json_requests_are_refused(files, inputs):
+    _, _, payload = inputs
+    ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
+    small = TestClient(editor.create_app(ed, max_upload_mb=0.001))  # 1 KiB: the payload is larger
+    assert len(json.dumps(payload)) > 2 ** 10
+    r = small.post("/api/run", json=payload)
+    assert r.status_code == 413
+    assert r.json()["error"] == ("the upload is larger than the editor's limit of 0.001 MB (--max-upload-mb); "
+                                 "use smaller files.")
+    # A streamed body without Content-Length is counted as it arrives.
+    r = small.post("/api/run", content=iter([b"{" + b" " * 600, b" " * 600 + b"}"]))
+    assert r.status_code == 413
+    r = small.post("/api/info", content=b"{not json")
+    assert r.status_code == 400 and r.json()["error"] == "the request is not valid JSON; reload the page."
+
+
+def test_huge_photos_are_refused_before_decoding(files, h, tmp_path):
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    ed = editor.Editor(model, max_pixels=100)
+    h.write_rgb(tmp_path / "big.png", 11, 10, seed=0)
+    with pytest.raises(editor.EditorError, match=r"^photo big.png is 10x11 pixels, more than the editor's limit"):
+        ed.photo({"photo": data_url(tmp_path / "big.png"), "photo_name": "big.png"})
+
+
+def test_photo_handler_returns_what_the_model_reads(app, tmp_path):
+    # EXIF orientation 6 (rotate 90 degrees clockwise): stored 30x20, shown and read as 20x30.
+    a = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(tmp_path / "p.jpg", exif=exif.tobytes(), quality=95)
+    r = app.post("/api/photo", json={"photo": data_url(tmp_path / "p.jpg"), "photo_name": "p.jpg"}).json()
+    want = cli.read_rgb(str(tmp_path / "p.jpg"))
+    assert want.shape == (30, 20, 3) and (r["width"], r["height"]) == (20, 30)
+    assert np.array_equal(decode(r["photo"]), want)
+    # Transparent pixels are composited on white, as the command-line tools read them.
+    rgba = np.zeros((8, 9, 4), np.uint8)
+    rgba[:4] = (10, 20, 30, 255)
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    got = decode(app.post("/api/photo", json={"photo": data_url(tmp_path / "t.png")}).json()["photo"])
+    assert np.array_equal(got, cli.read_rgb(str(tmp_path / "t.png")))
+    assert (got[4:] == 255).all() and (got[:4] == (10, 20, 30)).all()
+
+
+def test_mask_handler_gives_the_paint_layer_of_an_uploaded_mask(app, inputs, tmp_path):
+    _, hole, payload = inputs
+    r = app.post("/api/mask", json={"mask": payload["mask"], "mask_name": "m.png", "width": 45, "height": 37})
+    layer = decode(r.json()["mask"])
+    assert layer.shape == (37, 45, 4) and r.json()["hole_pixels"] == hole.sum()
+    assert np.array_equal(layer[..., 3] == 255, hole) and (layer[hole] == 255).all() and (layer[~hole] == 0).all()
+    flipped = app.post("/api/mask", json={"mask": payload["mask"], "width": 45, "height": 37, "mask_hole": "black"})
+    assert np.array_equal(decode(flipped.json()["mask"])[..., 3] == 255, ~hole)
+    r = app.post("/api/mask", json={"mask": payload["mask"], "mask_name": "m.png", "width": 40, "height": 37})
+    assert r.status_code == 400 and r.json()["error"].startswith("mask m.png is 45x37 but its image is 40x37")
+
+
+def test_exemplar_preview_is_the_models_crop(app, inputs, tmp_path):
+    _, _, payload = inputs
+    r = app.post("/api/exemplar", json={"exemplar_b": payload["exemplar_b"], "slot": "b"}).json()
+    want = cli.to_uint8(cli.read_exemplar(str(tmp_path / "ex_b.png"), editor.PREVIEW))
+    assert np.array_equal(decode(r["preview"]), want)
+    r = app.post("/api/exemplar", json={"exemplar_a": _junk(), "exemplar_a_name": "x.gif"})
+    assert r.status_code == 400 and r.json()["error"].startswith("Cannot decode image 'x.gif'")
+
+
+def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp_path):
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    pts = np.array([[30.5, 40.0], [52.0, 38.5], [41.0, 52.0], [33.0, 62.0], [50.0, 61.5]])
+    found = []
+    ed = editor.Editor(model, align_size=48, detector=lambda rgb: found.append(rgb.shape) or [pts])
+    client = TestClient(editor.create_app(ed))
+    photo = h.write_rgb(tmp_path / "p.png", 90, 80, seed=5)
+    want, _ = align_faces.align(photo, pts, 48)
+    base = {"photo": data_url(tmp_path / "p.png"), "photo_name": "p.png"}
+    (tmp_path / "p.json").write_text(json.dumps({"p.png": pts.tolist()}))  # a name -> points map
+    (tmp_path / "p.txt").write_text(" ".join(f"{v:g}" for v in pts.ravel()))
+    for lm in ("p.json", "p.txt"):
+        r = client.post("/api/align", json={**base, "landmarks": data_url(tmp_path / lm), "landmarks_name": lm})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(decode(r.json()["photo"]), want) and r.json()["width"] == 48
+    assert found == []
+    r = client.post("/api/align", json=base)  # no landmark file: the detector's largest face
+    assert np.array_equal(decode(r.json()["photo"]), want) and found == [(90, 80, 3)]
+    (tmp_path / "bad.txt").write_text("1 2 3 4")
+    r = client.post("/api/align", json={**base, "landmarks": data_url(tmp_path / "bad.txt"), "landmarks_name": "bad.txt"})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("landmark file bad.txt holds 2 points; give 5 landmarks"), r.json()
+    ed._detector = lambda rgb: []
+    r = client.post("/api/align", json=base)
+    assert r.json()["error"].startswith("no face was found in p.png; upload a landmark file")
+
+
+def test_align_without_landmarks_or_detector_says_how_to_get_one(app, h, tmp_path):
+    try:
+        import facenet_pytorch  # noqa: F401
+        pytest.skip("facenet-pytorch is installed here, so the detector is used")
+    except ModuleNotFoundError:
+        pass
+    h.write_rgb(tmp_path / "p.png", 20, 20, seed=5)
+    r = app.post("/api/align", json={"photo": data_url(tmp_path / "p.png")})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("no landmark file was given and no face detector is installed")
+
+
+def test_page_needs_nothing_from_elsewhere(app):
+    r = app.get("/")
+    assert r.status_code == 200 and r.text.startswith("<!doctype html>")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "http" not in csp
+    page = r.text
+    assert "http:" not in page and "https:" not in page and "//" not in re.sub(r"(?m)^\s*//.*$|[^:]//.*", "", page)
+    assert re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page) == ["data:,"]  # only the empty favicon
+    assert "@import" not in page and "url(" not in page
+    assert "fetch(`/api/${name}`" in page  # the one place it sends anything: this server
+    info = app.post("/api/info", json={}).json()
+    assert info == {"size": 16, "slot_first": 4, "slot_last": 5, "max_samples": 8, "ckpt": "exe.pt"}
+
+
+def test_model_is_loaded_once_and_served_on_localhost(files, inputs, monkeypatch, capsys):
+    calls = []
+    real = cli.load_model
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    served = {}
+    import uvicorn
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
+    assert editor.main(["--ckpt", files["exe"], "--psp", files["psp"]]) == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 7860)
+    assert "http://127.0.0.1:7860" in capsys.readouterr().out
+    client = TestClient(served["app"])
+    _, _, payload = inputs
+    for seed in (0, 1):
+        assert client.post("/api/run", json={**payload, "seed": seed}).status_code == 200
+    assert len(calls) == 1
+
+
+def _bad_startup(argv, capsys):
+    assert cli.run(editor.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and err.rstrip().endswith("."), err
+    return err
+
+
+def test_a_checkpoint_that_fails_to_load_is_one_sentence_at_start_up(files, tmp_path, capsys):
+    err = _bad_startup(["--ckpt", str(tmp_path / "nope.pt"), "--psp", files["psp"]], capsys)
+    assert err.startswith(f"error: --ckpt {tmp_path / 'nope.pt'} does not exist")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    err = _bad_startup(["--ckpt", str(tmp_path / "junk.pt"), "--psp", files["psp"]], capsys)
+    assert "junk.pt" in err
+    err = _bad_startup(["--ckpt", files["psp"], "--psp", files["psp"]], capsys)  # a file of the wrong kind
+    assert files["psp"] in err
+    err = _bad_startup(["--ckpt", files["exe"]], capsys)
+    assert err.startswith("error: give --ckpt and --psp")
+
+
+def test_demo_serves_the_newest_demo_runs_export(files, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    err = _bad_startup(["--demo", str(runs)], capsys)
+    assert "run `make demo` first" in err
+    for name, export in (("00000-demo", True), ("00001-demo", True), ("00002-celebahq_256", True),
+                         ("00003-demo", False)):  # 00003: a run that has not exported yet
+        ck = runs / name / "checkpoints"
+        ck.mkdir(parents=True)
+        if export:
+            shutil.copy(files["exe"], ck / "export.pt")
+        shutil.copy(files["psp"], ck / "standin_psp.pt")
+    want = str(runs / "00001-demo" / "checkpoints" / "export.pt")
+    assert editor.demo_files(str(runs)) == (want, str(runs / "00001-demo" / "checkpoints" / "standin_psp.pt"))
+    ed = editor.load(editor.build_parser().parse_args(["--demo", str(runs)]))
+    assert ed.ckpt == want and ed.model.size == 16
