@@ -67,6 +67,25 @@ def save_standin_style_encoder(encoder, path: str) -> str:
     return path
 
 
+def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
+    """``pretrained.standin_encoder_steps > 0`` (demo only): train the stand-in style encoder to
+    predict the demo faces' recorded attributes (training/demo_encoder.py), seeded from
+    ``train.seed`` so that a resumed run trains the same one. Returns the training accuracies."""
+    import time
+
+    from .demo_encoder import load_labelled_faces, train_attribute_encoder
+
+    steps = cfg.pretrained.standin_encoder_steps
+    t0 = time.perf_counter()
+    images, labels = load_labelled_faces(cfg.data.demo_root, "train", cfg.model.size)
+    acc = train_attribute_encoder(encoder, images, labels, steps=steps,
+                                  seed=rng.derive_seed(cfg.train.seed, 0x5F))
+    log.info("stand-in style encoder trained for %d steps on the attributes of %d demo faces "
+             "(%.0f s); training accuracy: %s", steps, images.shape[0], time.perf_counter() - t0,
+             ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+    return acc
+
+
 def standin_identity(seed: int):
     from models.identity import IdentityNet
 
@@ -97,7 +116,9 @@ def check_files(cfg) -> None:
         needed.append(("pretrained.style_encoder", p.style_encoder, "psp_ffhq_encode.pt"))
         if L.lambda_id > 0:
             needed.append(("pretrained.identity", p.identity, "Arcface.pth"))
-        if L.lambda_lpips > 0 or (e.every > 0 and "lpips" in e.metrics):
+        # loss.allow_random_backbone: the LPIPS loss may run on a random VGG16 trunk (loudly).
+        if ((L.lambda_lpips > 0 and not (L.allow_random_backbone and not L.lpips_vgg_path))
+                or (e.every > 0 and "lpips" in e.metrics)):
             needed.append(("loss.lpips_vgg_path", L.lpips_vgg_path, "vgg16-397923af.pth"))
         if e.every > 0 and ("fid" in e.metrics or "ids" in e.metrics):
             needed.append(("pretrained.inception", p.inception, "pt_inception-2015-12-05-6726825d.pth"))
@@ -106,9 +127,16 @@ def check_files(cfg) -> None:
         if e.every > 0 or cfg.log.sample_every > 0:
             needed.append(("data.test", cfg.data.test, None))
     for key, path, released in needed:
-        ok = path and (os.path.isdir(path) if key.startswith("data.") else os.path.isfile(path))
+        if not path:
+            raise ConfigError(f"{key} is not set; point it at the released {released} (nothing is "
+                              f"downloaded at run time)"
+                              + (" or set loss.allow_random_backbone=true (tests / demo only)."
+                                 if key == "loss.lpips_vgg_path" and L.lambda_lpips > 0
+                                 and not (e.every > 0 and "lpips" in e.metrics) else "."))
+        ok = os.path.isdir(path) if key.startswith("data.") else os.path.isfile(path)
         if not ok:
-            what = f"put the released {released} there" if released else "point it at the image folder"
+            what = (f"put the released {released} there" if released
+                    else "point it at an image folder or an LMDB pack")
             raise ConfigError(f"{key} = {path!r} does not exist; {what} or fix the path "
                               f"(nothing is downloaded at run time).")
 
@@ -124,6 +152,8 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     if p.allow_random:
         seed = cfg.train.seed
         enc = standin_style_encoder(start, n, generator.n_latent, generator.style_dim, seed)
+        if p.standin_encoder_steps > 0:
+            train_standin_on_demo_faces(enc, cfg, log)
         ident = standin_identity(seed) if need_id else None
         lp = standin_lpips(seed, device) if need_lpips else None
         random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),

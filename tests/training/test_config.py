@@ -8,7 +8,7 @@ import yaml
 from training import cli
 from training.config import (Config, ConfigError, ema_decay, from_dict, lazy_ratio, load_config,
                              parse_override)
-from trainutil import REPO, write_yaml
+from trainutil import REPO, tiny_dict, write_yaml
 
 
 def test_defaults_are_the_papers():
@@ -102,13 +102,99 @@ def test_cli_reports_user_errors_without_traceback(capsys):
     assert cli.main(["--resume", "/nonexistent/run"]) == 2
 
 
-def test_missing_files_fail_before_a_run_directory_exists(tmp_path, capsys):
+def test_missing_files_fail_before_a_run_directory_exists(face_dirs, tmp_path, capsys):
     # The paper config reads checkpoints/*.pt, which a fresh clone does not have.
     out = tmp_path / "runs"
     rc = cli.main(["--config", os.path.join(REPO, "configs", "celebahq_256.yaml"), "--outdir", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "pretrained.style_encoder = 'checkpoints/psp_ffhq_encode.pt' does not exist" in err
-    rc = cli.main(["--config", os.path.join(REPO, "configs", "demo.yaml"), "--outdir", str(out),
-                   "--set", "data.kind=folder", "--set", "data.train=/nonexistent/train"])
+    cfg_path = write_yaml(tmp_path / "tiny.yaml", tiny_dict(face_dirs, out))
+    rc = cli.main(["--config", cfg_path, "--set", "data.train=/nonexistent/train"])
     assert rc == 2 and "data.train = '/nonexistent/train' does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+# -- issue 15: every numeric key range-checked in one place ------------------------------------
+
+@pytest.mark.parametrize("override, fragment", [
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.d_lr=0", "optim.d_lr must be > 0"),
+    ("optim.beta2=1", "optim.beta2 must be in [0, 1)"),
+    ("train.iters=-5", "train.iters must be >= 1"),
+    ("train.iters=0", "train.iters must be >= 1"),
+    ("train.ema_kimg=-1", "train.ema_kimg must be >= 0"),
+    ("eval.batch=0", "eval.batch must be >= 1"),
+    ("train.threads=-3", "train.threads must be >= 0"),
+    ("train.keep_last=0", "train.keep_last must be >= 1"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("model.channel_multiplier=0", "model.channel_multiplier must be > 0"),
+    ("loss.path_decay=.nan", "loss.path_decay must be in [0, 1]"),
+    ("exemplar.self_prob=1.5", "exemplar.self_prob must be in [0, 1]"),
+    ("dist.timeout_min=0", "dist.timeout_min must be >= 1"),
+    ("sketch.drop_prob=-0.1", "sketch.drop_prob must be in [0, 1]"),
+    ("model.exemplar_slots=[4, 0]", "model.exemplar_slots must be null or [start, n]"),
+])
+def test_out_of_range_values_are_one_sentence_naming_the_key_also_under_dry_run(override, fragment,
+                                                                                  tmp_path, capsys):
+    with pytest.raises(ConfigError) as e:
+        load_config(os.path.join(REPO, "configs", "demo.yaml"), [override])
+    assert str(e.value).startswith(fragment) and "\n" not in str(e.value)
+    out = tmp_path / "runs"
+    rc = cli.main(["--config", os.path.join(REPO, "configs", "demo.yaml"), "--set", override,
+                   "--outdir", str(out), "--dry-run"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err == f"error: {e.value}\n" and captured.out == ""
+    assert not out.exists()
+
+
+def test_every_numeric_key_of_the_schema_has_a_range():
+    from training.config import RANGES, _field_types
+
+    numeric = []
+    for section, tp in _field_types(Config).items():
+        if not hasattr(tp, "__dataclass_fields__"):
+            continue
+        for key, ktp in _field_types(tp).items():
+            if ktp in (int, float) or str(ktp) in ("typing.Optional[int]", "typing.Optional[float]"):
+                numeric.append(f"{section}.{key}")
+    missing = sorted(set(numeric) - set(RANGES))
+    assert not missing, f"add these numeric config keys to training.config.RANGES: {missing}"
+    assert not set(RANGES) - set(numeric)                 # no stale entries
+    load_config(os.path.join(REPO, "configs", "celebahq_256.yaml"))  # the defaults are in range
+
+
+def test_random_lpips_backbone_needs_no_vgg_file(face_dirs, tmp_path):
+    from training.pretrained import check_files
+
+    # Real style encoder / identity files are not needed for this check: allow_random covers them
+    # in tiny_dict; turn it off and give the loss its random trunk instead.
+    d = tiny_dict(face_dirs, tmp_path / "runs", pretrained={"allow_random": False, "style_encoder": __file__,
+                                                          "identity": __file__},
+                  loss={"allow_random_backbone": True, "lpips_vgg_path": None})
+    cfg = from_dict(d)
+    check_files(cfg)  # before the fix: "loss.lpips_vgg_path = None does not exist"
+    cfg.loss.allow_random_backbone = False
+    with pytest.raises(ConfigError, match=r"^loss\.lpips_vgg_path is not set; point it at the released "
+                                          r"vgg16-397923af\.pth .* or set loss\.allow_random_backbone=true"):
+        check_files(cfg)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["data.train=/data/mine_lmdb"], "data.train = '/data/mine_lmdb' is not read when data.kind is demo"),
+    (["data.test=/data/test"], "data.test = '/data/test' is not read when data.kind is demo"),
+    (["eval.mask_dir=/masks"], "eval.mask_dir = '/masks' is only read by the irregular and paired"),
+    (["eval.exemplar_folder=/ex"], "eval.exemplar_folder = '/ex' is only read when eval.exemplar is folder"),
+])
+def test_a_setting_the_chosen_mode_ignores_is_an_error(overrides, fragment):
+    # demo.yaml trains on the built-in faces: before the fix data.train was silently not read.
+    with pytest.raises(ConfigError) as e:
+        load_config(os.path.join(REPO, "configs", "demo.yaml"), overrides)
+    assert str(e.value).startswith(fragment)
+
+
+def test_demo_keys_with_folder_data_are_an_error(face_dirs, tmp_path):
+    d = tiny_dict(face_dirs, tmp_path / "runs", data={"demo_train": 64})
+    with pytest.raises(ConfigError, match=r"^data\.demo_train = 64 is only read when data\.kind is demo"):
+        load_config(write_yaml(tmp_path / "c.yaml", d))
+    # The demo config's own data.test (the demo test folder, for test.py --config) is consistent.
+    assert load_config(os.path.join(REPO, "configs", "demo.yaml")).data.test == "data/demo_faces/test"
