@@ -67,25 +67,6 @@ def save_standin_style_encoder(encoder, path: str) -> str:
     return path
 
 
-def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
-    """``pretrained.standin_encoder_steps > 0`` (demo only): train the stand-in style encoder to
-    predict the demo faces' recorded attributes (training/demo_encoder.py), seeded from
-    ``train.seed`` so that a resumed run trains the same one. Returns the training accuracies."""
-    import time
-
-    from .demo_encoder import load_labelled_faces, train_attribute_encoder
-
-    steps = cfg.pretrained.standin_encoder_steps
-    t0 = time.perf_counter()
-    images, labels = load_labelled_faces(cfg.data.demo_root, "train", cfg.model.size)
-    acc = train_attribute_encoder(encoder, images, labels, steps=steps,
-                                  seed=rng.derive_seed(cfg.train.seed, 0x5F))
-    log.info("stand-in style encoder trained for %d steps on the attributes of %d demo faces "
-             "(%.0f s); training accuracy: %s", steps, images.shape[0], time.perf_counter() - t0,
-             ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
-    return acc
-
-
 def standin_identity(seed: int):
     from models.identity import IdentityNet
 
@@ -152,8 +133,6 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     if p.allow_random:
         seed = cfg.train.seed
         enc = standin_style_encoder(start, n, generator.n_latent, generator.style_dim, seed)
-        if p.standin_encoder_steps > 0:
-            train_standin_on_demo_faces(enc, cfg, log)
         ident = standin_identity(seed) if need_id else None
         lp = standin_lpips(seed, device) if need_lpips else None
         random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
