@@ -8,13 +8,16 @@ Public API (shared contract, see the team brief / docs/ops.md):
   ``FusedLeakyReLU(channel, bias=True, negative_slope=0.2, scale=2 ** 0.5)``
 * ``conv2d_gradfix.conv2d`` / ``conv_transpose2d`` / ``no_weight_gradients()``
 * ``set_impl('auto'|'cuda'|'ref')`` / ``get_impl()``, environment variable ``EXEGAN_OPS``
+* ``set_upfirdn2d_kernel('default'|'tiled')`` / ``get_upfirdn2d_kernel()``, environment variable
+  ``EXEGAN_UPFIRDN2D_KERNEL`` (which compiled upfirdn2d kernel CUDA tensors use)
 
 CPU tensors always run the pure-PyTorch reference. CUDA tensors run compiled kernels (built
 lazily by ``op._loader`` on the first CUDA call) unless the reference is selected. Importing this
 package never compiles anything.
 """
 from . import conv2d_gradfix
-from ._impl import ENV_VAR, OpImplError, get_impl, set_impl
+from ._impl import (ENV_VAR, KERNEL_ENV_VAR, OpImplError, get_impl, get_upfirdn2d_kernel,
+                    set_impl, set_upfirdn2d_kernel)
 from .fused_act import FusedLeakyReLU, fused_bias_act, fused_bias_act_ref, fused_leaky_relu
 from .upfirdn2d import upfirdn2d, upfirdn2d_naive, upfirdn2d_ref
 
@@ -22,4 +25,5 @@ __all__ = [
     'upfirdn2d', 'upfirdn2d_ref', 'upfirdn2d_naive',
     'fused_bias_act', 'fused_bias_act_ref', 'fused_leaky_relu', 'FusedLeakyReLU',
     'conv2d_gradfix', 'set_impl', 'get_impl', 'ENV_VAR', 'OpImplError',
+    'set_upfirdn2d_kernel', 'get_upfirdn2d_kernel', 'KERNEL_ENV_VAR',
 ]

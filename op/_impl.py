@@ -10,6 +10,14 @@ code. For CUDA tensors:
 * ``auto`` — the compiled kernels when they build, else the reference path with one warning.
 
 Nothing here compiles at import: the extension is built on the first CUDA call that needs it.
+
+Which upfirdn2d kernel the compiled path uses is a second, independent choice:
+:func:`set_upfirdn2d_kernel` or the environment variable ``EXEGAN_UPFIRDN2D_KERNEL``:
+
+* ``default`` — the general kernel (one thread per output sample), verified on GPUs;
+* ``tiled``   — the tiled shared-memory kernel (``op/csrc/upfirdn2d_tiled.h``) for the cases the
+  networks use (4x4 kernel; up 2, down 2 or plain filtering), the general one for the rest.
+  Opt-in until it has passed the CUDA tests on a GPU (``scripts/gpu_check.sh``).
 """
 import os
 import warnings
@@ -17,7 +25,11 @@ import warnings
 ENV_VAR = 'EXEGAN_OPS'
 VALID_IMPLS = ('auto', 'cuda', 'ref')
 
+KERNEL_ENV_VAR = 'EXEGAN_UPFIRDN2D_KERNEL'
+VALID_KERNELS = ('default', 'tiled')
+
 _override = None  # set by set_impl(); None means "read the environment variable"
+_kernel_override = None  # set by set_upfirdn2d_kernel(); None: the environment variable
 _warned = []      # non-empty once a build failure was reported in auto mode
 
 
@@ -43,6 +55,27 @@ def get_impl():
         raise OpImplError(f"environment variable {ENV_VAR}={impl!r} is not one of "
                           f"{', '.join(VALID_IMPLS)}; set it to one of those or unset it.")
     return impl
+
+
+def set_upfirdn2d_kernel(kernel):
+    """Select the compiled upfirdn2d kernel: 'default' | 'tiled' (None = the env variable)."""
+    global _kernel_override
+    if kernel is not None and kernel not in VALID_KERNELS:
+        raise OpImplError(f"upfirdn2d kernel {kernel!r} is not one of {', '.join(VALID_KERNELS)}; "
+                          f"pass one of those to op.set_upfirdn2d_kernel().")
+    _kernel_override = kernel
+
+
+def get_upfirdn2d_kernel():
+    """The upfirdn2d kernel selected: set_upfirdn2d_kernel's value, else
+    $EXEGAN_UPFIRDN2D_KERNEL, else 'default'."""
+    if _kernel_override is not None:
+        return _kernel_override
+    kernel = os.environ.get(KERNEL_ENV_VAR, 'default').strip().lower() or 'default'
+    if kernel not in VALID_KERNELS:
+        raise OpImplError(f"environment variable {KERNEL_ENV_VAR}={kernel!r} is not one of "
+                          f"{', '.join(VALID_KERNELS)}; set it to one of those or unset it.")
+    return kernel
 
 
 def cuda_extension(*tensors):

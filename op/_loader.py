@@ -36,7 +36,7 @@ CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
 EXTENSION = 'ops'
 SOURCES = {EXTENSION: ('ops.cpp', 'fused_bias_act_kernel.cu', 'upfirdn2d_kernel.cu')}
 # Headers the sources include: part of the cache key, not compiled on their own.
-HEADERS = ('common.h', 'fused_bias_act.h', 'upfirdn2d.h')
+HEADERS = ('common.h', 'fused_bias_act.h', 'upfirdn2d.h', 'upfirdn2d_tiled.h')
 # No -O3: nvcc optimises device code by default, and the host code is argument checks; the
 # flag only makes the build (run by CI on every change) slower.
 EXTRA_CFLAGS = ()

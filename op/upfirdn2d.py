@@ -21,7 +21,9 @@ Three formulations live here:
   as an independent cross-check and as the baseline of ``scripts/benchmark_ops.py``.
 * the CUDA kernel (``op/csrc/upfirdn2d_kernel.cu``), wrapped in :class:`_UpFirDn2dCuda`, whose
   backward is again upfirdn2d (flipped kernel, up and down swapped, adjusted pads), so gradients
-  of any order reuse the same kernel.
+  of any order reuse the same kernel. With ``op.set_upfirdn2d_kernel('tiled')`` (or
+  ``EXEGAN_UPFIRDN2D_KERNEL=tiled``) the tiled shared-memory kernel runs instead where it is
+  specialised (``op/csrc/upfirdn2d_tiled.h``), for forward and every derivative alike.
 """
 import torch
 import torch.nn.functional as F
@@ -89,7 +91,30 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     ext = None if kernel.requires_grad else _impl.cuda_extension(input)
     if ext is None:
         return _ref(input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
+    if _impl.get_upfirdn2d_kernel() == 'tiled':
+        ext = tiled(ext)
     return upfirdn2d_ext(ext, input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
+
+
+class _Tiled:
+    """An extension module seen through its tiled kernel: ``.upfirdn2d`` is the module's
+    ``upfirdn2d_tiled`` (same arguments), so the autograd wiring below runs forward, gradient
+    and gradient of gradient through it unchanged."""
+
+    def __init__(self, ext):
+        self.ext = ext
+        self.upfirdn2d = ext.upfirdn2d_tiled
+
+
+_tiled_views = {}
+
+
+def tiled(ext):
+    """``ext`` with its tiled upfirdn2d kernel in place of the general one (cached per module)."""
+    view = _tiled_views.get(id(ext))
+    if view is None or view.ext is not ext:
+        view = _tiled_views[id(ext)] = _Tiled(ext)
+    return view
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@
 //   Per axis: insert up - 1 zeros after every sample, pad by pad0 / pad1 (negative crops),
 //   convolve with the kernel (true convolution, "valid" region), keep every down-th sample.
 //   Its gradient is the same op with transposed parameters (op/upfirdn2d.py).
+//   upfirdn2d_tiled: the same op through the tiled kernel (upfirdn2d_tiled.h) where it is
+//   specialised, else the general one; opt-in, selected in op/_impl.py.
 //
 // CPU tensors run the same per-element functions (fused_bias_act.h, upfirdn2d.h) in a serial
 // loop: a check of the kernels' math on machines without a GPU, not a fast path (the public
@@ -29,6 +31,11 @@
 
 #include "fused_bias_act.h"
 #include "upfirdn2d.h"
+#include "upfirdn2d_tiled.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
 
 void fused_bias_act_launch(const at::TensorBase& out, const at::TensorBase& x,
                            const at::TensorBase& b, const at::TensorBase& ref,
@@ -36,6 +43,9 @@ void fused_bias_act_launch(const at::TensorBase& out, const at::TensorBase& x,
 
 void upfirdn2d_launch(const at::TensorBase& out, const at::TensorBase& x,
                       const at::TensorBase& kernel, const UpFirDn2dParams& p);
+
+void upfirdn2d_tiled_launch(const at::TensorBase& out, const at::TensorBase& x,
+                            const at::TensorBase& kernel, const UpFirDn2dParams& p, int tiled_case);
 
 static void check_like(const at::Tensor& t, const at::Tensor& x, const char* what) {
   TORCH_CHECK(t.device() == x.device(), what, " must be on the same device as x");
@@ -91,9 +101,12 @@ static at::Tensor fused_bias_act(const at::Tensor& x, const at::Tensor& b, const
   return out;
 }
 
-static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
-                            int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
-                            int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
+// Checks the arguments of upfirdn2d, fills p and allocates the output; the inputs come back
+// contiguous in xc / kc.
+static at::Tensor upfirdn2d_prepare(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
+                                    int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
+                                    int64_t pad_x1, int64_t pad_y0, int64_t pad_y1,
+                                    at::Tensor& xc, at::Tensor& kc, UpFirDn2dParams& p) {
   TORCH_CHECK(x.is_cuda() || x.is_cpu(), "upfirdn2d: x must be a CUDA (or CPU) tensor");
   TORCH_CHECK(x.dim() == 3, "upfirdn2d: x must be [N, H, W]");
   TORCH_CHECK(kernel.dim() == 2, "upfirdn2d: kernel must be [kh, kw]");
@@ -104,9 +117,8 @@ static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64
   const int64_t padded_w = x.size(2) * up_x + pad_x0 + pad_x1;
   TORCH_CHECK(padded_h >= kernel.size(0) && padded_w >= kernel.size(1),
               "upfirdn2d: the padded input is smaller than the kernel");
-  const at::Tensor xc = x.contiguous();
-  const at::Tensor kc = kernel.contiguous();
-  UpFirDn2dParams p;
+  xc = x.contiguous();
+  kc = kernel.contiguous();
   p.up_x = static_cast<int>(up_x);
   p.up_y = static_cast<int>(up_y);
   p.down_x = static_cast<int>(down_x);
@@ -121,12 +133,12 @@ static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64
   p.out_w = static_cast<int>((padded_w - p.kernel_w) / down_x + 1);
   at::Tensor out = at::empty({xc.size(0), p.out_h, p.out_w}, xc.options());
   p.total = out.numel();
-  if (p.total == 0) return out;
-  if (xc.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
-    upfirdn2d_launch(out, xc, kc, p);
-    return out;
-  }
+  return out;
+}
+
+// The general kernel's math in a host loop (CPU tensors: a check, not a user path).
+static void upfirdn2d_host(const at::Tensor& out, const at::Tensor& xc, const at::Tensor& kc,
+                           const UpFirDn2dParams& p) {
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "upfirdn2d", [&] {
     using acc_t = at::acc_type<scalar_t, true>;  // the device's accumulate type
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
@@ -136,7 +148,107 @@ static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64
       op[idx] = static_cast<scalar_t>(upfirdn2d_sample<scalar_t, acc_t>(xp, kp, p, idx));
     }
   });
+}
+
+static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
+                            int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
+                            int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
+  at::Tensor xc, kc;
+  UpFirDn2dParams p;
+  at::Tensor out = upfirdn2d_prepare(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1,
+                                     pad_y0, pad_y1, xc, kc, p);
+  if (p.total == 0) return out;
+  if (xc.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    upfirdn2d_launch(out, xc, kc, p);
+    return out;
+  }
+  upfirdn2d_host(out, xc, kc, p);
   return out;
+}
+
+// The tiled kernel for the specialised cases (upfirdn2d_tiled.h), the general one otherwise.
+// For CPU tensors the whole grid is emulated: blocks one after another, and within a block the
+// load phase for every thread id, then (after the barrier) the compute phase for every thread
+// id. Shared memory is filled with NaN before each block and the output before the first, so a
+// read of an entry no thread staged, or an output no thread wrote, shows up in the result.
+static at::Tensor upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
+                                  int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
+                                  int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
+  at::Tensor xc, kc;
+  UpFirDn2dParams p;
+  at::Tensor out = upfirdn2d_prepare(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1,
+                                     pad_y0, pad_y1, xc, kc, p);
+  if (p.total == 0) return out;
+  const int tiled_case = upfirdn2d_tiled_case(p);
+  if (xc.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    if (tiled_case < 0) {
+      upfirdn2d_launch(out, xc, kc, p);
+    } else {
+      upfirdn2d_tiled_launch(out, xc, kc, p, tiled_case);
+    }
+    return out;
+  }
+  if (tiled_case < 0) {
+    upfirdn2d_host(out, xc, kc, p);
+    return out;
+  }
+  upfirdn2d_tiled_dispatch(tiled_case, [&](auto tile) {
+    using Tile = decltype(tile);
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "upfirdn2d_tiled", [&] {
+      using acc_t = at::acc_type<scalar_t, true>;
+      const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
+      const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+      const scalar_t* kp = kc.const_data_ptr<scalar_t>();
+      scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      std::fill(op, op + p.total, nan);
+      std::vector<scalar_t> smem(Tile::smem_elems);
+      const int threads = kUpFirDn2dTiledThreads;
+      const int64_t num_tiles = Tile::num_tiles(p);
+      for (int64_t block = 0; block < num_tiles; ++block) {
+        std::fill(smem.begin(), smem.end(), nan);
+        for (int tid = 0; tid < threads; ++tid) {
+          Tile::load(xp, kp, p, block, tid, threads, smem.data());
+        }
+        for (int tid = 0; tid < threads; ++tid) {  // after __syncthreads()
+          Tile::template compute<scalar_t, acc_t>(op, p, block, tid, threads, smem.data());
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// (case, tile_h, tile_w, in_h, in_w, number of blocks) of the tiled kernel for these parameters;
+// case -1 means the general kernel runs. For tests and docs.
+static std::vector<int64_t> upfirdn2d_tiled_plan(int64_t n, int64_t in_h, int64_t in_w,
+                                                 int64_t kh, int64_t kw, int64_t up_x,
+                                                 int64_t up_y, int64_t down_x, int64_t down_y,
+                                                 int64_t pad_x0, int64_t pad_x1, int64_t pad_y0,
+                                                 int64_t pad_y1) {
+  UpFirDn2dParams p{};
+  p.up_x = static_cast<int>(up_x);
+  p.up_y = static_cast<int>(up_y);
+  p.down_x = static_cast<int>(down_x);
+  p.down_y = static_cast<int>(down_y);
+  p.pad_x0 = static_cast<int>(pad_x0);
+  p.pad_y0 = static_cast<int>(pad_y0);
+  p.in_h = static_cast<int>(in_h);
+  p.in_w = static_cast<int>(in_w);
+  p.kernel_h = static_cast<int>(kh);
+  p.kernel_w = static_cast<int>(kw);
+  p.out_h = static_cast<int>((in_h * up_y + pad_y0 + pad_y1 - kh) / down_y + 1);
+  p.out_w = static_cast<int>((in_w * up_x + pad_x0 + pad_x1 - kw) / down_x + 1);
+  p.total = n * p.out_h * p.out_w;
+  const int tiled_case = upfirdn2d_tiled_case(p);
+  if (tiled_case < 0) return {-1, 0, 0, 0, 0, 0};
+  std::vector<int64_t> plan;
+  upfirdn2d_tiled_dispatch(tiled_case, [&](auto tile) {
+    using Tile = decltype(tile);
+    plan = {tiled_case, Tile::tile_h, Tile::tile_w, Tile::in_h, Tile::in_w, Tile::num_tiles(p)};
+  });
+  return plan;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -144,4 +256,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fused_bias_act", &fused_bias_act,
         "bias + activation * gain (grad=0), or gradient * slope(ref) * gain (grad=1)");
   m.def("upfirdn2d", &upfirdn2d, "upsample, pad, FIR-filter, downsample (x [N, H, W])");
+  m.def("upfirdn2d_tiled", &upfirdn2d_tiled,
+        "upfirdn2d through the tiled kernel where specialised (same arguments as upfirdn2d)");
+  m.def("upfirdn2d_tiled_plan", &upfirdn2d_tiled_plan,
+        "(case, tile_h, tile_w, in_h, in_w, blocks) of the tiled kernel; case -1 = general kernel");
 }

@@ -41,6 +41,8 @@ def emulated_ext():
 
 @pytest.fixture(autouse=True)
 def _reset_impl():
-    """Tests that call op.set_impl must not leak the choice into other tests."""
+    """Tests that call op.set_impl / op.set_upfirdn2d_kernel must not leak the choice into other
+    tests."""
     yield
     op.set_impl(None)
+    op.set_upfirdn2d_kernel(None)

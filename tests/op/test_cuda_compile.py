@@ -139,3 +139,130 @@ def test_a_broken_source_gives_one_clear_error_with_the_log(tmp_path):
     assert 'deliberately broken source' in logs[0].read_text()
     # Nothing loadable was published, so a later run rebuilds instead of loading garbage.
     assert not [p for p in root.iterdir() if p.is_dir() and not p.name.endswith('.failed')]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiled upfirdn2d kernel: its whole grid emulated on the CPU (ops.cpp, upfirdn2d_tiled)
+# ---------------------------------------------------------------------------------------------
+
+K4 = torch.tensor([1.0, 3, 3, 1])[:, None] * torch.tensor([1.0, 3, 3, 1])[None, :] / 64
+# The specialised cases, each with the networks' pads first, then pads that crop, pad past the
+# kernel (outputs made of padding alone) or differ per side. Input sizes are odd and span
+# several tiles with partial tiles at both edges (tiles are 32 x 32 outputs).
+TILED_CASES = [
+    ('blur', 1, 1, (41, 67), [(1, 1, 1, 1), (2, 2, 2, 2), (0, 0, 0, 0), (-1, 2, 3, -2), (5, 4, 6, 3)]),
+    ('up2', 2, 1, (21, 35), [(2, 1, 2, 1), (1, 1, 1, 1), (-3, 2, 0, -1), (4, 5, 6, 3)]),
+    ('down2', 1, 2, (75, 133), [(1, 1, 1, 1), (2, 2, 2, 2), (-2, 1, 0, -3), (5, 6, 3, 4)]),
+]
+
+
+def _three_orders(fn, x, seed):
+    """Output, gradient and gradient of an R1-like penalty on the gradient (all float64)."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.detach().requires_grad_()
+    y = fn(x)
+    gy = torch.randn(y.shape, dtype=y.dtype, generator=g).requires_grad_()
+    (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
+    penalty = (gx ** 2).sum() + (gx * x).sum()
+    ggx, ggy = torch.autograd.grad(penalty, [x, gy])
+    return [t.detach() for t in (y, gx, ggx, ggy)]
+
+
+def test_tiled_plan_covers_the_networks_cases_and_their_adjoints(built):
+    from op.upfirdn2d import adjoint_params
+    module = built[1]
+    for name, up, down, (h, w), pads in TILED_CASES:
+        for pad in pads:
+            case, th, tw, ih, iw, blocks = module.upfirdn2d_tiled_plan(
+                3, h, w, 4, 4, up, up, down, down, *pad)
+            assert case == ('blur', 'up2', 'down2').index(name) and (th, tw) == (32, 32)
+            out_h = (h * up + pad[2] + pad[3] - 4) // down + 1
+            out_w = (w * up + pad[0] + pad[1] - 4) // down + 1
+            assert blocks == 3 * -(-out_h // 32) * -(-out_w // 32) and blocks > 3
+            # The gradient (and so the gradient of the gradient) is a specialised case too.
+            adj = adjoint_params(h, w, 4, 4, up, up, down, down, *pad)
+            assert module.upfirdn2d_tiled_plan(3, out_h, out_w, 4, 4, *adj)[0] >= 0
+    # Anything else takes the general kernel.
+    for kh, kw, ux, uy, dx, dy in [(3, 3, 1, 1, 1, 1), (1, 4, 2, 1, 1, 1), (4, 4, 2, 1, 1, 1),
+                                   (4, 4, 4, 4, 1, 1), (4, 4, 2, 2, 2, 2), (4, 4, 1, 1, 1, 2)]:
+        assert module.upfirdn2d_tiled_plan(1, 9, 9, kh, kw, ux, uy, dx, dy, 2, 2, 2, 2)[0] == -1
+
+
+@pytest.mark.parametrize('name,up,down,hw,pads', TILED_CASES, ids=[c[0] for c in TILED_CASES])
+def test_tiled_kernel_emulated_grid_equals_general_kernel_and_reference(built, name, up, down,
+                                                                        hw, pads):
+    """Forward, gradient and gradient of gradient through the tiled kernel's grid, block by
+    block: bit for bit the general kernel's values (same taps in the same order), and the
+    reference's in float64. NaN-filled shared memory and output (ops.cpp) make an unstaged halo
+    sample or an unwritten output fail the comparison."""
+    from op.upfirdn2d import tiled
+    module = built[1]
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 3, *hw, dtype=torch.float64, generator=g)
+    k = torch.randn(4, 4, dtype=torch.float64, generator=g)
+    for pad in pads:
+        args = ((up, up), (down, down), pad)
+        want = _three_orders(lambda x: upfirdn2d_ref(x, k, *args), x, 8)
+        general = _three_orders(
+            lambda x: upfirdn2d_ext(module, x, k, up, up, down, down, *pad), x, 8)
+        tiles = _three_orders(
+            lambda x: upfirdn2d_ext(tiled(module), x, k, up, up, down, down, *pad), x, 8)
+        for t, gen, ref in zip(tiles, general, want):
+            assert torch.equal(t, gen), (name, pad)
+            torch.testing.assert_close(t, ref, rtol=1e-12, atol=1e-12)
+        # float32 with the networks' kernel: bit for bit the general kernel, also when the
+        # input holds infinities (an exact zero product from a padding sample changes nothing).
+        kf = K4 * (4 if up == 2 else 1)
+        xf = x.float().clone()
+        xf[0, 1, 3, 5] = float('inf')
+        got = upfirdn2d_ext(tiled(module), xf, kf, up, up, down, down, *pad)
+        assert torch.equal(got, upfirdn2d_ext(module, xf, kf, up, up, down, down, *pad))
+        assert torch.isfinite(got[:, ::2]).all()  # only the plane with the infinity has one
+
+
+def test_tiled_kernel_leaves_other_cases_to_the_general_kernel(built):
+    from op.upfirdn2d import tiled
+    module = built[1]
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 2, 11, 13, dtype=torch.float64, generator=g)
+    for kshape, up, down in [((3, 3), 1, 1), ((4,), 2, 1), ((4, 4), (2, 1), 1), ((4, 4), 4, 1)]:
+        k = torch.randn(*kshape, dtype=torch.float64, generator=g)
+        params = (*_xy(up), *_xy(down), 2, 1, 2, 1)
+        assert torch.equal(upfirdn2d_ext(tiled(module), x, k, *params),
+                           upfirdn2d_ext(module, x, k, *params))
+
+
+def test_networks_with_the_tiled_kernel_equal_todays(built, monkeypatch):
+    """G (encoder, up-convs, ToRGB skips) and D (down-blocks) forward and backward with every op
+    through the compiled extension's host code: the tiled kernel's outputs equal the general
+    kernel's bit for bit (so well within the 1e-6 relative the networks allow)."""
+    import op
+    from op import _impl
+    from models.discriminator import Discriminator
+    from models.generator import Generator
+    module = built[1]
+    monkeypatch.setattr(_impl, 'cuda_extension', lambda *t: module)  # CPU tensors -> extension
+    torch.manual_seed(0)
+    G = Generator(32, style_dim=16, n_mlp=2, channel_multiplier=0.0625, channel_max=16).eval()
+    D = Discriminator(32, channel_multiplier=0.0625, channel_max=16)
+    gin = torch.randn(2, 4, 32, 32)
+    codes = torch.randn(2, G.n_exemplar, 16)
+    z = torch.randn(2, 16)
+
+    def run():
+        x = gin.clone().requires_grad_()
+        img = G(x, codes, [z], randomize_noise=False)
+        score = D(img)
+        (gx,) = torch.autograd.grad(score.sum(), x)
+        return img.detach(), score.detach(), gx
+
+    results = {}
+    for kernel in ('default', 'tiled'):
+        op.set_upfirdn2d_kernel(kernel)
+        results[kernel] = run()
+    op.set_upfirdn2d_kernel(None)
+    monkeypatch.undo()
+    reference = run()  # CPU tensors: the PyTorch reference path
+    for a, b, r in zip(results['tiled'], results['default'], reference):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)

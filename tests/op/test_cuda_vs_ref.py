@@ -26,14 +26,22 @@ def _force_cuda():
     op.set_impl('cuda')
     yield
     op.set_impl(None)
+    op.set_upfirdn2d_kernel(None)
 
 
-def _grads_of_order_two(fn, inputs, seed):
-    """Output, first gradients and the gradients of an R1-like penalty on them."""
+# Both compiled upfirdn2d kernels: the general one (default) and the opt-in tiled one.
+KERNELS = ('default', 'tiled')
+
+
+def _grads_of_order_two(fn, inputs, seed, noise_dtype=None):
+    """Output, first gradients and the gradients of an R1-like penalty on them. The incoming
+    gradient is drawn in ``noise_dtype`` (default: the output's), so that a float64 run can use
+    exactly the values of a float32 one."""
     g = torch.Generator().manual_seed(seed)
     inputs = [t.detach().requires_grad_() for t in inputs]
     y = fn(*inputs)
-    gy = torch.randn(y.shape, dtype=y.dtype, generator=g).to(y.device).requires_grad_()
+    gy = torch.randn(y.shape, dtype=noise_dtype or y.dtype, generator=g)
+    gy = gy.to(device=y.device, dtype=y.dtype).requires_grad_()
     grads = torch.autograd.grad(y, inputs, gy, create_graph=True)
     penalty = sum((gr ** 2).sum() for gr in grads) + (grads[0] * inputs[0]).sum()
     second = torch.autograd.grad(penalty, inputs + [gy], allow_unused=True)
@@ -45,9 +53,28 @@ def _assert_all_close(got, want, **tol):
         torch.testing.assert_close(a.detach().cpu(), b.detach().cpu(), **tol)
 
 
+def _assert_float32_close_to_float64(got, want64, taps):
+    """float32 results against the float64 reference of the same inputs.
+
+    A sum of ``taps`` float32 products carries a rounding error of up to about
+    taps * eps * sum |terms|, whatever the summation order (the reference's two 1-D passes and the
+    kernel's single 2-D pass round differently). The gradient of the gradient chains two such
+    sums, hence the factor 2. The bound scales with the tensor's magnitude (largest |value|), so
+    outputs of size 20 get 20 times the slack of outputs of size 1, and is never looser than
+    that: a wrong tap or index is off by the size of a term, orders of magnitude more.
+    """
+    eps = torch.finfo(torch.float32).eps
+    for a, b in zip(got, want64):
+        a, b = a.detach().cpu().double(), b.detach().cpu()
+        rel = 2 * taps * eps
+        torch.testing.assert_close(a, b, rtol=rel, atol=rel * max(b.abs().max().item(), 1.0))
+
+
 @pytest.mark.parametrize('up,down,pad,kshape', UPFIRDN_CASES)
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-def test_upfirdn2d_forward_grad_gradgrad(up, down, pad, kshape, dtype):
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_upfirdn2d_forward_grad_gradgrad(up, down, pad, kshape, dtype, kernel):
+    op.set_upfirdn2d_kernel(kernel)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 9, 8, dtype=dtype, generator=g)
     k = torch.randn(*kshape, dtype=dtype, generator=g)
@@ -55,10 +82,21 @@ def test_upfirdn2d_forward_grad_gradgrad(up, down, pad, kshape, dtype):
         upfirdn2d_ref(x, k, up, down, pad)
     except ValueError:
         pytest.skip('empty output for this combination')
-    want = _grads_of_order_two(lambda x: upfirdn2d_ref(x, k, up, down, pad), [x], 1)
     got = _grads_of_order_two(lambda x: op.upfirdn2d(x, k.cuda(), up, down, pad), [x.cuda()], 1)
-    tol = {} if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    _assert_all_close(got, want, **tol)
+    if dtype == torch.float64:
+        want = _grads_of_order_two(lambda x: upfirdn2d_ref(x, k, up, down, pad), [x], 1)
+        _assert_all_close(got, want, rtol=1e-10, atol=1e-10)
+        return
+    # float32: both the kernel and the float32 reference are compared with a float64
+    # reference on the very same values; a fixed absolute tolerance would not scale with the
+    # outputs' magnitude or the number of taps (separable kernels round after each 1-D pass).
+    k64 = k.double()
+    want64 = _grads_of_order_two(lambda x: upfirdn2d_ref(x, k64, up, down, pad), [x.double()], 1,
+                                 noise_dtype=torch.float32)
+    taps = k.numel() ** 2 if k.ndim == 1 else k.numel()
+    _assert_float32_close_to_float64(got, want64, taps)
+    want32 = _grads_of_order_two(lambda x: upfirdn2d_ref(x, k, up, down, pad), [x], 1)
+    _assert_float32_close_to_float64(want32, want64, taps)  # the bound holds for the reference
 
 
 def test_upfirdn2d_gradcheck_on_gpu():
@@ -70,7 +108,9 @@ def test_upfirdn2d_gradcheck_on_gpu():
     assert gradgradcheck(fn, (x,))
 
 
-def test_upfirdn2d_network_shapes_noncontiguous_and_half():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_upfirdn2d_network_shapes_noncontiguous_and_half(kernel):
+    op.set_upfirdn2d_kernel(kernel)
     g = torch.Generator().manual_seed(3)
     k1 = torch.tensor([1.0, 3, 3, 1])
     k = (k1[:, None] * k1[None, :]) / 64
@@ -82,6 +122,28 @@ def test_upfirdn2d_network_shapes_noncontiguous_and_half():
         torch.testing.assert_close(op.upfirdn2d(xc, kk.cuda(), **args).cpu(), want)
         torch.testing.assert_close(op.upfirdn2d(xc.half(), kk.cuda(), **args).float().cpu(),
                                    want, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+def test_tiled_kernel_equals_default_on_network_shapes(dtype):
+    """The tiled kernel against the general one on the networks' cases and sizes (forward,
+    gradient, gradient of gradient), multi-tile planes with partial tiles. Same taps in the same
+    order, so equal up to the compiler's fused multiply-adds: within 1e-6 relative."""
+    g = torch.Generator().manual_seed(11)
+    k1 = torch.tensor([1.0, 3, 3, 1])
+    k = ((k1[:, None] * k1[None, :]) / 64).to(dtype)
+    x = torch.randn(4, 8, 67, 45, generator=g).to(dtype)
+    for args in (dict(up=2, pad=(2, 1)), dict(pad=(1, 1)), dict(pad=(2, 2)),
+                 dict(down=2, pad=(1, 1)), dict(up=2, pad=(-1, 3)), dict(down=2, pad=(0, -1))):
+        kk = (k * 4 if args.get('up') else k).cuda()
+        results = []
+        for kernel in KERNELS:
+            op.set_upfirdn2d_kernel(kernel)
+            results.append(_grads_of_order_two(lambda x: op.upfirdn2d(x, kk, **args),
+                                               [x.cuda()], 12))
+        for a, b in zip(*results):
+            tol = 1e-6 if dtype != torch.bfloat16 else 1e-2
+            torch.testing.assert_close(a.float().cpu(), b.float().cpu(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize('act,gain', [('lrelu', None), ('lrelu', 0.7), ('linear', None),

@@ -3,6 +3,7 @@ compiler: dispatch, fallback warning, failure caching, cache key, build environm
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
@@ -35,6 +36,34 @@ def test_set_impl_and_env_var(monkeypatch):
     monkeypatch.setenv(_impl.ENV_VAR, 'gpu')
     with pytest.raises(op.OpImplError, match='EXEGAN_OPS'):
         op.get_impl()
+
+
+def test_upfirdn2d_kernel_switch_and_env_var(monkeypatch, emulated_ext):
+    monkeypatch.delenv(_impl.KERNEL_ENV_VAR, raising=False)
+    assert op.get_upfirdn2d_kernel() == 'default'  # the tiled kernel is opt-in
+    monkeypatch.setenv(_impl.KERNEL_ENV_VAR, ' Tiled ')
+    assert op.get_upfirdn2d_kernel() == 'tiled'
+    op.set_upfirdn2d_kernel('default')
+    assert op.get_upfirdn2d_kernel() == 'default'
+    op.set_upfirdn2d_kernel(None)
+    assert op.get_upfirdn2d_kernel() == 'tiled'
+    with pytest.raises(op.OpImplError, match='not one of'):
+        op.set_upfirdn2d_kernel('fast')
+    monkeypatch.setenv(_impl.KERNEL_ENV_VAR, 'smem')
+    with pytest.raises(op.OpImplError, match='EXEGAN_UPFIRDN2D_KERNEL'):
+        op.get_upfirdn2d_kernel()
+    # The switch picks which function of the extension runs, forward and backward.
+    calls = []
+    ext = types.SimpleNamespace(
+        upfirdn2d=lambda *a: calls.append('general') or emulated_ext.upfirdn2d(*a),
+        upfirdn2d_tiled=lambda *a: calls.append('tiled') or emulated_ext.upfirdn2d(*a))
+    monkeypatch.setattr(_impl, 'cuda_extension', lambda *t: ext)
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    for kernel in ('tiled', 'default'):
+        calls.clear()
+        op.set_upfirdn2d_kernel(kernel)
+        op.upfirdn2d(x, torch.ones(4, 4), up=2, pad=(2, 1)).sum().backward()
+        assert calls == [{'tiled': 'tiled', 'default': 'general'}[kernel]] * 2
 
 
 def test_cpu_tensors_always_take_the_reference(monkeypatch):
