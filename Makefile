@@ -1,16 +1,18 @@
-# Two commands: `make demo` and `make test`. Each one creates or refreshes the local
-# virtual environment from requirements.txt when needed, then runs.
+# Three commands: `make demo`, `make test` and `make editor` (after `make demo`: the interactive
+# editor on the demo model). Each one creates or refreshes the local virtual environment from
+# requirements.txt and requirements-editor.txt when needed, then runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements.stamp
+REQS   := requirements.txt requirements-editor.txt
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test editor venv clean-venv
 
-# Rebuilt only when requirements.txt changed (or the venv is missing): fast when nothing did.
-$(STAMP): requirements.txt
+# Rebuilt only when a requirements file changed (or the venv is missing): fast when nothing did.
+$(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS))
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -20,6 +22,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# The newest `make demo` run in the browser editor; EDITOR_ARGS="--port 8000" etc. are passed on.
+editor: $(STAMP)
+	$(PY) scripts/editor.py --demo $(EDITOR_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,126 @@
+"""scripts/editor.py end to end in a real headless Chromium (Debian's `chromium`, driven by
+Playwright): upload a photo, paint a stroke, upload an exemplar, complete, and check the downloads
+(the photo's size, known pixels bit for bit, the painted region changed); a bad input shows the
+page's message; every request goes to the editor itself. A screenshot is kept in the test's temp
+dir (its path is printed; `pytest -s` shows it)."""
+import base64
+import io
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts import editor
+
+CHROMIUM = os.environ.get("EXEGAN_CHROMIUM", "/usr/bin/chromium")
+HOW = ("install it with `apt-get install -y chromium` (as .ci/run does) and `pip install playwright` "
+       "(requirements-editor.txt), or point EXEGAN_CHROMIUM at a Chromium binary")
+
+sync_api = pytest.importorskip("playwright.sync_api", reason=f"Playwright is not installed; {HOW}")
+uvicorn = pytest.importorskip("uvicorn")
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"no Chromium at {CHROMIUM}; {HOW}", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    """The editor on a tiny checkpoint, served by uvicorn on a free port of 127.0.0.1."""
+    ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(editor.create_app(ed), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the editor did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def png_of(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_paint_complete_download_in_chromium(server, tmp_path):
+    from skimage import data
+    photo = np.ascontiguousarray(data.astronaut()[10:310, 110:350])  # 240x300 (w x h): not square
+    H, W = photo.shape[:2]
+    Image.fromarray(photo).save(tmp_path / "astronaut.png")
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[:, ::-1])).save(tmp_path / "exemplar.jpg", quality=92)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    shot = tmp_path / "editor.png"
+
+    requests = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(server, wait_until="networkidle")
+            page.wait_for_selector("body[data-ready]")
+            assert "16x16 model" in page.inner_text("#model")
+
+            # Completing before a hole is painted is refused in the page.
+            page.set_input_files("#photo-file", str(tmp_path / "astronaut.png"))
+            page.wait_for_selector("#stage[data-ready]")
+            page.click("#run")
+            page.wait_for_selector("#message:not([hidden])")
+            assert page.inner_text("#message").startswith("no hole is painted: paint over the part")
+
+            # A horizontal stroke across the middle of the photo, 30 % .. 70 % of its width.
+            box = page.locator("#paint").bounding_box()
+            y = box["y"] + box["height"] * 0.5
+            page.mouse.move(box["x"] + box["width"] * 0.3, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=8)
+            page.mouse.up()
+            page.click("#run")  # ... and before there is an exemplar
+            page.wait_for_function("document.getElementById('message').textContent.startsWith('exemplar')")
+            assert page.inner_text("#message").startswith("exemplar is missing; upload an exemplar face")
+
+            page.set_input_files("#exemplar-a-file", str(tmp_path / "exemplar.jpg"))
+            page.wait_for_selector("#exemplar-a-preview[src]")
+            page.fill("#samples", "2")
+            page.click("#run")
+            page.wait_for_selector("#results a.download >> nth=2")
+            assert page.is_hidden("#message")
+            links = page.eval_on_selector_all("#results a.download", "els => els.map(a => [a.download, a.href])")
+            page.screenshot(path=str(shot), full_page=True)
+
+            # A photo the editor cannot decode: the page says so in one sentence.
+            page.set_input_files("#photo-file", str(tmp_path / "broken.png"))
+            page.wait_for_selector("#message:not([hidden])")
+            message = page.inner_text("#message")
+        finally:
+            browser.close()
+    print(f"\nscreenshot: {shot}")
+
+    assert [name for name, _ in links] == ["astronaut_sample0.png", "astronaut_sample1.png", "astronaut_mask.png"]
+    hole = png_of(links[2][1]) > 127
+    assert hole.shape == (H, W)
+    # The stroke is where it was painted: its middle is a hole, the corners are not.
+    assert hole[H // 2, W // 2] and hole[H // 2, int(W * 0.35)] and hole[H // 2, int(W * 0.65)]
+    assert not hole[:H // 4].any() and not hole[-H // 4:].any()
+    results = [png_of(url) for _, url in links[:2]]
+    for res in results:
+        assert res.shape == photo.shape                           # the photo's own size
+        assert np.array_equal(res[~hole], photo[~hole])           # known pixels, bit for bit
+        assert (res[hole] != photo[hole]).mean() > 0.5            # the painted region changed
+    assert not np.array_equal(results[0][hole], results[1][hole])
+
+    assert message.startswith("Cannot decode image 'broken.png'"), message
+    assert requests and all(u.startswith(server + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
+    assert shot.stat().st_size > 10_000
