@@ -123,11 +123,11 @@ class OptimConfig:
 class TrainConfig:
     """The loop."""
     # Per-process batch: each GPU (process) draws `batch` images; the global batch is
-    # batch * world_size.
-    batch: int = 4
+    # batch * world_size. 2 is the authors' per-GPU batch.
+    batch: int = 2
     iters: int = 800000                 # total iterations (optimizer steps of G)
     seed: int = 0
-    mixing: float = 0.9                 # style-mixing probability for the z noise
+    mixing: float = 0.5                 # style-mixing probability for the z noise (the authors')
     # EMA of G: decay per step = 0.5 ** (ema_batch / (ema_kimg * 1000)). The defaults give
     # exactly 0.5 ** (32 / 10000) per step as in the authors' code, whatever the batch.
     ema_kimg: float = 10.0

@@ -20,7 +20,8 @@ def test_defaults_are_the_papers():
     assert (L.lambda_id, L.lambda_lpips, L.lambda_attr, L.lambda_adv) == (0.1, 0.5, 0.1, 1.0)
     assert c.exemplar.self_prob == 0.2 and c.exemplar.per_sample is False
     assert c.mask.per_sample is True
-    assert c.train.mixing == 0.9 and c.train.diffaug is False and c.train.amp == "off"
+    assert c.train.mixing == 0.5 and c.train.batch == 2  # the authors' train.py defaults
+    assert c.train.diffaug is False and c.train.amp == "off"
     assert ema_decay(c) == 0.5 ** (32 / 10000)
     assert lazy_ratio(16) == 16 / 17 and lazy_ratio(4) == 4 / 5
 
