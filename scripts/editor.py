@@ -380,6 +380,35 @@ def demo_files(runs: str) -> tuple:
     return found[-1]
 
 
+def check_port(host: str, port: int) -> None:
+    """One sentence instead of uvicorn's log lines when the address cannot be listened on."""
+    import socket
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, OverflowError) as e:
+        raise cli.CLIError(f"--host {host} --port {port} is not an address to listen on ({e}); the default is "
+                           f"--host 127.0.0.1 --port {DEFAULT_PORT}.") from None
+    with socket.socket(family, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise cli.CLIError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port, or stop "
+                               f"what is using it.") from None
+
+
+def demo_faces(ckpt: str) -> Optional[str]:
+    """The demo's test faces (``data.demo_root`` of the run's config.yaml + /test), if they exist."""
+    import yaml
+    try:
+        with open(os.path.join(os.path.dirname(os.path.dirname(ckpt)), "config.yaml"), encoding="utf-8") as f:
+            root = str(yaml.safe_load(f)["data"]["demo_root"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    path = os.path.join(root if os.path.isabs(root) else os.path.join(cli.ROOT, root), "test")
+    return os.path.relpath(path) if os.path.isdir(path) else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", help="EXE-GAN checkpoint (ours, export.pt, or the released EXE_GAN_model_256.pt)")
@@ -416,6 +445,7 @@ def load(args) -> Editor:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     editor = load(args)
+    check_port(args.host, args.port)
     app = create_app(editor, args.max_upload_mb)
     import uvicorn
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -424,6 +454,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: --host {args.host} makes the editor reachable from other machines; it has no login.",
               flush=True)
+    if args.demo:
+        faces = demo_faces(args.ckpt)
+        if faces:
+            print(f"demo faces to try (a photo and another face as the exemplar): {faces}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -266,8 +266,9 @@ def test_model_is_loaded_once_and_served_on_localhost(files, inputs, monkeypatch
     served = {}
     import uvicorn
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
+    monkeypatch.setattr(editor, "check_port", lambda host, port: served.update(checked=(host, port)))
     assert editor.main(["--ckpt", files["exe"], "--psp", files["psp"]]) == 0
-    assert (served["host"], served["port"]) == ("127.0.0.1", 7860)
+    assert (served["host"], served["port"]) == served["checked"] == ("127.0.0.1", 7860)
     assert "http://127.0.0.1:7860" in capsys.readouterr().out
     client = TestClient(served["app"])
     _, _, payload = inputs
@@ -310,3 +311,20 @@ def test_demo_serves_the_newest_demo_runs_export(files, tmp_path, capsys):
     assert editor.demo_files(str(runs)) == (want, str(runs / "00001-demo" / "checkpoints" / "standin_psp.pt"))
     ed = editor.load(editor.build_parser().parse_args(["--demo", str(runs)]))
     assert ed.ckpt == want and ed.model.size == 16
+    assert editor.demo_faces(want) is None  # no config.yaml in this run
+    (runs / "00001-demo" / "config.yaml").write_text(f"data:\n  demo_root: {tmp_path / 'faces'}\n")
+    (tmp_path / "faces" / "test").mkdir(parents=True)
+    assert editor.demo_faces(want) == os.path.relpath(tmp_path / "faces" / "test")
+
+
+def test_a_port_in_use_is_one_sentence_at_start_up(files, capsys, monkeypatch):
+    import socket
+
+    import uvicorn
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("served on a port in use"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        err = _bad_startup(["--ckpt", files["exe"], "--psp", files["psp"], "--port", str(port)], capsys)
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (") and "pass another --port" in err

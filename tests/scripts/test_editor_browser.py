@@ -80,13 +80,19 @@ def test_paint_complete_download_in_chromium(server, tmp_path):
             page.wait_for_selector("#message:not([hidden])")
             assert page.inner_text("#message").startswith("no hole is painted: paint over the part")
 
-            # A horizontal stroke across the middle of the photo, 30 % .. 70 % of its width.
             box = page.locator("#paint").bounding_box()
-            y = box["y"] + box["height"] * 0.5
-            page.mouse.move(box["x"] + box["width"] * 0.3, y)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=8)
-            page.mouse.up()
+
+            def drag(x0, y0, x1, y1):  # fractions of the photo's width / height
+                page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y1, steps=8)
+                page.mouse.up()
+
+            drag(0.3, 0.5, 0.7, 0.5)     # brush: a horizontal stroke across the middle
+            page.check("#tool-eraser")
+            drag(0.5, 0.4, 0.5, 0.6)     # eraser: cut it in two at the centre
+            page.check("#tool-rect")
+            drag(0.1, 0.1, 0.25, 0.2)    # rectangle: top left
             page.click("#run")  # ... and before there is an exemplar
             page.wait_for_function("document.getElementById('message').textContent.startsWith('exemplar')")
             assert page.inner_text("#message").startswith("exemplar is missing; upload an exemplar face")
@@ -98,6 +104,15 @@ def test_paint_complete_download_in_chromium(server, tmp_path):
             page.wait_for_selector("#results a.download >> nth=2")
             assert page.is_hidden("#message")
             links = page.eval_on_selector_all("#results a.download", "els => els.map(a => [a.download, a.href])")
+
+            # Style mixing: exemplar B gives slot 5 (i = j = 5).
+            page.check("#mix")
+            page.set_input_files("#exemplar-b-file", str(tmp_path / "astronaut.png"))
+            page.wait_for_selector("#exemplar-b-preview[src]")
+            page.fill("#slot-first", "5")
+            page.click("#run")
+            page.wait_for_selector("#results a.download[download='astronaut_mix_5-5_sample1.png']")
+            mixed = page.eval_on_selector_all("#results a.download", "els => els.map(a => [a.download, a.href])")
             page.screenshot(path=str(shot), full_page=True)
 
             # A photo the editor cannot decode: the page says so in one sentence.
@@ -111,15 +126,20 @@ def test_paint_complete_download_in_chromium(server, tmp_path):
     assert [name for name, _ in links] == ["astronaut_sample0.png", "astronaut_sample1.png", "astronaut_mask.png"]
     hole = png_of(links[2][1]) > 127
     assert hole.shape == (H, W)
-    # The stroke is where it was painted: its middle is a hole, the corners are not.
-    assert hole[H // 2, W // 2] and hole[H // 2, int(W * 0.35)] and hole[H // 2, int(W * 0.65)]
-    assert not hole[:H // 4].any() and not hole[-H // 4:].any()
-    results = [png_of(url) for _, url in links[:2]]
+    # Each tool acted where it was used: the stroke's two halves, the erased cut, the rectangle.
+    assert hole[H // 2, int(W * 0.35)] and hole[H // 2, int(W * 0.65)] and not hole[H // 2, W // 2]
+    assert hole[int(H * 0.12):int(H * 0.18), int(W * 0.12):int(W * 0.23)].all()
+    assert not hole[:int(H * 0.08)].any() and not hole[int(H * 0.6):].any() and not hole[:int(H * 0.4), W // 2:].any()
+    assert 0.03 < hole.mean() < 0.15
+    results = [png_of(url) for _, url in links[:2]] + [png_of(url) for _, url in mixed[:2]]
     for res in results:
         assert res.shape == photo.shape                           # the photo's own size
         assert np.array_equal(res[~hole], photo[~hole])           # known pixels, bit for bit
         assert (res[hole] != photo[hole]).mean() > 0.5            # the painted region changed
     assert not np.array_equal(results[0][hole], results[1][hole])
+    assert [name for name, _ in mixed] == ["astronaut_mix_5-5_sample0.png", "astronaut_mix_5-5_sample1.png",
+                                           "astronaut_mask.png"]
+    assert not np.array_equal(results[2], results[0])  # exemplar B's slot 5 changed sample 0
 
     assert message.startswith("Cannot decode image 'broken.png'"), message
     assert requests and all(u.startswith(server + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
