@@ -68,3 +68,26 @@ def test_with_the_real_identity_net_loaded_from_a_file(tmp_path):
     values = loss(x, y, reduction='none')
     assert torch.allclose(values, 1 - (net(x) * net(y)).sum(1), atol=1e-6)
     assert torch.all(values >= 0) and torch.all(values <= 2)
+
+
+@pytest.mark.parametrize('S', [64, 256])
+def test_equals_the_authors_formula_with_the_loaded_file(tmp_path, S):
+    """The authors' identity loss, written out: F.interpolate(x, size=112, mode='bilinear')
+    (align_corners=False), the backbone, L2 normalisation, mean over the batch of 1 - cos."""
+    from models.identity import IdentityNet, load_identity_net
+    torch.manual_seed(3)
+    backbone = IdentityNet('resnet101', resnet_layers=(1, 1, 1, 1), feature_dim=32).backbone
+    path = tmp_path / 'Arcface.pth'
+    torch.save(backbone.state_dict(), path)
+    loss = IdentityLoss(load_identity_net(str(path), kind='resnet101'))
+    x, y = _pair(5, B=3, S=S)
+
+    def feats(img, align_corners=False):
+        f = backbone(F.interpolate(img, size=112, mode='bilinear', align_corners=align_corners))
+        return f / f.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        theirs = (1 - (feats(x) * feats(y)).sum(1)).mean()
+        other = (1 - (feats(x, True) * feats(y, True)).sum(1)).mean()
+        ours = loss(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+    assert (other - theirs).abs() > 100 * (ours - theirs).abs().clamp_min(1e-8)  # tells them apart
