@@ -155,8 +155,8 @@ class LPIPSLoss(nn.Module):
     ``pred`` and ``target`` are [B, 3, H, W] in [-1, 1]; ``weight_map`` (normally ``M_w``,
     [B, 1, H, W]) only changes the gradient reaching ``pred``. Returns the batch mean, the batch
     sum with ``reduction='sum'`` (what the authors' generator loss adds on self-exemplar
-    batches), or [B] with ``reduction='none'``. The LPIPS network stays frozen and in eval mode even when a parent
-    module calls ``.train()`` (its heads contain dropout layers).
+    batches), or [B] with ``reduction='none'``. The LPIPS network stays frozen and in eval mode
+    even when a parent module calls ``.train()`` (its heads contain dropout layers).
     """
 
     def __init__(self, lpips_module):
