@@ -328,3 +328,18 @@ def test_a_port_in_use_is_one_sentence_at_start_up(files, capsys, monkeypatch):
         port = s.getsockname()[1]
         err = _bad_startup(["--ckpt", files["exe"], "--psp", files["psp"], "--port", str(port)], capsys)
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (") and "pass another --port" in err
+
+
+def test_a_bug_is_one_sentence_in_the_page_and_a_traceback_on_the_terminal(app, inputs, monkeypatch, capfd):
+    _, _, payload = inputs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch deep inside")
+    monkeypatch.setattr(inpaint, "inpaint_one", broken)
+    r = app.post("/api/run", json=payload)
+    assert r.status_code == 500
+    assert r.json()["error"] == ("internal error (RuntimeError); the terminal running the editor shows the "
+                                 "details.")
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "shape mismatch deep inside" in err
+    assert app.post("/api/info", json={}).status_code == 200  # still serving
