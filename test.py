@@ -1,4 +1,4 @@
-"""Evaluate EXE-GAN (Lu et al., Neurocomputing 2025): the paper's protocol, section 4 / DESIGN 6.
+"""Evaluate EXE-GAN (Lu et al., Neurocomputing 2025): the paper's protocol, section 4.
 
     python test.py --ckpt checkpoints/EXE_GAN_model_256.pt --psp checkpoints/psp_ffhq_encode.pt \\
         --data data/celebahq/test --n-images 2000 --masks center --exemplars reverse --repeats 3
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "the protocol with reverse exemplars")
     pr.add_argument("--truncation", type=float, default=1.0, help="truncation psi")
     pr.add_argument("--metrics", nargs="+", metavar="M",
-                    help="subset of fid ids lpips psnr ssim l1 (default: all)")
+                    help="any of fid ids lpips psnr ssim l1 (the paper's columns, the default) "
+                         "ssim_gauss11 l1_mean (other common definitions)")
     pr.add_argument("--fid-resize", choices=("pytorch_fid", "tf1"), default="pytorch_fid",
                     help="Inception input resize convention")
     r = p.add_argument_group("run")
@@ -188,7 +189,7 @@ def resolve(args, argv=None):
     n_images, at_most = args.n_images, False
     if n_images is None and ev is not None and getattr(ev, "n_images", None) is not None:
         n_images, at_most = int(ev.n_images), True
-    from metrics.evaluator import ALL_METRICS
+    from metrics.evaluator import DEFAULT_METRICS
     return TestSettings(
         ckpt=args.ckpt, data=data, psp=files["psp"], inception=files["inception"],
         lpips_vgg=files["lpips_vgg"], allow_random_pretrained=allow_random,
@@ -198,7 +199,7 @@ def resolve(args, argv=None):
         n_images=n_images, n_images_at_most=at_most,
         batch=args.batch if args.batch is not None else int(from_eval("batch", 16)),
         device=args.device, truncation=args.truncation,
-        metrics=list(args.metrics) if args.metrics else list(ALL_METRICS),
+        metrics=list(args.metrics) if args.metrics else list(DEFAULT_METRICS),
         fid_resize=args.fid_resize, which=args.which, out=args.out,
         save_images=args.save_images, progress=not args.no_progress, config=args.config,
         compile=args.compile,

@@ -1,6 +1,5 @@
 """In-memory evaluation of completed images: the one code path shared by ``test.py`` and the
-periodic evaluation inside the training loop (DESIGN section 6; STYLE: "the same code in the
-loop and in test.py").
+periodic evaluation inside the training loop, so their numbers are computed by the same code.
 
 Usage::
 
@@ -30,15 +29,40 @@ import torch
 
 from .fid import fid_against_stats, fid_from_features
 from .ids import compute_ids
-from .image_metrics import l1, lpips_distance, psnr, quantize_8bit, ssim
+from .image_metrics import (SSIM_WIN_PAPER, l1, l1_mean, lpips_distance, psnr, quantize_8bit,
+                            ssim, ssim_gauss11, ssim_window)
 
-__all__ = ["Evaluator", "ALL_METRICS", "aggregate_repeats", "format_mean_std",
-           "EvaluatorError"]
+__all__ = ["Evaluator", "ALL_METRICS", "DEFAULT_METRICS", "EXTRA_METRICS", "aggregate_repeats",
+           "format_mean_std", "EvaluatorError", "STD_DDOF", "METRIC_DEFINITIONS"]
 
 log = logging.getLogger(__name__)
 
-ALL_METRICS = ("fid", "ids", "lpips", "psnr", "ssim", "l1")
-_PIXEL_METRICS = {"psnr": psnr, "ssim": ssim, "l1": l1}
+#: The paper's columns (``ssim`` and ``l1`` as the authors compute them); the default list.
+DEFAULT_METRICS = ("fid", "ids", "lpips", "psnr", "ssim", "l1")
+#: Other common definitions, on request only (not the paper's numbers).
+EXTRA_METRICS = ("ssim_gauss11", "l1_mean")
+ALL_METRICS = DEFAULT_METRICS + EXTRA_METRICS
+_PIXEL_METRICS = {"psnr": psnr, "ssim": ssim, "l1": l1, "ssim_gauss11": ssim_gauss11,
+                  "l1_mean": l1_mean}
+#: Spread over repeats: population standard deviation (``np.std`` default), as the authors report.
+STD_DDOF = 0
+
+#: One line per metric, stored with every result (docs/evaluation.md has the full table).
+METRIC_DEFINITIONS = {
+    "psnr": "10 log10(1 / MSE) on [0, 1] (= data range 255 on 8-bit values), per image, "
+            "averaged over images",
+    "ssim": "skimage.metrics.structural_similarity(gt_u8, out_u8, channel_axis=-1, win_size=51, "
+            "data_range=255): uniform 51x51 window, sample covariances, K1 0.01, K2 0.03, "
+            "mean over the valid region and channels; per image, averaged over images",
+    "l1": "sum|gt - out| / sum(gt + out) over all pixels and channels (8-bit values), per "
+          "image, averaged over images",
+    "ssim_gauss11": "Gaussian window 11x11 sigma 1.5, population covariances, data range 1, "
+                    "valid region; per image, averaged",
+    "l1_mean": "mean |gt - out| on [0, 1] over all pixels and channels; per image, averaged",
+    "lpips": "LPIPS v0.1 VGG on [-1, 1]; per image, averaged",
+    "fid": "Frechet distance of 2048-d Inception pool features, covariances with N-1",
+    "ids": "U-IDS / P-IDS: linear SVM on the same features (CoModGAN)",
+}
 
 
 class EvaluatorError(ValueError):
@@ -66,7 +90,8 @@ class Evaluator:
         inception: a loaded ``FIDInceptionV3`` (needed for "fid" and "ids").
         lpips: a loaded ``lpips.LPIPS`` (needed for "lpips"), e.g. from
             ``losses.perceptual.load_lpips``.
-        metrics: any of ``ALL_METRICS``; "ids" yields both ``u_ids`` and ``p_ids``.
+        metrics: any of ``ALL_METRICS`` (default: ``DEFAULT_METRICS``, the paper's columns);
+            "ids" yields both ``u_ids`` and ``p_ids``.
         device: where the networks run (inputs are moved there).
         fid_reference: optional ``(mu, sigma)`` of a real image set (e.g. from the
             ``ReferenceStatsCache``); FID is then measured against it instead of against the
@@ -78,7 +103,7 @@ class Evaluator:
 
     def __init__(self, inception: Optional[torch.nn.Module] = None,
                  lpips: Optional[torch.nn.Module] = None,
-                 metrics: Iterable[str] = ALL_METRICS, device="cpu", *,
+                 metrics: Iterable[str] = DEFAULT_METRICS, device="cpu", *,
                  fid_reference: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                  quantize: bool = True, feature_batch: int = 32):
         self.metrics = tuple(dict.fromkeys(metrics))
@@ -102,6 +127,7 @@ class Evaluator:
         self.fid_reference = fid_reference
         self.quantize = quantize
         self.feature_batch = int(feature_batch)
+        self.ssim_windows = set()  # window sides the paper SSIM used (51 unless images < 51 px)
         self.reset()
 
     # ---------------------------------------------------------------------------------------
@@ -166,6 +192,13 @@ class Evaluator:
                 raise EvaluatorError(f"got {len(labels)} bucket labels for {b} images")
 
         fake, gt = self._prepare(completed), self._prepare(real)
+        if "ssim" in self._scores:
+            win = ssim_window(*fake.shape[-2:])
+            if win != SSIM_WIN_PAPER and win not in self.ssim_windows:
+                log.warning("SSIM: %dx%d images cannot hold the paper's 51x51 window; using "
+                            "%dx%d (not comparable with the paper's SSIM).",
+                            fake.shape[-2], fake.shape[-1], win, win)
+            self.ssim_windows.add(win)
         with torch.no_grad():
             for name, fn in _PIXEL_METRICS.items():
                 if name in self._scores:
@@ -283,12 +316,14 @@ class Evaluator:
             else "ground truth of the evaluated images",
             "lpips": "lpips 0.1.4, vgg, v0.1" if self.lpips is not None else None,
             "lpips_vgg_sha256": getattr(self.lpips, "weights_sha256", None),
-            "pixel_range": "[0,1] for psnr/ssim/l1; [-1,1] for lpips",
-            "ssim": "gaussian 11x11 sigma=1.5, K1=0.01, K2=0.03, per channel, valid region",
+            "pixel_range": "8-bit values for ssim (0-255) and l1 (scale-free ratio); [0,1] for "
+                           "psnr, ssim_gauss11 and l1_mean; [-1,1] for lpips",
+            "definitions": {m: METRIC_DEFINITIONS[m] for m in self.metrics},
+            "ssim_window": sorted(self.ssim_windows) if "ssim" in self.metrics else None,
         }
 
     @classmethod
-    def from_files(cls, metrics: Iterable[str] = ALL_METRICS, device="cpu", *,
+    def from_files(cls, metrics: Iterable[str] = DEFAULT_METRICS, device="cpu", *,
                    inception_path: Optional[str] = None, lpips_vgg_path: Optional[str] = None,
                    allow_random: bool = False, resize: str = "pytorch_fid",
                    inception_config_key: str = "pretrained.inception", **kwargs) -> "Evaluator":
@@ -327,8 +362,9 @@ def aggregate_repeats(results: Sequence[Mapping]) -> dict:
 
     ``results`` are dicts as returned by ``compute()`` (or nested ones, e.g. per bucket).
     Each numeric key becomes ``{"mean", "std", "n", "values"}`` over the repeats that have it;
-    ``std`` is the sample standard deviation (ddof = 1), 0.0 for a single repeat. Nested
-    dicts are aggregated recursively; non-numeric values are skipped.
+    ``std`` is the population standard deviation (``np.std`` with ddof = ``STD_DDOF`` = 0, as the
+    authors report it), 0.0 for a single repeat. Nested dicts are aggregated recursively;
+    non-numeric values are skipped.
     """
     if not results:
         raise ValueError("aggregate_repeats needs at least one result")
@@ -341,11 +377,8 @@ def aggregate_repeats(results: Sequence[Mapping]) -> dict:
         elif all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
                  for v in vals):
             arr = np.asarray(vals, dtype=np.float64)
-            if len(arr) > 1:
-                with np.errstate(invalid="ignore"):
-                    std = float(np.std(arr, ddof=1))
-            else:
-                std = 0.0
+            with np.errstate(invalid="ignore"):
+                std = float(np.std(arr, ddof=STD_DDOF))
             out[k] = {"mean": float(np.mean(arr)), "std": std, "n": int(len(arr)),
                       "values": [float(v) for v in arr]}
     return out

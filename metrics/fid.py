@@ -1,6 +1,6 @@
 """Fréchet Inception Distance: feature statistics, the distance, and a reference-stats cache.
 
-FID (Heusel et al. 2017), as reported in the paper's tables (DESIGN section 6), is the
+FID (Heusel et al. 2017), as reported in the paper's tables, is the
 Fréchet distance between two Gaussians fitted to Inception pool features:
 
     FID = |mu_1 - mu_2|^2 + tr(S_1) + tr(S_2) - 2 tr((S_1 S_2)^(1/2))

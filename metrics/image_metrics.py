@@ -1,24 +1,40 @@
 """Per-image reconstruction metrics between completed and ground-truth images: PSNR, SSIM, L1,
-LPIPS (the paper's Table 1-3 columns besides FID and U-IDS/P-IDS, DESIGN section 6).
+LPIPS (the paper's Table 1-3 columns besides FID and U-IDS/P-IDS).
 
 Inputs are our images: float [B, 3, H, W] in [-1, 1]. Every function returns one value per
 image, a float64 tensor [B], so callers can average, group by mask bucket, or repeat.
 
-Data ranges (stated once, used everywhere):
+The paper's columns (``ssim``, ``l1``) follow the authors' evaluation code exactly:
 
-* PSNR, SSIM and L1 are computed on images mapped to [0, 1] (``(x + 1) / 2``, clamped), i.e.
-  data range 1. On 8-bit images this is the same PSNR/SSIM as with data range 255.
-* PSNR = 10 log10(1 / MSE), MSE over all pixels and channels of one image; identical images
-  give +inf.
-* SSIM is the standard Gaussian-window definition (Wang et al. 2004): 11x11 window,
-  sigma = 1.5, K1 = 0.01, K2 = 0.03, population (biased) local variances, mean of the SSIM
-  map over the valid region (no padding: the 5-pixel border is left out), computed per
-  channel and averaged over channels. This equals scikit-image's
+* ``ssim``: scikit-image's ``structural_similarity(gt_u8, out_u8, channel_axis=-1,
+  win_size=51, data_range=255)`` with its other defaults — a 51x51 **uniform** window,
+  K1 = 0.01, K2 = 0.03, sample (N-1) local (co)variances, mean of the SSIM map over the region
+  the window fits in (a 25-pixel border is left out), per channel, averaged over channels.
+  Computed here with separable box filters on 0-255 values (equal to the scikit-image call to
+  ~1e-12, tested), so it also runs on the GPU. DEVIATION: images smaller than 51 px (the demo's
+  32 px) cannot hold the window, where scikit-image raises; the window shrinks to the largest
+  odd size that fits (:func:`ssim_window`), which callers record and warn about.
+* ``l1``: the authors' "mae", per image ``sum|gt - out| / sum(gt + out)`` over all pixels and
+  channels. The ratio does not depend on the scale (0-255 or 0-1 give the same number) but on
+  the origin (black = 0): it is computed on [0, 1], never on [-1, 1]. Two all-black images
+  (0 / 0) give 0 (DEVIATION: numpy gives NaN there).
+
+Kept for comparison with other papers, under their own names:
+
+* ``ssim_gauss11``: the Wang et al. 2004 Gaussian-window SSIM most libraries report: 11x11
+  window, sigma = 1.5, population local variances, data range 1 on [0, 1]; equals scikit-image's
   ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=1, channel_axis=...)``. Images must be at least 11x11.
-* L1 = mean absolute difference on [0, 1] (whole image, all channels). On [-1, 1] it would
-  be exactly twice as large.
+* ``l1_mean``: mean absolute difference on [0, 1] (on [-1, 1] it would be twice as large).
+
+Further definitions:
+
+* PSNR = 10 log10(1 / MSE) on [0, 1], MSE over all pixels and channels of one image; identical
+  images give +inf. On 8-bit images this equals PSNR with data range 255.
 * LPIPS (VGG, v0.1) takes the [-1, 1] images directly, as the lpips package expects.
+
+The Evaluator rounds both images to 8-bit levels first (``quantize_8bit``), so every score
+equals the one computed from the PNG files (the authors read uint8 PNGs).
 
 All are whole-image metrics, as in the inpainting literature: the known pixels are identical
 by construction, so the scores also depend on the hole ratio (compare like with like).
@@ -28,9 +44,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_unit", "quantize_8bit", "psnr", "ssim", "l1", "lpips_distance",
-           "gaussian_window"]
+__all__ = ["to_unit", "quantize_8bit", "psnr", "ssim", "ssim_gauss11", "ssim_window", "l1",
+           "l1_mean", "l1_ratio", "lpips_distance", "gaussian_window", "SSIM_WIN_PAPER"]
 
+#: The authors' SSIM window (uniform, win_size=51 of skimage.metrics.structural_similarity).
+SSIM_WIN_PAPER = 51
 SSIM_WIN = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
@@ -69,35 +87,97 @@ def gaussian_window(size: int = SSIM_WIN, sigma: float = SSIM_SIGMA,
     return g / g.sum()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM per image [B] on the [0, 1] range (see the module docstring)."""
-    _check_pair(a, b)
-    if min(a.shape[-2:]) < SSIM_WIN:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN}, got "
-                         f"{tuple(a.shape[-2:])}")
-    x, y = to_unit(a), to_unit(b)
+def _box_filter(w: int):
+    """Mean over every w x w window of [B,C,H,W] ('valid' region), by cumulative sums: a few
+    operations per pixel whatever w (a 51-tap convolution is ~10x slower on a CPU)."""
+    def filt(t):
+        for dim in (-2, -1):
+            cs = F.pad(t.cumsum(dim), (0, 0, 1, 0) if dim == -2 else (1, 0))
+            n = cs.shape[dim]
+            t = cs.narrow(dim, w, n - w) - cs.narrow(dim, 0, n - w)
+        return t / (w * w)
+    return filt
+
+
+def _ssim_per_image(x: torch.Tensor, y: torch.Tensor, window, data_range: float,
+                    cov_norm: float, box: int = 0) -> torch.Tensor:
+    """Mean SSIM map per image [B] for float64 images ``x``, ``y`` [B,C,H,W] and a separable
+    1-D ``window`` [w] (or ``window=None`` and a uniform ``box`` x ``box`` window): local
+    statistics on the 'valid' region only (no padding), the scheme of scikit-image's
+    structural_similarity, whose mean is over the same cropped region."""
     c = x.shape[1]
-    g = gaussian_window(device=x.device)
-    # Separable Gaussian filter, one depthwise pass per axis, 'valid' region only.
-    kh = g.view(1, 1, SSIM_WIN, 1).repeat(c, 1, 1, 1)
-    kw = g.view(1, 1, 1, SSIM_WIN).repeat(c, 1, 1, 1)
+    if window is None:
+        filt = _box_filter(box)
+    else:
+        kh = window.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+        kw = window.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
 
-    def blur(t):
-        return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
+        def filt(t):
+            return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
 
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2     # data range 1
+    mu_x, mu_y = filt(x), filt(y)
+    var_x = cov_norm * (filt(x * x) - mu_x ** 2)
+    var_y = cov_norm * (filt(y * y) - mu_y ** 2)
+    cov = cov_norm * (filt(x * y) - mu_x * mu_y)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
         (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     # Per-channel means over equal-sized maps, then the channel average = one flat mean.
     return s.flatten(1).mean(1)
 
 
+def ssim_window(height: int, width: int) -> int:
+    """Side of the paper SSIM's uniform window for an image: 51, or for images smaller than
+    that the largest odd size that fits (see the module docstring); at least 3."""
+    side = min(int(height), int(width), SSIM_WIN_PAPER)
+    win = side if side % 2 else side - 1
+    if win < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3, got {height}x{width}")
+    return win
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The paper's SSIM per image [B]: skimage ``structural_similarity(gt_u8, out_u8,
+    channel_axis=-1, win_size=51, data_range=255)`` (uniform 51x51 window, sample covariances)
+    on the 0-255 values of the images (see the module docstring for images under 51 px)."""
+    _check_pair(a, b)
+    win = ssim_window(*a.shape[-2:])
+    x, y = to_unit(a) * 255.0, to_unit(b) * 255.0
+    n = win * win
+    return _ssim_per_image(x, y, None, 255.0, n / (n - 1.0), box=win)
+
+
+def ssim_gauss11(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Gaussian-window SSIM per image [B] on the [0, 1] range (11x11, sigma 1.5, population
+    variances; not the paper's column, see the module docstring)."""
+    _check_pair(a, b)
+    if min(a.shape[-2:]) < SSIM_WIN:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN}, got "
+                         f"{tuple(a.shape[-2:])}")
+    x, y = to_unit(a), to_unit(b)
+    return _ssim_per_image(x, y, gaussian_window(device=x.device), 1.0, 1.0)
+
+
+def l1_ratio(x: torch.Tensor, y: torch.Tensor, weight=None) -> torch.Tensor:
+    """``sum w|x - y| / sum w(x + y)`` per image [B] for non-negative float images (the authors'
+    L1); ``weight`` (broadcastable, e.g. a hole mask [B,1,H,W]) restricts the sums. 0 where
+    both sums are 0."""
+    num, den = (x - y).abs(), x + y
+    if weight is not None:
+        num, den = num * weight, den * weight
+    num, den = num.flatten(1).sum(1), den.flatten(1).sum(1)
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num))
+
+
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error per image [B] on the [0, 1] range."""
+    """The paper's L1 per image [B]: ``sum|gt - out| / sum(gt + out)`` over all pixels and
+    channels, on [0, 1] (equal on 0-255; see the module docstring)."""
+    _check_pair(a, b)
+    return l1_ratio(to_unit(a), to_unit(b))
+
+
+def l1_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image [B] on the [0, 1] range (not the paper's column)."""
     _check_pair(a, b)
     return (to_unit(a) - to_unit(b)).abs().flatten(1).mean(1)
 

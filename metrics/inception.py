@@ -1,6 +1,6 @@
 """The FID feature network: Inception-v3 in the ``pt_inception-2015-12-05`` layout.
 
-The paper (section 4, DESIGN section 6) reports FID and U-IDS/P-IDS on Inception-v3 pool
+The paper (section 4) reports FID and U-IDS/P-IDS on Inception-v3 pool
 features (2048-d). The standard FID weights are the TensorFlow graph ``inception-2015-12-05``
 ported to PyTorch; its state dict (``pt_inception-2015-12-05-6726825d.pth``, the file read by
 pytorch-fid; torch-fidelity reads the same layout) has 566 keys: 94 conv+batch-norm units,

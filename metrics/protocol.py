@@ -1,4 +1,4 @@
-"""The evaluation protocol of EXE-GAN (paper section 4, DESIGN section 6) and the loop that runs it.
+"""The evaluation protocol of EXE-GAN (paper section 4) and the loop that runs it.
 
 A protocol fixes everything that decides the numbers besides the weights: which test images
 (the first ``n_images`` in sorted order), which hole masks, which exemplar guides which image,
@@ -29,10 +29,16 @@ name) — :class:`datasets.exemplars.EvalPairing`.
 Seeds: repeat ``r`` uses ``seed + r`` for z and the noise maps and ``mask_seed + r`` for the
 masks. z and noise are drawn per batch (batch ``k`` takes the stream ``(seed + r, k)``), the
 same in every mask bucket, so buckets differ only by their masks. R repeats give mean ± std
-(sample std, ddof 1) per metric and per bucket.
+(population std, ddof 0, as the authors report it) per metric and per bucket.
 
 Besides the Evaluator's whole-image metrics the loop measures ``l1_hole`` and ``psnr_hole``:
-L1 and PSNR over the hole pixels only (on the same 8-bit, [0, 1] scale), per image, averaged.
+the paper's L1 (``sum|gt - out| / sum(gt + out)``) and PSNR over the hole pixels only (8-bit
+values), per image, averaged (plus ``l1_mean_hole`` when ``l1_mean`` is asked for). Every
+evaluated mask must have a hole: a mask without one is refused (:class:`ProtocolError`).
+
+Existing completions (a folder of this model's or another method's outputs) are scored with
+the same Evaluator, hole metrics and results files by :func:`score_folders` (``test.py --pred
+DIR --gt DIR``).
 
 The rest of the file runs ``test.py``: :class:`TestSettings` (every input, resolved from the
 command line and the YAML config by the entry point), :func:`run_test` (load, evaluate, write
@@ -58,8 +64,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .evaluator import ALL_METRICS, Evaluator, aggregate_repeats
-from .image_metrics import quantize_8bit, to_unit
+from .evaluator import ALL_METRICS, DEFAULT_METRICS, STD_DDOF, Evaluator, aggregate_repeats
+from .image_metrics import l1_ratio, quantize_8bit, to_unit
 
 __all__ = [
     "evaluate", "make_mask_protocol", "MaskProtocol", "GeneratedMasks", "IrregularMasks",
@@ -74,8 +80,13 @@ RESULTS_FORMAT = "exegan-eval-v1"
 PROTOCOL_VERSION = 1
 MASK_KINDS = ("center", "free_form", "large", "irregular", "paired")
 HOLE_METRICS = ("l1_hole", "psnr_hole")
+#: Hole metric measured only when the Evaluator computes ``l1_mean``.
+L1_MEAN_HOLE = "l1_mean_hole"
 #: Label of the whole evaluated set (the only bucket of non-bucketed mask protocols).
 ALL_BUCKET = "all"
+
+STD_RECORD = ("population standard deviation over repeats (numpy.std, ddof 0, as the authors "
+              "report it); 0 for one repeat")
 
 # Seed-stream keys (part of every derived seed; never renumber).
 _MASK_STREAM, _NOISE_STREAM, _DEAL_STREAM = 0x4D, 0x5A, 0x4445
@@ -191,8 +202,54 @@ class IrregularMasks(MaskProtocol):
             log.warning("mask folder %s has no masks in bucket(s) %s: they are left out.",
                         root, ", ".join(self.empty))
         self.names = {b: list(groups[b]) for b in self.buckets}
+        self.requested_buckets = buckets is not None
         self.skipped_above = len(groups.get("60-100", []))
         self._deal_cache: Dict[Tuple[str, int], np.ndarray] = {}
+        self.no_hole_at_size: List[str] = []
+        self._pruned_for: Optional[int] = None
+
+    def _prune(self, size: int) -> None:
+        """Leave out the files whose few hole pixels vanish in the nearest resize to S (they would
+        be masks without a hole). Only files with under 256 expected hole pixels at S are read."""
+        if self._pruned_for == size:
+            return
+        if self._pruned_for is not None:
+            raise ProtocolError("An irregular mask protocol serves one image size; build a new "
+                                "one for another size.")
+        from datasets.masks import fit_mask, read_mask_file
+        stats = self.files.stats
+        for b in self.buckets:
+            keep = []
+            for name in self.names[b]:
+                st = stats.get(name)
+                if st and st["holes"] * size * size >= 256 * st["pixels"]:
+                    keep.append(name)
+                    continue
+                hole = read_mask_file(os.path.join(self.root, name), self.hole_value)
+                if fit_mask(hole, size).any():
+                    keep.append(name)
+                else:
+                    self.no_hole_at_size.append(name)
+            self.names[b] = keep
+        lost = [b for b in self.buckets if not self.names[b]]
+        if lost:
+            if len(lost) == len(self.buckets) or self.requested_buckets:
+                raise ProtocolError(f"No mask of bucket(s) {', '.join(lost)} in '{self.root}' "
+                                    f"keeps a hole pixel at {size}x{size}; check the folder and "
+                                    f"--hole-value, or drop them from --buckets.")
+            log.warning("bucket(s) %s of %s have no mask with a hole at %dx%d: left out.",
+                        ", ".join(lost), self.root, size, size)
+            self.empty += lost
+            self.buckets = tuple(b for b in self.buckets if self.names[b])
+        if self.no_hole_at_size:
+            log.warning("%d mask file(s) of %s lose their hole in the resize to %dx%d and are "
+                        "left out (e.g. %s).", len(self.no_hole_at_size), self.root, size, size,
+                        self.no_hole_at_size[0])
+        self._deal_cache.clear()
+        self._pruned_for = size
+
+    def check(self, names, size, image_paths=None):
+        self._prune(size)
 
     def bucket_key(self, bucket: str) -> int:
         from datasets.masks import BUCKET_LABELS
@@ -213,6 +270,7 @@ class IrregularMasks(MaskProtocol):
 
     def masks(self, bucket, indices, names, size, mask_seed):
         from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
+        self._prune(size)
         order = self.deal(bucket, mask_seed, max(indices) + 1)
         out, sources = [], []
         for i in indices:
@@ -234,6 +292,7 @@ class IrregularMasks(MaskProtocol):
             "files_per_bucket": {b: len(v) for b, v in self.names.items()},
             "empty_buckets_left_out": list(self.empty),
             "files_above_60_percent_left_out": self.skipped_above,
+            "files_without_hole_at_size_left_out": list(self.no_hole_at_size),
             "n_files": len(stats),
             # Identifies the mask set: file names and hole-pixel counts.
             "mask_set_sha256": h.hexdigest(),
@@ -276,6 +335,7 @@ class PairedMaskFiles(MaskProtocol):
                 raise MaskError(f"Mask file '{path}' is {msize[0]}x{msize[1]} but {what} and "
                                 f"the evaluation size is {size}x{size}; paired masks must have "
                                 f"their image's size or {size}x{size}.")
+            _check_holes(self.paired(size, name=name)[None], [path], size)
 
     def masks(self, bucket, indices, names, size, mask_seed):
         out, sources = [], []
@@ -354,25 +414,30 @@ def _as_pairing(exemplars, size: int):
     return EvalPairing(exemplars, size=size)
 
 
-def _hole_scores(completed: torch.Tensor, real: torch.Tensor, mask: torch.Tensor):
-    """Per-image L1 and PSNR over the hole pixels, on 8-bit-rounded [0, 1] images."""
-    diff = to_unit(quantize_8bit(completed.float())) - to_unit(quantize_8bit(real.float()))
+def _hole_scores(completed: torch.Tensor, real: torch.Tensor,
+                 mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Per-image scores over the hole pixels [B] each, on 8-bit-rounded images: ``l1_hole`` (the
+    paper's L1, ``sum|gt - out| / sum(gt + out)`` over the hole), ``psnr_hole`` (on [0, 1]) and
+    ``l1_mean_hole`` (mean |gt - out| on [0, 1]). Every mask must have a hole pixel."""
+    out, gt = to_unit(quantize_8bit(completed.float())), to_unit(quantize_8bit(real.float()))
+    diff = out - gt
     m = mask.to(diff.device, diff.dtype)                       # [B,1,H,W]
     px = m.flatten(1).sum(1) * diff.shape[1]                   # hole pixels x channels
     abs_sum = (diff.abs() * m).flatten(1).sum(1)
     sq_sum = (diff.pow(2) * m).flatten(1).sum(1)
-    safe = px.clamp_min(1)
-    l1 = torch.where(px > 0, abs_sum / safe, torch.full_like(px, math.nan))
-    # A hole reproduced exactly gives +inf, as the whole-image PSNR does for identical images.
-    psnr = torch.where(px > 0, 10 * torch.log10(safe / sq_sum), torch.full_like(px, math.nan))
-    return l1.cpu(), psnr.cpu()
+    # A hole reproduced exactly gives PSNR +inf, as the whole-image PSNR of identical images.
+    return {"l1_hole": l1_ratio(gt, out, m).cpu(),
+            "psnr_hole": (10 * torch.log10(px / sq_sum)).cpu(),
+            L1_MEAN_HOLE: (abs_sum / px).cpu()}
 
 
-def _mean_over_holes(values: np.ndarray) -> float:
-    """Mean over the images that have a hole (a mask file can lose its few hole pixels in the
-    resize to S: such an image has no hole score); NaN if none has one."""
-    values = values[~np.isnan(values)]
-    return float(np.mean(values)) if values.size else math.nan
+def _check_holes(mask: torch.Tensor, sources: Sequence[str], size: int) -> None:
+    """Refuse masks without a hole pixel (nothing would be inpainted, hole scores undefined)."""
+    empty = (mask.flatten(1).amax(1) <= 0.5).nonzero().flatten().tolist()
+    if empty:
+        raise ProtocolError(f"Mask '{sources[empty[0]]}' has no hole pixel at {size}x{size} "
+                            f"(nothing to inpaint); every evaluated mask needs a hole: remove "
+                            f"it or check --hole-value (1 = white is hole).")
 
 
 def _save_png(t: torch.Tensor, path: str) -> None:
@@ -471,16 +536,19 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
         bar = tqdm(total=steps, desc="evaluating", unit="batch", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         runs, pairs = [], []
+        hole_keys = _hole_keys(evaluator) if hole_metrics else ()
         try:
             for r in range(repeats):
                 seed_r, mseed_r = int(seed) + r, mask_seed + r
                 evaluator.reset()
-                hole = {"l1_hole": [], "psnr_hole": [], "bucket": []}
+                hole = {key: [] for key in hole_keys}
+                hole_buckets: List[str] = []
                 for bucket in protocol.buckets:
                     for k, idx in enumerate(batches):
                         real = torch.stack([dataset[i] for i in idx])
                         bnames = [names[i] for i in idx]
                         mask, sources = protocol.masks(bucket, idx, bnames, size, mseed_r)
+                        _check_holes(mask, sources, size)
                         if k not in codes_cache:
                             # Exemplars do not depend on the repeat or the bucket: encode once.
                             codes_cache[k] = model.encode_exemplars(pairing(real, bnames))
@@ -493,11 +561,11 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                         evaluator.update(completed, real, buckets=bucket if bucketed else None,
                                          real_features=real_cache[k])
                         if hole_metrics:
-                            l1h, psnrh = _hole_scores(completed, real.to(completed.device),
-                                                      mask.to(completed.device))
-                            hole["l1_hole"].append(l1h)
-                            hole["psnr_hole"].append(psnrh)
-                            hole["bucket"].extend([bucket] * len(idx))
+                            scores = _hole_scores(completed, real.to(completed.device),
+                                                  mask.to(completed.device))
+                            for key in hole_keys:
+                                hole[key].append(scores[key])
+                            hole_buckets.extend([bucket] * len(idx))
                         if save_dir is not None:
                             for j, name in enumerate(bnames):
                                 stem = os.path.splitext(name)[0]
@@ -514,17 +582,8 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                         bar.update(1)
                         bar.set_postfix({m: f"{v:.4g}" for m, v in evaluator.running().items()},
                                         refresh=False)
-                res = {ALL_BUCKET: evaluator.compute()}
-                if bucketed:
-                    res.update(evaluator.compute_per_bucket())
-                if hole_metrics:
-                    labels = np.array(hole["bucket"], dtype=object)
-                    for key in HOLE_METRICS:
-                        vals = torch.cat(hole[key]).numpy()
-                        res[ALL_BUCKET][key] = _mean_over_holes(vals)
-                        if bucketed:
-                            for b in protocol.buckets:
-                                res[b][key] = _mean_over_holes(vals[labels == b])
+                res = _results_with_holes(evaluator, hole, hole_buckets,
+                                          protocol.buckets if bucketed else None)
                 runs.append({"repeat": r, "seed": seed_r, "mask_seed": mseed_r,
                              "results": res})
         finally:
@@ -552,8 +611,9 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
         "z_and_noise": "per batch k: torch.Generator seeded from (seed + repeat, 0x5A, k) draws "
                        "z [B, style_dim] then the noise maps; the same in every bucket",
         "truncation": float(truncation),
-        "std": "sample standard deviation over repeats (ddof 1); 0 for one repeat",
-        "hole_metrics": list(HOLE_METRICS) if hole_metrics else [],
+        "std": STD_RECORD,
+        "std_ddof": STD_DDOF,
+        "hole_metrics": list(hole_keys),
         "evaluator": evaluator.protocol(),
         "generator": {"size": g.size, "style_dim": g.style_dim, "n_latent": g.n_latent,
                       "exemplar_slots": [g.exemplar_start, g.n_exemplar],
@@ -566,6 +626,26 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
     if record_pairs:
         out["pairs"] = pairs
     return out
+
+
+def _hole_keys(evaluator: Evaluator) -> Tuple[str, ...]:
+    return HOLE_METRICS + ((L1_MEAN_HOLE,) if "l1_mean" in evaluator.metrics else ())
+
+
+def _results_with_holes(evaluator: Evaluator, hole: Dict[str, list], hole_buckets: List[str],
+                        buckets: Optional[Sequence[str]]) -> dict:
+    """``{bucket: {metric: value}}`` of one repeat: the Evaluator's results (``all`` and, with
+    ``buckets``, each bucket) plus the means of the per-image hole scores."""
+    res = {ALL_BUCKET: evaluator.compute()}
+    if buckets is not None:
+        res.update(evaluator.compute_per_bucket())
+    labels = np.array(hole_buckets, dtype=object)
+    for key, chunks in hole.items():
+        vals = torch.cat(chunks).numpy()
+        res[ALL_BUCKET][key] = float(np.mean(vals))
+        for b in buckets or ():
+            res[b][key] = float(np.mean(vals[labels == b]))
+    return res
 
 
 def summary_means(result: dict, bucket: str = ALL_BUCKET) -> Dict[str, float]:
@@ -641,7 +721,7 @@ class TestSettings:
     batch: int = 16
     device: str = "cpu"
     truncation: float = 1.0
-    metrics: List[str] = field(default_factory=lambda: list(ALL_METRICS))
+    metrics: List[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     fid_resize: str = "pytorch_fid"
     which: str = "g_ema"
     out: Optional[str] = None
@@ -740,6 +820,14 @@ def _banner(text: str) -> None:
     for line in text.split("\n"):
         log.warning(line)
     log.warning(bar)
+
+
+def _trained_standin(ckpt_path: str) -> Optional[str]:
+    from training.pretrained import trained_standin_beside
+    try:
+        return trained_standin_beside(ckpt_path)
+    except FileNotFoundError as e:
+        raise ProtocolError(str(e)) from None
 
 
 def _standin_seed(s: TestSettings, ckpt_path: str) -> int:
@@ -851,6 +939,13 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
             raise ProtocolError(f"The pSp file {s.psp} gives {encoder.style_dim}-d codes but the "
                                 f"generator in {s.ckpt} takes {generator.style_dim}-d ones; "
                                 f"pair the checkpoint with its own style encoder.")
+    elif s.allow_random_pretrained and _trained_standin(s.ckpt):
+        # A demo run with pretrained.standin_encoder_steps > 0: its stand-in was trained, so it
+        # is read from the run's checkpoints/standin_psp.pt instead of rebuilt from the seed.
+        from models.psp import load_style_encoder
+        path = _trained_standin(s.ckpt)
+        encoder = load_style_encoder(path, generator.exemplar_start, generator.n_exemplar, device)
+        random_used.append(f"pSp style encoder (the run's trained stand-in {path})")
     else:
         from training.pretrained import standin_style_encoder
         seed = standin_seed

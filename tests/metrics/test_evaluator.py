@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metrics.evaluator import (ALL_METRICS, Evaluator, EvaluatorError, aggregate_repeats,
-                               format_mean_std)
+from metrics.evaluator import (ALL_METRICS, DEFAULT_METRICS, STD_DDOF, Evaluator, EvaluatorError,
+                               aggregate_repeats, format_mean_std)
 from metrics.fid import feature_stats, fid_from_features
 from metrics.ids import IDSWarning, compute_ids
 from metrics.image_metrics import psnr, quantize_8bit
@@ -203,15 +203,49 @@ def test_aggregate_repeats():
             {"fid": 14.0, "psnr": 24.0, "buckets": {"a": {"fid": 5.0}}, "note": "x"}]
     agg = aggregate_repeats(runs)
     assert agg["fid"]["mean"] == pytest.approx(12.0)
-    assert agg["fid"]["std"] == pytest.approx(2.0)      # sample std (ddof=1)
+    # Population std (ddof 0, np.std's default, as the authors report): sqrt(8 / 3), not the
+    # sample std 2.0 (ddof 1).
+    assert agg["fid"]["std"] == pytest.approx(math.sqrt(8 / 3), rel=1e-12)
+    assert agg["fid"]["std"] == pytest.approx(float(np.std([10.0, 12.0, 14.0])), rel=1e-12)
     assert agg["fid"]["n"] == 3 and agg["fid"]["values"] == [10.0, 12.0, 14.0]
     assert agg["buckets"]["a"]["fid"]["mean"] == pytest.approx(3.0)
+    assert agg["buckets"]["a"]["fid"]["std"] == pytest.approx(math.sqrt(8 / 3), rel=1e-12)
     assert "note" not in agg
-    assert format_mean_std(agg["psnr"], 2) == "22.00 ± 2.00"
+    assert format_mean_std(agg["psnr"], 2) == "22.00 ± 1.63"
     single = aggregate_repeats([{"fid": 5.0}])
     assert single["fid"]["std"] == 0.0
+    # Two repeats: |a - b| / 2 (ddof 1 would give |a - b| / sqrt(2)).
+    assert aggregate_repeats([{"l1": 0.5}, {"l1": 0.25}])["l1"]["std"] == pytest.approx(0.125)
+    assert STD_DDOF == 0
 
 
 def test_all_metrics_constant():
-    assert ALL_METRICS == ("fid", "ids", "lpips", "psnr", "ssim", "l1")
+    assert DEFAULT_METRICS == ("fid", "ids", "lpips", "psnr", "ssim", "l1")
+    assert ALL_METRICS == DEFAULT_METRICS + ("ssim_gauss11", "l1_mean")
     assert issubclass(IDSWarning, UserWarning)
+
+
+def test_paper_ssim_and_l1_through_the_evaluator_equal_the_authors_definitions():
+    """What results.json reports as ``ssim`` / ``l1``: the authors' per-image skimage call (win 51)
+    and sum|gt-out| / sum(gt+out), averaged over images — across two update() batches."""
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 256, (5, 64, 64, 3)).astype(np.uint8)
+    gt = np.clip(gt // 2 + np.arange(64)[None, :, None, None], 0, 255).astype(np.uint8)
+    out = gt.copy()
+    out[:, 16:48, 16:48] = rng.integers(0, 256, (5, 32, 32, 3))
+    to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1   # noqa: E731
+    ev = Evaluator(None, None, ("ssim", "l1", "ssim_gauss11", "l1_mean"))
+    ev.update(to_t(out[:2]), to_t(gt[:2]))
+    ev.update(to_t(out[2:]), to_t(gt[2:]))
+    res = ev.compute()
+    ref_ssim = np.mean([structural_similarity(gt[i], out[i], channel_axis=-1, win_size=51,
+                                              data_range=255) for i in range(5)])
+    g, o = gt.astype(np.float64), out.astype(np.float64)
+    ref_l1 = np.mean([np.abs(g[i] - o[i]).sum() / (g[i] + o[i]).sum() for i in range(5)])
+    assert res["ssim"] == pytest.approx(ref_ssim, abs=1e-6)
+    assert res["l1"] == pytest.approx(ref_l1, abs=1e-7)
+    assert res["l1_mean"] == pytest.approx(np.abs(g - o).mean() / 255, abs=1e-7)
+    assert res["ssim_gauss11"] != pytest.approx(res["ssim"], abs=1e-3)
+    proto = ev.protocol()
+    assert proto["ssim_window"] == [51] and "win_size=51" in proto["definitions"]["ssim"]

@@ -97,12 +97,15 @@ def test_evaluate_equals_completions_computed_by_hand(model):
     assert r["n_images"] == 3
     assert r["psnr"] == pytest.approx(float(psnr(out, real).mean()), rel=1e-9)
     assert r["l1"] == pytest.approx(float(l1(out, real).mean()), rel=1e-9)
-    # Hole-only L1: the centre hole is exactly a quarter of the image and known pixels are
-    # returned untouched, so the whole-image L1 is a quarter of the hole L1.
-    diff = (to_unit(out) - to_unit(real)).abs()
-    hole_l1 = diff[..., 4:12, 4:12].flatten(1).mean(1)
+    # The paper's L1, sum|gt - out| / sum(gt + out), over the whole image and over the hole.
+    # Known pixels are returned untouched, so both share the numerator.
+    u_out, u_real = to_unit(out), to_unit(real)
+    diff, total = (u_out - u_real).abs(), u_out + u_real
+    hole_l1 = diff[..., 4:12, 4:12].flatten(1).sum(1) / total[..., 4:12, 4:12].flatten(1).sum(1)
+    whole_l1 = diff.flatten(1).sum(1) / total.flatten(1).sum(1)
     assert r["l1_hole"] == pytest.approx(float(hole_l1.mean()), rel=1e-9)
-    assert r["l1"] == pytest.approx(r["l1_hole"] / 4, rel=1e-9)
+    assert r["l1"] == pytest.approx(float(whole_l1.mean()), rel=1e-9)
+    assert (whole_l1 < hole_l1).all()
     assert set(r) >= {"fid", "u_ids", "p_ids", "psnr_hole"}
     rec = res["protocol"]
     assert rec["masks"]["kind"] == "center" and rec["exemplars"]["mode"] == "self"
@@ -138,7 +141,10 @@ def test_repeats_are_seeded_runs_and_give_mean_and_std(model):
     assert vals[0] != vals[1]
     s = both["summary"][ALL_BUCKET]["psnr"]
     assert s["values"] == vals and s["n"] == 2
-    assert s["mean"] == pytest.approx(np.mean(vals)) and s["std"] == pytest.approx(np.std(vals, ddof=1))
+    # Population std (ddof 0) over repeats, as the authors report it; recorded with the results.
+    assert s["mean"] == pytest.approx(np.mean(vals)) and s["std"] == pytest.approx(np.std(vals))
+    assert s["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2)
+    assert both["protocol"]["std_ddof"] == 0 and "ddof 0" in both["protocol"]["std"]
     assert summary_means(both)["psnr"] == s["mean"]
     header, rows = results_rows(both)
     assert header[:5] == ["bucket", "stat", "repeat", "seed", "mask_seed"]
@@ -179,9 +185,10 @@ def test_free_form_mask_of_an_image_does_not_depend_on_the_batch(model, tmp_path
 def test_irregular_buckets_are_evaluated_separately_and_dealt_without_repeats(model, tmp_path):
     root = tmp_path / "masks"
     root.mkdir()
-    # 32 x 32 files (the protocol resizes them to 16): ratios 1/32 (0-10 %), 4/32, 5/32 and
-    # 6/32 (10-20 %), 12/32 (30-40 %), 28/32 (> 60 %: not part of the protocol).
-    for name, rows in (("a", 1), ("b", 4), ("c", 5), ("d", 6), ("e", 12), ("f", 28)):
+    # 32 x 32 files (the protocol resizes them to 16): ratios 2/32 (0-10 %), 4/32, 5/32 and
+    # 6/32 (10-20 %), 12/32 (30-40 %), 28/32 (> 60 %: not part of the protocol); "g" (1/32,
+    # 0-10 %) loses its one hole row in the resize to 16 and is left out (no hole-less masks).
+    for name, rows in (("a", 2), ("b", 4), ("c", 5), ("d", 6), ("e", 12), ("f", 28), ("g", 1)):
         _write_mask(root / f"{name}.png", 32, rows)
     data = Images(3)
     g, e = model.generator, model.style_encoder
@@ -204,6 +211,7 @@ def test_irregular_buckets_are_evaluated_separately_and_dealt_without_repeats(mo
     assert rec["files_per_bucket"] == {"0-10": 1, "10-20": 3, "30-40": 1}
     assert rec["empty_buckets_left_out"] == ["20-30", "40-50", "50-60"]
     assert rec["files_above_60_percent_left_out"] == 1
+    assert rec["files_without_hole_at_size_left_out"] == ["g.png"]
     # The bigger the hole, the worse the reconstruction of this untrained generator.
     assert per["0-10"]["l1"] < per["10-20"]["l1"] < per["30-40"]["l1"]
 
@@ -238,13 +246,19 @@ def test_mask_protocol_errors(tmp_path, model):
         evaluate(model, Images(2), "center", "self", evaluator=_evaluator(("l1",)), n_images=5)
 
 
-def test_paired_masks_follow_file_names_and_hole_scores_skip_hole_free_images(model, tmp_path):
+def test_paired_masks_follow_file_names_and_a_mask_without_hole_is_refused(model, tmp_path):
     paired = tmp_path / "paired"
     paired.mkdir()
-    rows = (2, 6, 0)                                  # the third image has no hole
-    for i, r in enumerate(rows):
+    for i, r in enumerate((2, 6, 0)):                 # the third mask has no hole
         _write_mask(paired / f"img{i:02d}.png", SIZE, r)
     data = Images(3)
+    # Before the fix the image was scored with NaN hole metrics (and Infinity / NaN in the
+    # results files); now it is one sentence naming the file.
+    with pytest.raises(ProtocolError, match=r"img02\.png' has no hole pixel"):
+        evaluate(model, data, {"kind": "paired", "root": str(paired)}, "self",
+                 evaluator=_evaluator(("l1",)), batch=3)
+    rows = (2, 6, 3)
+    _write_mask(paired / "img02.png", SIZE, 3)
     res = evaluate(model, data, {"kind": "paired", "root": str(paired)}, "self",
                    evaluator=_evaluator(("l1",)), batch=3, record_pairs=True,
                    save_dir=str(tmp_path / "out"))
@@ -255,14 +269,11 @@ def test_paired_masks_follow_file_names_and_hole_scores_skip_hole_free_images(mo
         assert (saved[:r] == 255).all() and (saved[r:] == 0).all()
         img = pil_to_tensor(Image.open(tmp_path / "out" / "images" / "all" / "r0" / f"img{i:02d}.png"))
         diff = (to_unit(img) - to_unit(data.x[i])).abs()
+        total = to_unit(img) + to_unit(data.x[i])
         assert (diff[:, r:] == 0).all()               # known pixels untouched
-        if r:
-            hole_l1.append(float(diff[:, :r].mean()))
+        hole_l1.append(float(diff[:, :r].sum() / total[:, :r].sum()))
     r = res["repeats"][0]["results"][ALL_BUCKET]
-    # Hole scores average over the images that have a hole; the whole-image L1 over all.
     assert r["l1_hole"] == pytest.approx(np.mean(hole_l1), rel=1e-9)
-    assert r["l1"] == pytest.approx(np.mean([h * k / SIZE for h, k in zip(hole_l1, rows)] + [0]),
-                                    rel=1e-9)
 
 
 def test_real_features_are_computed_once_across_repeats(model):
