@@ -966,6 +966,8 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
     mask_spec = make_mask_protocol(s.masks, s.mask_dir, hole_value=s.hole_value,
                                    buckets=s.buckets)
     pairing = _as_pairing((s.exemplars, s.exemplar_dir), generator.size)
+    warnings = [w for w in (warn_resolution(dataset, generator.size, s.data),
+                            warn_small_sets(len(dataset) if n is None else n, s.metrics)) if w]
 
     # -- metric networks -----------------------------------------------------------------------
     evaluator, rnd = build_evaluator(
@@ -1001,6 +1003,7 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
                   "inception": _file_record(s.inception) if need_inc else None,
                   "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
         "random_standins": random_used,
+        "warnings": warnings,
         "data": {"path": os.path.abspath(s.data), "kind": type(dataset).__name__,
                  "n_available": len(dataset)},
         "device": str(device),
@@ -1015,6 +1018,54 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
     })
     _write_results(out_dir, result)
     return out_dir, result
+
+
+#: Below this many images FID and U-IDS / P-IDS get a warning: under the 2048 Inception feature
+#: dimensions the covariance is singular and a linear SVM separates the sets almost trivially.
+#: The threshold is the paper's smallest evaluation set (the 2000 CelebA-HQ test images), so the
+#: paper's own protocol does not warn; numbers are comparable only between equal image counts.
+MIN_IMAGES_FID_IDS = 2000
+
+
+def warn_small_sets(n: int, metrics: Sequence[str]) -> Optional[str]:
+    """Log (and return) a warning when FID / IDS are computed from too few images."""
+    which = [m for m, label in (("fid", "FID"), ("ids", "U-IDS / P-IDS")) if m in metrics]
+    if not which or n >= MIN_IMAGES_FID_IDS:
+        return None
+    names = " and ".join(dict(fid="FID", ids="U-IDS / P-IDS")[m] for m in which)
+    msg = (f"{names} from {n} images: fewer than {MIN_IMAGES_FID_IDS} (the Inception features "
+           f"have 2048 dimensions) give strongly biased FIDs and trivially separable U-IDS / "
+           f"P-IDS; such numbers are not comparable with the paper's or with other image counts")
+    log.warning("%s.", msg)
+    return msg
+
+
+def warn_resolution(dataset, size: int, where: str, k: int = 8) -> Optional[str]:
+    """Log (and return) a warning when the first ``k`` images of ``dataset`` (image files whose
+    headers can be read) are not ``size`` x ``size``: they are resized to the model's size."""
+    from PIL import Image
+    paths = [p for p in list(getattr(dataset, "paths", None) or [])[:k] if os.path.isfile(p)]
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+        except OSError:
+            continue
+    other = [(w, h) for w, h in sizes if (w, h) != (size, size)]
+    if not other:
+        return None
+    w, h = other[0]
+    if min(w, h) < size:
+        how = (f"upsampled x{size / min(w, h):.3g} (centre crop + Lanczos) before inpainting, so "
+               f"the numbers do not describe {size}-px results; evaluate a checkpoint on test "
+               f"images of its own resolution")
+    else:
+        how = (f"centre-cropped and resized to the checkpoint's {size}x{size} (Lanczos, as "
+               f"training reads them); for the paper's protocol use the {size}-px test split")
+    msg = f"Images in {where} are {w}x{h} but the evaluation size is {size}x{size}: they are {how}"
+    log.warning("%s.", msg)
+    return msg
 
 
 def _precheck(mask_spec: MaskProtocol, pairing, dataset, n: Optional[int], size: int) -> None:
@@ -1038,17 +1089,40 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: What a non-finite number becomes in results.json (``null``) and results.csv (an empty cell).
+NON_FINITE_NOTE = ("null in results.json / an empty cell in results.csv: a value that is not a "
+                   "finite number, listed under non_finite with what it was (+inf: e.g. PSNR of "
+                   "an exact reconstruction; nan: e.g. FID of a bucket with one image)")
+
+
+def _finite(obj, path: str = "", found: Optional[Dict[str, str]] = None):
+    """A copy of ``obj`` with every non-finite float replaced by None (strict JSON); ``found``
+    collects ``{"a.b.0": "+inf" | "-inf" | "nan"}``."""
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{path}.{i}", found) for i, v in enumerate(obj)]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        if found is not None:
+            found[path] = "nan" if math.isnan(obj) else ("+inf" if obj > 0 else "-inf")
+        return None
+    return obj
+
+
 def _write_results(out_dir: str, result: dict) -> None:
-    doc = {"format": RESULTS_FORMAT, "summary": result["summary"],
-           "repeats": result["repeats"], "protocol": result["protocol"]}
-    # NaN / Infinity (e.g. PSNR of identical images) are written as JSON's common extension.
+    found: Dict[str, str] = {}
+    doc = _finite({"format": RESULTS_FORMAT, "summary": result["summary"],
+                   "repeats": result["repeats"], "protocol": result["protocol"]}, "", found)
+    doc["non_finite"] = found
+    doc["non_finite_note"] = NON_FINITE_NOTE
+    # Strict JSON (no NaN / Infinity tokens, which most JSON parsers outside Python reject).
     _write_atomic(os.path.join(out_dir, "results.json"),
-                  json.dumps(doc, indent=2, allow_nan=True) + "\n")
+                  json.dumps(doc, indent=2, allow_nan=False) + "\n")
     header, rows = results_rows(result)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: ("" if v is None else v) for k, v in _finite(row).items()} for row in rows)
     _write_atomic(os.path.join(out_dir, "results.csv"), buf.getvalue())
     if "pairs" in result:
         buf = io.StringIO()

@@ -306,6 +306,10 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
     ds, _ = _real_images(files.faces)
     for name in ds.names:
         _write_mask(big / name, 24, 4)
+    holeless = tmp_path / "holeless_masks"
+    holeless.mkdir()
+    for k, name in enumerate(ds.names):
+        _write_mask(holeless / name, SIZE, 0 if k == 2 else 4)     # the third has no hole
     one_ex = tmp_path / "one_exemplar"
     one_ex.mkdir()
     Image.open(ds.paths[0]).save(one_ex / ds.names[0])
@@ -317,6 +321,8 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         (["--masks", "irregular", empty], "contains no image files"),
         (["--masks", "irregular"], "--masks irregular needs a folder"),
         (["--masks", "paired", big], "is 24x24 but its image is 16x16"),
+        # issue 15 item 5: a mask without a hole is refused (it was scored with NaN hole metrics)
+        (["--masks", "paired", holeless], f"{ds.names[2]}' has no hole pixel at 16x16"),
         (["--n-images", 9], "Asked for 9 test images but the test set has 4"),
         (["--exemplars", "folder", one_ex], "lacks 3 of 4 exemplars"),
         (["--metrics", "fid"], "pt_inception-2015-12-05-6726825d.pth"),
@@ -375,3 +381,60 @@ def test_compile_flag_gives_the_eager_numbers(files, entry, capsys, tmp_path):
     for key in ("psnr", "l1", "psnr_hole"):
         assert compiled["summary"]["all"][key]["mean"] == pytest.approx(
             eager["summary"]["all"][key]["mean"], rel=1e-4, abs=1e-6)
+
+
+def _strict_json(path):
+    """json.loads that refuses the non-standard NaN / Infinity tokens."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token} in {path}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_results_files_are_strict_json_and_csv_without_nan(files, entry, capsys, caplog,
+                                                           tmp_path):
+    """issue 15 item 5: FID of one image is NaN; it used to be written as NaN (invalid JSON)."""
+    out = tmp_path / "one"
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
+                      "--data", files.faces, "--inception", files.inception, "--n-images", 1,
+                      "--batch", 1, "--metrics", "fid", "psnr", "--out", out, "--no-progress")
+    assert rc == 0, err
+    doc = _strict_json(out / "results.json")
+    assert doc["summary"]["all"]["fid"]["mean"] is None
+    assert doc["repeats"][0]["results"]["all"]["fid"] is None
+    assert doc["non_finite"]["summary.all.fid.mean"] == "nan"
+    assert doc["non_finite"]["repeats.0.results.all.fid"] == "nan"
+    assert doc["summary"]["all"]["psnr"]["mean"] > 0          # finite values untouched
+    text = (out / "results.csv").read_text().lower()
+    assert "nan" not in text and "inf" not in text
+    rows = _read_csv(out / "results.csv")
+    assert rows[0]["fid"] == "" and float(rows[0]["psnr"]) > 0
+    # ... and FID from one image is flagged as not meaningful.
+    assert "FID from 1 images" in caplog.text and doc["protocol"]["warnings"]
+
+
+def test_warns_on_small_sets_and_on_a_resolution_mismatch(files, entry, capsys, caplog,
+                                                          tmp_path):
+    """issue 15 item 5: FID / IDS on a few images and 8-px data fed to a 16-px checkpoint (upsampled
+    x2) were silent."""
+    small = tmp_path / "small"
+    small.mkdir()
+    ds, _ = _real_images(files.faces)
+    for path, name in zip(ds.paths, ds.names):
+        Image.open(path).resize((8, 8), Image.LANCZOS).save(small / name)
+    out = tmp_path / "warn"
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
+                      "--data", small, "--inception", files.inception, "--n-images", 4,
+                      "--batch", 4, "--metrics", "fid", "ids", "l1", "--out", out,
+                      "--no-progress")
+    assert rc == 0, err
+    assert "are 8x8 but the evaluation size is 16x16: they are upsampled x2" in caplog.text
+    assert "FID and U-IDS / P-IDS from 4 images: fewer than 2000" in caplog.text
+    warnings = _strict_json(out / "results.json")["protocol"]["warnings"]
+    assert len(warnings) == 2 and "upsampled x2" in warnings[0]
+    # Data at the model's size and no FID / IDS: no warning.
+    caplog.clear()
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
+                      "--data", files.faces, "--n-images", 2, "--batch", 2, "--metrics", "l1",
+                      "--out", tmp_path / "quiet", "--no-progress")
+    assert rc == 0, err
+    assert "evaluation size" not in caplog.text and "fewer than 2000" not in caplog.text
