@@ -223,12 +223,15 @@ class Generator(nn.Module):
             if inject_index is None:
                 # DEVIATION: drawn with torch's RNG instead of Python's `random`, so that
                 # torch.manual_seed alone makes mixing reproducible; same uniform 1..n_latent-1.
-                inject_index = int(torch.randint(1, self.n_latent, ()).item())
-            if not 0 <= inject_index <= self.n_latent:
+                # It stays a tensor: no host synchronisation, nothing for torch.compile to
+                # specialise on.
+                inject_index = torch.randint(1, self.n_latent, ())
+            elif not 0 <= inject_index <= self.n_latent:
                 raise ValueError(f"inject_index must be in [0, {self.n_latent}], got {inject_index}.")
-            w1 = styles[0].unsqueeze(1).repeat(1, inject_index, 1)
-            w2 = styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)
-            w = torch.cat([w1, w2], 1)
+            # Slots [0, inject_index) take the first style, the rest the second (the authors'
+            # cat of repeats, as a select: the same values).
+            first = torch.arange(self.n_latent, device=styles[0].device) < inject_index
+            w = torch.where(first[None, :, None], styles[0].unsqueeze(1), styles[1].unsqueeze(1))
         # (4) exemplar codes replace slots [start, start + n)
         s0, s1 = self.exemplar_start, self.exemplar_start + self.n_exemplar
         lam = random_lambda
@@ -248,20 +251,18 @@ class Generator(nn.Module):
         elif len(noise) != self.num_layers:
             raise ValueError(f"noise must be a list of {self.num_layers} tensors, got {len(noise)}.")
 
-        # (5) every layer is modulated by cat(w_i, global)
-        def style_at(i: int) -> torch.Tensor:
-            return torch.cat([w[:, i], global_code], 1)  # [B, 3*style_dim]
+        # (5) every layer is modulated by cat(w_i, global): all n_latent of them at once, one
+        # tensor per slot (no per-layer indexing by a Python int for torch.compile to guard on).
+        mod = torch.cat([w, global_code.unsqueeze(1).expand(-1, self.n_latent, -1)], 2).unbind(1)
 
-        out = self.conv1(feat4, style_at(0), noise=noise[0])
-        skip = self.to_rgb1(out, style_at(1))
-        i = 1
+        out = self.conv1(feat4, mod[0], noise=noise[0])
+        skip = self.to_rgb1(out, mod[1])
         for k, to_rgb in enumerate(self.to_rgbs):
             up_conv, conv = self.convs[2 * k], self.convs[2 * k + 1]
-            out = up_conv(out, style_at(i), noise=noise[2 * k + 1])
+            out = up_conv(out, mod[2 * k + 1], noise=noise[2 * k + 1])
             out = out + feats[out.shape[-1]]
-            out = conv(out, style_at(i + 1), noise=noise[2 * k + 2])
-            skip = to_rgb(out, style_at(i + 2), skip)
-            i += 2
+            out = conv(out, mod[2 * k + 2], noise=noise[2 * k + 2])
+            skip = to_rgb(out, mod[2 * k + 3], skip)
         image = skip
         assert image.shape[0] == batch
         if return_latents:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _impl
+from . import _impl, _library
 
 ACTIVATIONS = {'linear': 0, 'lrelu': 1}  # the codes the CUDA kernel uses
 DEFAULT_GAIN = {'linear': 1.0, 'lrelu': math.sqrt(2)}
@@ -41,7 +41,8 @@ def fused_bias_act(x, b=None, act='lrelu', alpha=0.2, gain=None):
     ext = _impl.cuda_extension(x, b)
     if ext is None:
         return fused_bias_act_ref(x, b, act, alpha, gain)
-    return fused_bias_act_ext(ext, x, b, act, alpha, gain)
+    # Through the registered custom op while torch.compile traces (op/_library.py).
+    return fused_bias_act_ext(_library.ops(ext), x, b, act, alpha, gain)
 
 
 def fused_bias_act_ref(x, b=None, act='lrelu', alpha=0.2, gain=None):

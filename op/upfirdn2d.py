@@ -28,7 +28,7 @@ Three formulations live here:
 import torch
 import torch.nn.functional as F
 
-from . import _impl
+from . import _impl, _library
 
 
 def _pair(value, name):
@@ -91,30 +91,16 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     ext = None if kernel.requires_grad else _impl.cuda_extension(input)
     if ext is None:
         return _ref(input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
-    if _impl.get_upfirdn2d_kernel() == 'tiled':
-        ext = tiled(ext)
+    # The view calls the tiled kernel if selected, and goes through the registered custom ops
+    # while torch.compile traces (op/_library.py).
+    ext = _library.ops(ext, tiled=_impl.get_upfirdn2d_kernel() == 'tiled')
     return upfirdn2d_ext(ext, input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
 
 
-class _Tiled:
-    """An extension module seen through its tiled kernel: ``.upfirdn2d`` is the module's
-    ``upfirdn2d_tiled`` (same arguments), so the autograd wiring below runs forward, gradient
-    and gradient of gradient through it unchanged."""
-
-    def __init__(self, ext):
-        self.ext = ext
-        self.upfirdn2d = ext.upfirdn2d_tiled
-
-
-_tiled_views = {}
-
-
 def tiled(ext):
-    """``ext`` with its tiled upfirdn2d kernel in place of the general one (cached per module)."""
-    view = _tiled_views.get(id(ext))
-    if view is None or view.ext is not ext:
-        view = _tiled_views[id(ext)] = _Tiled(ext)
-    return view
+    """Extension ``ext`` with its tiled upfirdn2d kernel (``ext.upfirdn2d_tiled``) in place of
+    the general one, for :func:`upfirdn2d_ext`."""
+    return _library.ops(ext, tiled=True)
 
 
 # ---------------------------------------------------------------------------------------------
