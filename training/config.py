@@ -104,6 +104,10 @@ class PretrainedConfig:
     # LPIPS trunk, FID Inception) instead of reading the files above. The losses and FID then
     # carry no pretrained knowledge; the log says so loudly.
     allow_random: bool = False
+    # Demo only (allow_random with data.kind demo): train the stand-in style encoder for this many
+    # steps to predict the demo faces' recorded attributes before G training, so that exemplar
+    # codes carry hair / eye colour, glasses ... (training/demo_encoder.py). 0 = random stand-in.
+    standin_encoder_steps: int = 0
 
 
 @dataclass
@@ -401,6 +405,7 @@ RANGES: dict = {
     "data.demo_test": (0, None, False, False, ""),
     "data.demo_seed": (0, None, False, False, ""),
     "exemplar.self_prob": (0, 1, False, False, "a probability"),
+    "pretrained.standin_encoder_steps": (0, None, False, False, "0 = the random stand-in"),
     "loss.lambda_adv": (0, None, False, False, ""),
     "loss.lambda_id": (0, None, False, False, ""),
     "loss.lambda_lpips": (0, None, False, False, ""),
@@ -498,6 +503,11 @@ def validate(cfg: Config) -> None:
                                                           for v in slots) and slots[0] >= 0 and slots[1] >= 1):
         raise ConfigError(f"model.exemplar_slots must be null or [start, n] with start >= 0 and n >= 1, "
                           f"got {slots}.")
+    if cfg.pretrained.standin_encoder_steps > 0 and not (cfg.pretrained.allow_random
+                                                          and cfg.data.kind == "demo"):
+        raise ConfigError(f"pretrained.standin_encoder_steps = {cfg.pretrained.standin_encoder_steps} "
+                          "trains the stand-in style encoder on the demo faces, so it needs "
+                          "pretrained.allow_random=true and data.kind=demo; set it to 0 otherwise.")
     check_ignored(cfg)
 
 

@@ -67,6 +67,52 @@ def save_standin_style_encoder(encoder, path: str) -> str:
     return path
 
 
+def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
+    """``pretrained.standin_encoder_steps > 0`` (demo only): train the stand-in style encoder to
+    predict the demo faces' recorded attributes (training/demo_encoder.py), seeded from
+    ``train.seed`` so that a resumed run trains the same one. Returns the training accuracies."""
+    import time
+
+    from .demo_encoder import load_labelled_faces, train_attribute_encoder
+
+    steps = cfg.pretrained.standin_encoder_steps
+    t0 = time.perf_counter()
+    images, labels = load_labelled_faces(cfg.data.demo_root, "train", cfg.model.size)
+    acc = train_attribute_encoder(encoder, images, labels, steps=steps,
+                                  seed=rng.derive_seed(cfg.train.seed, 0x5F))
+    log.info("stand-in style encoder trained for %d steps on the attributes of %d demo faces "
+             "(%.0f s); training accuracy: %s", steps, images.shape[0], time.perf_counter() - t0,
+             ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+    return acc
+
+
+def trained_standin_beside(ckpt_path: str) -> Optional[str]:
+    """The trained stand-in style encoder a checkpoint's generator was trained with, or None.
+
+    A run with ``pretrained.standin_encoder_steps > 0`` trains its stand-in encoder, so the
+    encoder cannot be rebuilt from the seed like the random one: it is the run's
+    ``checkpoints/standin_psp.pt``, beside the checkpoint (``export.pt``, ``latest.pt``, ...).
+    Raises FileNotFoundError (one sentence naming ``--psp``) when that file is missing; returns
+    None for checkpoints of other runs (or unreadable ones: the caller's loader reports those).
+    """
+    import os
+
+    from models.checkpoint import safe_load
+    try:
+        cfg = safe_load(ckpt_path).get("config") or {}
+    except Exception:
+        return None
+    if not int((cfg.get("pretrained") or {}).get("standin_encoder_steps") or 0) > 0:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), STANDIN_PSP_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{ckpt_path} was trained with a trained stand-in style encoder "
+            f"(pretrained.standin_encoder_steps > 0) and {path} is missing; pass the run's "
+            f"checkpoints/{STANDIN_PSP_FILE} with --psp.")
+    return path
+
+
 def standin_identity(seed: int):
     from models.identity import IdentityNet
 
@@ -133,6 +179,8 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     if p.allow_random:
         seed = cfg.train.seed
         enc = standin_style_encoder(start, n, generator.n_latent, generator.style_dim, seed)
+        if p.standin_encoder_steps > 0:
+            train_standin_on_demo_faces(enc, cfg, log)
         ident = standin_identity(seed) if need_id else None
         lp = standin_lpips(seed, device) if need_lpips else None
         random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
@@ -141,8 +189,13 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
         log.warning(bar)
         log.warning("PRETRAINED NETWORKS ARE RANDOM STAND-INS (pretrained.allow_random=true): %s.",
                     ", ".join(random))
-        log.warning("The attribute / identity / LPIPS losses carry NO pretrained knowledge. Use this "
-                    "for the demo and tests only; real training needs the files under checkpoints/.")
+        if p.standin_encoder_steps > 0:
+            log.warning("The style encoder was trained for seconds on the demo faces' attribute labels "
+                        "(pretrained.standin_encoder_steps): its codes know hair / eye colour, glasses ... "
+                        "of these synthetic faces and nothing else.")
+        log.warning("The %s losses carry NO pretrained knowledge. Use this for the demo and tests "
+                    "only; real training needs the files under checkpoints/.",
+                    "identity / LPIPS" if p.standin_encoder_steps > 0 else "attribute / identity / LPIPS")
         log.warning(bar)
         return Pretrained(enc.to(device), ident.to(device) if ident is not None else None, lp, random)
 
