@@ -28,10 +28,20 @@ MASK_CHOICES = ("center", "free_form", "large", "irregular", "paired")
 EXEMPLAR_CHOICES = ("reverse", "self", "folder")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where X is a value and the help does not already name it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="test.py", description="Evaluate an EXE-GAN checkpoint under the paper's protocol.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     f = p.add_argument_group("files")
     f.add_argument("--ckpt", help="generator: our checkpoint / export, or the authors' "
                                   "EXE_GAN_model_256.pt / a bare g_ema state dict")

@@ -141,7 +141,7 @@ def _select(ckpt: Any, path: str, which: str, bare_ok: bool) -> tuple[dict, dict
     if which not in ckpt or not _is_state_dict(ckpt[which]):
         entries = sorted(k for k, v in ckpt.items() if _is_state_dict(v))
         raise CheckpointError(f"{path} has no '{which}' state dict (state dicts in it: {entries}); "
-                              f"pass which= one of those.")
+                              f"choose one of those with which= (--which on the command line).")
     net = "d" if which == "d" else "g"
     return dict(ckpt[which]), _arch_from_file(ckpt, net)
 

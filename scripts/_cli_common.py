@@ -108,7 +108,7 @@ def pair(images: Dict[str, str], path: str, what: str, option: str) -> Dict[str,
     """For each image key, the file of ``path`` that goes with it: a single file serves every
     image; a folder is paired by name (relative path without extension)."""
     if not os.path.exists(path):
-        raise CLIError(f"{option} {path} does not exist; give a {what} file or a folder paired by name.")
+        raise CLIError(f"{option} {path} does not exist; give {article(what)} {what} file or a folder paired by name.")
     if os.path.isfile(path):
         return {k: path for k in images}
     others = collect(path, what, option)
@@ -132,8 +132,45 @@ def read_binary(path: str, shape: tuple, what: str, option: str, white_is_on: bo
     on = read_mask_file(path, hole_value=1 if white_is_on else 0)
     if on.shape != tuple(shape):
         raise CLIError(f"{option} {path} is {on.shape[1]}x{on.shape[0]} but its image is {shape[1]}x{shape[0]}; "
-                       f"give a {what} of the image's size (width x height).")
+                       f"give {article(what)} {what} of the image's size (width x height).")
     return on
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` (by its first letter: an exemplar, a mask)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+#: Masks whose hole covers more than this fraction of the image get a warning.
+LARGE_HOLE = 0.70
+
+
+def mask_warnings(hole: np.ndarray, hole_colour: str = "white") -> List[str]:
+    """Sentences about a mask that is valid but implausible (empty list when it looks fine):
+
+    * the hole covers more than ``LARGE_HOLE`` of the image (little is left to go on);
+    * it looks inverted: the hole covers most of the image and runs round its whole border while
+      the known pixels form an island inside - what a hole drawn in the other colour gives.
+
+    ``hole_colour`` is the --mask-hole value used to read it (for the suggested fix).
+    """
+    frac = float(hole.mean())
+    out = []
+    border = np.concatenate([hole[0], hole[-1], hole[1:-1, 0], hole[1:-1, -1]])
+    if frac > 0.5 and float(border.mean()) > 0.95:
+        other = "black" if hole_colour == "white" else "white"
+        out.append(f"the mask looks inverted: the hole covers {100 * frac:.0f} % of the image and "
+                   f"surrounds the known pixels; if {other} marks the hole in your masks, pass "
+                   f"--mask-hole {other}.")
+    elif frac > LARGE_HOLE:
+        out.append(f"the hole covers {100 * frac:.0f} % of the image (more than {100 * LARGE_HOLE:.0f} %); "
+                   f"with so little of the face known the results will be poor.")
+    return out
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr (the run goes on)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def read_exemplar(path: str, size: int) -> torch.Tensor:
@@ -273,6 +310,10 @@ class OutputWriter:
         self.root = root
         self.written: List[str] = []
 
+    def first_set(self, key: str, suffixes: Sequence[str]) -> Dict[str, str]:
+        """``<key><suffix>`` for every suffix: the files of a first run (``--skip-existing``)."""
+        return {s: os.path.join(self.root, key + s) for s in suffixes}
+
     def reserve(self, key: str, suffixes: Sequence[str]) -> Dict[str, str]:
         n = 0
         while True:
@@ -300,22 +341,27 @@ class OutputWriter:
 
 
 # -------------------------------------------------------------------------------------- models
-def load_model(ckpt: str, psp: str, device: torch.device, sketch: bool = False):
-    """EXEGAN (or SketchEXEGAN) from the two files; errors are one sentence."""
+def load_model(ckpt: str, psp: str, device: torch.device, sketch: bool = False, which: str = "g_ema"):
+    """EXEGAN (or SketchEXEGAN) from the two files, the generator from entry ``which`` of a
+    training checkpoint; errors are one sentence."""
     for option, path in (("--ckpt", ckpt), ("--psp", psp)):
         if not os.path.isfile(path):
             raise CLIError(f"{option} {path} does not exist; give the path of the "
                            f"{'EXE-GAN checkpoint' if option == '--ckpt' else 'pSp encoder file (psp_ffhq_encode.pt)'}.")
     if sketch:
         from models.sketch import SketchEXEGAN
-        return SketchEXEGAN.from_checkpoints(ckpt, psp, device)
+        return SketchEXEGAN.from_checkpoints(ckpt, psp, device, which=which)
     from models.exegan import EXEGAN
-    return EXEGAN.from_checkpoints(ckpt, psp, device)
+    return EXEGAN.from_checkpoints(ckpt, psp, device, which=which)
 
 
 def add_model_args(p) -> None:
     p.add_argument("--ckpt", required=True, help="EXE-GAN checkpoint (ours, export.pt, or the released "
                                                  "EXE_GAN_model_256.pt / _512.pt)")
+    p.add_argument("--which", default="g_ema", metavar="ENTRY",
+                   help="which generator of --ckpt to use: g_ema (default, the moving average) or "
+                        "g (the raw generator of a training checkpoint); a bare generator state "
+                        "dict ignores it")
     p.add_argument("--psp", required=True, help="pSp style encoder file (psp_ffhq_encode.pt)")
     p.add_argument("--truncation", type=float, default=1.0,
                    help="psi for the random style z (< 1: closer to the average; default 1)")

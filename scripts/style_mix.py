@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise cli.CLIError(f"{option} {path} is not a file; style mixing takes one image, one mask "
                                f"and two exemplar files.")
     writer = cli.OutputWriter(args.out)
-    model = cli.load_model(args.ckpt, args.psp, device)
+    model = cli.load_model(args.ckpt, args.psp, device, which=args.which)
     g = model.generator
     lo, hi = g.exemplar_start, g.exemplar_start + g.n_exemplar - 1
     first, last = args.slots if args.slots else (lo, hi)
@@ -123,6 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     original = cli.read_rgb(args.image)
     hole = cli.read_binary(args.mask, original.shape[:2], "mask", "--mask", args.mask_hole == "white")
+    for w in cli.mask_warnings(hole, args.mask_hole):
+        cli.warn(f"{args.mask}: {w}")
     prep = cli.prepare(original, hole, model.size)
     ex_a = cli.read_exemplar(args.exemplar_a, model.size)
     ex_b = cli.read_exemplar(args.exemplar_b, model.size)

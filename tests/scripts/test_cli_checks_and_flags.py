@@ -1,0 +1,193 @@
+"""scripts/inpaint.py folder runs: every input checked before anything is written (all problems at
+once), --skip-existing resuming an interrupted run; implausible-mask warnings in inpaint.py and
+style_mix.py; the --which flag; small message fixes."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import Discriminator, make_checkpoint, save_checkpoint
+from models.exegan import EXEGAN
+from scripts import _cli_common as cli
+from scripts import inpaint, style_mix
+
+
+def _args(files, image, mask, exemplar, out, *extra, ckpt=None):
+    return ["--ckpt", ckpt or files["exe"], "--psp", files["psp"], "--image", str(image), "--mask", str(mask),
+            "--exemplar", str(exemplar), "--out", str(out), *map(str, extra)]
+
+
+def _folder(h, root, n=4, size=(20, 18)):
+    H, W = size
+    for i in range(n):
+        h.write_rgb(root / "img" / f"f{i}.png", H, W, seed=i)
+        h.write_mask(root / "mask" / f"f{i}.png", h.box_hole(H, W, 4, 3 + i, 12, 10 + i))
+        h.write_rgb(root / "ex" / f"f{i}.png", 16, 16, seed=10 + i)
+
+
+def test_folder_run_lists_every_bad_input_and_writes_nothing(files, h, tmp_path, capsys):
+    _folder(h, tmp_path, n=5)
+    (tmp_path / "img" / "f1.png").write_bytes(b"not an image")                         # decode
+    h.write_mask(tmp_path / "mask" / "f2.png", np.ones((7, 9), bool))                   # size
+    Image.new("L", (18, 20), 128).save(tmp_path / "mask" / "f3.png")                    # mask values
+    (tmp_path / "ex" / "f4.png").write_bytes(b"\x89PNG broken")                          # exemplar
+    out = tmp_path / "out"
+    rc = cli.run(inpaint.main, _args(files, tmp_path / "img", tmp_path / "mask", tmp_path / "ex", out))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: 4 problems with the inputs, nothing was written:")
+    lines = err.strip().splitlines()[1:]
+    assert len(lines) == 4
+    assert "f1.png" in lines[0] and "Cannot decode image" in lines[0]
+    assert "f2.png is 9x7 but its image is 18x20" in lines[1]
+    assert "f3.png" in lines[2] and "not a binary mask" in lines[2]
+    assert "f4.png" in lines[3] and "Cannot decode image" in lines[3]
+    # Before the fix f0.png's results were written before f1.png stopped the run.
+    assert not out.exists() or not any(out.rglob("*.png"))
+
+
+def test_a_missing_exemplar_is_reported_before_anything_is_written(files, h, tmp_path, capsys):
+    _folder(h, tmp_path, n=3)
+    os.remove(tmp_path / "ex" / "f2.png")
+    out = tmp_path / "out"
+    assert cli.run(inpaint.main, _args(files, tmp_path / "img", tmp_path / "mask", tmp_path / "ex", out)) == 2
+    err = capsys.readouterr().err
+    assert "has no exemplar for image(s) f2" in err and not out.exists()
+
+
+def test_skip_existing_resumes_an_interrupted_folder_run(files, h, tmp_path, monkeypatch, capsys):
+    _folder(h, tmp_path, n=3)
+    base = [tmp_path / "img", tmp_path / "mask", tmp_path / "ex"]
+    full = tmp_path / "full"
+    assert inpaint.main(_args(files, *base, full, "--samples", 2)) == 0
+    expected = sorted(p.relative_to(full).as_posix() for p in full.rglob("*.png"))
+
+    # Interrupt a second run after the first sample of the second image.
+    out = tmp_path / "out"
+    real_save, calls = cli.OutputWriter.save, []
+
+    def save(self, img, path, meta=None):
+        if len(calls) == 4:  # f0: 2 samples + sheet; f1: sample 0, then "killed"
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real_save(self, img, path, meta)
+
+    monkeypatch.setattr(cli.OutputWriter, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        inpaint.main(_args(files, *base, out, "--samples", 2))
+    monkeypatch.setattr(cli.OutputWriter, "save", real_save)
+    assert sorted(os.listdir(out)) == ["f0_sample0.png", "f0_sample1.png", "f0_sheet.png", "f1_sample0.png"]
+
+    capsys.readouterr()
+    assert inpaint.main(_args(files, *base, out, "--samples", 2, "--skip-existing")) == 0
+    assert "1 of 3 image(s) already done" in capsys.readouterr().out
+    # Before the fix there was no --skip-existing: a rerun wrote f0-1_sample0.png ... duplicates.
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == expected
+    for name in expected:
+        assert np.array_equal(h.read(out / name), h.read(full / name)), name
+    # Once more: everything is done, nothing changes.
+    before = {n: (out / n).read_bytes() for n in expected}
+    assert inpaint.main(_args(files, *base, out, "--samples", 2, "--skip-existing")) == 0
+    assert {n: (out / n).read_bytes() for n in expected} == before
+
+
+def test_skip_existing_refuses_files_made_with_other_settings(files, h, tmp_path, capsys):
+    _folder(h, tmp_path, n=2)
+    base = [tmp_path / "img", tmp_path / "mask", tmp_path / "ex"]
+    out = tmp_path / "out"
+    assert inpaint.main(_args(files, *base, out, "--seed", 1)) == 0
+    os.remove(out / "f1_sheet.png")
+    rc = cli.run(inpaint.main, _args(files, *base, out, "--seed", 2, "--skip-existing"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "f0_sample0.png exists but it was made with seed '1', this run uses '2'" in err
+    assert not (out / "f1_sheet.png").exists()
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("large", "the hole covers 80 % of the image (more than 70 %)"),
+    ("inverted", "the mask looks inverted: the hole covers 75 % of the image and surrounds the known "
+                 "pixels; if black marks the hole in your masks, pass --mask-hole black."),
+    ("plain", None),
+])
+def test_implausible_masks_warn_in_both_clis(files, h, tmp_path, capsys, case, needle):
+    H, W = 20, 20
+    h.write_rgb(tmp_path / "a.png", H, W, seed=1)
+    h.write_rgb(tmp_path / "ex.png", 16, 16, seed=2)
+    hole = {"large": h.box_hole(H, W, 0, 0, 16, 20),                # 80 %, known strip at the bottom
+            "inverted": ~h.box_hole(H, W, 5, 5, 15, 15),            # a "hole" drawn black on white
+            "plain": h.box_hole(H, W, 5, 5, 12, 12)}[case]
+    h.write_mask(tmp_path / "m.png", hole)
+    assert inpaint.main(_args(files, tmp_path / "a.png", tmp_path / "m.png", tmp_path / "ex.png",
+                              tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    assert style_mix.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "a.png"),
+                           "--mask", str(tmp_path / "m.png"), "--exemplar-a", str(tmp_path / "ex.png"),
+                           "--exemplar-b", str(tmp_path / "ex.png"), "--out", str(tmp_path / "mix")]) == 0
+    err_mix = capsys.readouterr().err
+    for e in (err, err_mix):
+        if needle is None:
+            assert "warning" not in e
+        else:
+            assert e.count("warning: ") == 1 and f"warning: {tmp_path / 'm.png'}: {needle}" in e
+
+
+def test_mask_warnings_thresholds():
+    hole = np.zeros((10, 10), bool)
+    hole[:7] = True                                    # exactly 70 %: no warning
+    assert cli.mask_warnings(hole) == []
+    hole[7, :1] = True                                 # 71 %
+    assert cli.mask_warnings(hole)[0].startswith("the hole covers 71 %")
+    assert "pass --mask-hole white" in cli.mask_warnings(~np.pad(np.ones((4, 4), bool), 3), "black")[0]
+
+
+def test_which_picks_the_generator_of_a_training_checkpoint(files, h, tmp_path, capsys):
+    from conftest import SIZE, _tiny_generator
+
+    g, g_ema = _tiny_generator(seed=1), _tiny_generator(seed=2)
+    ckpt = str(tmp_path / "two.pt")
+    save_checkpoint(make_checkpoint(g=g, d=Discriminator(SIZE, channel_multiplier=2, channel_max=16),
+                                    g_ema=g_ema, step=1), ckpt)
+    h.write_rgb(tmp_path / "a.png", SIZE, SIZE, seed=3)
+    h.write_mask(tmp_path / "m.png", h.box_hole(SIZE, SIZE, 3, 3, 12, 12))
+    h.write_rgb(tmp_path / "ex.png", SIZE, SIZE, seed=4)
+    base = [tmp_path / "a.png", tmp_path / "m.png", tmp_path / "ex.png"]
+    outs = {}
+    for which in ("g", "g_ema"):
+        assert inpaint.main(_args(files, *base, tmp_path / which, "--no-sheet", "--which", which, ckpt=ckpt)) == 0
+        outs[which] = h.read(tmp_path / which / "a_sample0.png")
+        model = EXEGAN.from_checkpoints(ckpt, files["psp"], which=which)
+        image = torch.from_numpy(h.read(tmp_path / "a.png").copy()).permute(2, 0, 1).float() / 127.5 - 1
+        mask = torch.from_numpy(h.read(tmp_path / "m.png")[..., 0] > 127).float()[None]
+        want = cli.to_uint8(model.inpaint(image, mask, cli.read_exemplar(str(tmp_path / "ex.png"), SIZE), seed=0))
+        assert np.array_equal(outs[which], want)
+    assert not np.array_equal(outs["g"], outs["g_ema"])
+    assert cli.run(inpaint.main, _args(files, *base, tmp_path / "bad", "--which", "gen", ckpt=ckpt)) == 2
+    err = capsys.readouterr().err
+    assert "has no 'gen' state dict" in err and "--which" in err and "\n" not in err.strip()
+
+
+def test_messages_use_an_before_exemplar(files, h, tmp_path, capsys):
+    h.write_rgb(tmp_path / "a.png", 20, 20, seed=1)
+    h.write_mask(tmp_path / "m.png", h.box_hole(20, 20, 5, 5, 10, 10))
+    rc = cli.run(inpaint.main, _args(files, tmp_path / "a.png", tmp_path / "m.png", tmp_path / "nope.png",
+                                     tmp_path / "out"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "give an exemplar file" in err and "a exemplar" not in err
+    assert cli.article("exemplar") == "an" and cli.article("mask") == "a"
+
+
+@pytest.mark.parametrize("script", ["test.py", "train.py", "scripts/inpaint.py", "scripts/style_mix.py",
+                                    "scripts/prepare_data.py", "scripts/make_mask_buckets.py",
+                                    "scripts/align_faces.py"])
+def test_help_texts_print_no_second_default(script):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, os.path.join(root, script), "--help"], capture_output=True,
+                          text=True, cwd=root, env=dict(os.environ, COLUMNS="200"))
+    assert proc.returncode == 0, proc.stderr
+    assert "(default: None)" not in proc.stdout
+    for line in proc.stdout.splitlines():
+        assert line.count("default") <= 1 or "--which" in line, line
