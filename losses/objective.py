@@ -174,7 +174,9 @@ class GeneratorObjective(nn.Module):
         if mask.shape != (B, 1) + tuple(completed.shape[2:]):
             raise ValueError(f'GeneratorObjective: mask must be [B, 1, H, W] = '
                              f'{[B, 1] + list(completed.shape[2:])}, got {list(mask.shape)}.')
-        self_mask = torch.as_tensor(self_mask, device=completed.device).reshape(-1).bool()
+        # Kept where it is: the training loop passes it on the host, so that selecting the
+        # self-exemplar samples below needs no device synchronisation.
+        self_mask = torch.as_tensor(self_mask).reshape(-1).bool()
         if self_mask.numel() != B:
             raise ValueError(f'GeneratorObjective: self_mask must have {B} entries, got '
                              f'{self_mask.numel()}.')
@@ -190,6 +192,7 @@ class GeneratorObjective(nn.Module):
         if self.lpips is not None:
             idx = self_mask.nonzero().flatten()
             if idx.numel() > 0:
+                idx = idx.to(completed.device, non_blocking=True)
                 # The authors' reduction: the SUM over the (self-exemplar) batch, not the mean.
                 values['lpips'] = self.lpips(completed[idx], real[idx], weight_map=M_w[idx],
                                              reduction='sum')

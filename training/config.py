@@ -146,6 +146,15 @@ class TrainConfig:
     # per-sample weights, one grouped conv) | "batched" | "auto"; the same map up to float
     # rounding. docs/benchmarks.md.
     modconv: str = "grouped"
+    # Speed options, all off by default (docs/benchmarks.md, "GPU options"); none changes the
+    # recipe beyond float rounding. compile: torch.compile G, D and the style encoder for the
+    # main phases, one graph per input shape and phase (R1 and path length differentiate twice
+    # and stay eager). channels_last: networks and images in NHWC memory layout (cuDNN's native
+    # one; pair with modconv "batched", whose convolutions keep the layout). fused_adam: the
+    # fused CUDA Adam kernel instead of the default multi-tensor one (CUDA only).
+    compile: bool = False
+    channels_last: bool = False
+    fused_adam: bool = False
     ckpt_every: int = 5000              # checkpoint interval (steps); 0 = only at the end
     keep_last: int = 3                  # periodic checkpoints kept (latest/best kept apart)
 
