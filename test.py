@@ -4,6 +4,8 @@
         --data data/celebahq/test --n-images 2000 --masks center --exemplars reverse --repeats 3
     python test.py --config configs/celebahq_256.yaml --ckpt runs/00003-celebahq_256/checkpoints/best.pt \\
         --masks irregular data/irregular_masks --repeats 3
+    python test.py --pred results/r0 results/r1 results/r2 --gt data/celebahq/test --masks masks/ \\
+        --inception ... --lpips-vgg ...          # score completions that already exist
 
 Completed images vs ground truth: FID, U-IDS, P-IDS, LPIPS, PSNR, SSIM, L1 (+ L1 / PSNR inside
 the hole), mean ± std over repeats, per mask bucket. Writes results.json (with the protocol
@@ -25,6 +27,10 @@ import sys
 from typing import Optional, Sequence
 
 MASK_CHOICES = ("center", "free_form", "large", "irregular", "paired")
+PAIR_BY_HELP = ("how file names pair across folders: {name} stands for the shared part, e.g. "
+                "mask={name}_mask (x.png + x_mask.png) or gt={name}_real mask={name}_mask "
+                "pred={name}_out (1_real.png + 1_mask.png + 1_out.png); default {name} (the same "
+                "name, any extension)")
 EXEMPLAR_CHOICES = ("reverse", "self", "folder")
 
 
@@ -55,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", help="YAML config (as for train.py): file paths and the eval section")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set data.test=...")
+    f.add_argument("--pred", nargs="+", metavar="DIR",
+                   help="score existing completions instead of running a checkpoint: one folder "
+                        "per repeat, paired with --gt (and --masks DIR) by name")
+    f.add_argument("--gt", help="with --pred: the ground-truth images (default: --data)")
+    f.add_argument("--pair-by", nargs="+", default=[], metavar="ROLE=PATTERN",
+                   help="roles image (alias gt), mask, exemplar, pred; "
+                        + PAIR_BY_HELP.replace("%", "%%"))
     f.add_argument("--allow-random-pretrained", action="store_true",
                    help="TESTS / DEMO ONLY: random stand-ins for missing pSp / Inception / VGG "
                         "files (numbers are meaningless)")
@@ -128,7 +141,7 @@ def _load_config(args):
 
 def resolve(args, argv=None):
     """TestSettings from the flags, the config and the defaults (flags win)."""
-    from metrics.protocol import TestSettings
+    from metrics.protocol import ProtocolError, TestSettings
 
     cfg = _load_config(args)
     where = f"in {args.config}" if args.config else "from --set"
@@ -185,6 +198,11 @@ def resolve(args, argv=None):
         value = getattr(ev, key, None) if ev is not None else None
         return default if value is None else value
 
+    if args.pred:
+        return _resolve_scoring(args, argv, files, allow_random, data, sources)
+    if args.gt:
+        raise ProtocolError("--gt is the ground truth of --pred; without --pred give the test "
+                            "images with --data.")
     if args.masks:
         masks, mask_dir = _kind_and_dir(args.masks, MASK_CHOICES, "--masks")
     else:
@@ -212,7 +230,46 @@ def resolve(args, argv=None):
         metrics=list(args.metrics) if args.metrics else list(DEFAULT_METRICS),
         fid_resize=args.fid_resize, which=args.which, out=args.out,
         save_images=args.save_images, progress=not args.no_progress, config=args.config,
-        compile=args.compile,
+        compile=args.compile, pair_by=list(args.pair_by),
+        command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
+
+
+def _resolve_scoring(args, argv, files, allow_random, data, sources):
+    """TestSettings of ``--pred`` (score existing completions): no model, no protocol flags."""
+    from metrics.evaluator import DEFAULT_METRICS
+    from metrics.protocol import ProtocolError, TestSettings
+    unused = [flag for flag, value in (("--ckpt", args.ckpt), ("--psp", args.psp),
+                                       ("--exemplars", args.exemplars), ("--seed", args.seed),
+                                       ("--mask-seed", args.mask_seed),
+                                       ("--buckets", args.buckets), ("--compile", args.compile),
+                                       ("--save-images", args.save_images))
+              if value not in (None, False)]
+    if args.repeats != 1:
+        unused.append("--repeats")
+    if unused:
+        raise ProtocolError(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no "
+                            f"effect with --pred (the completions exist; each --pred folder is "
+                            f"one repeat); drop {'it' if len(unused) == 1 else 'them'}.")
+    mask_dir = None
+    if args.masks:
+        values = list(args.masks)
+        if values[0] == "paired":
+            values = values[1:]
+        if len(values) != 1 or values[0] in MASK_CHOICES:
+            raise ProtocolError("With --pred, --masks takes the folder of the completions' masks "
+                                "(--masks DIR, paired by name); generated masks cannot be "
+                                "recovered from finished images.")
+        mask_dir = values[0]
+    gt = args.gt if args.gt is not None else (args.data if args.data is not None else data)
+    sources["data"] = "--gt"
+    return TestSettings(
+        ckpt=None, data=gt, inception=files["inception"], lpips_vgg=files["lpips_vgg"],
+        allow_random_pretrained=allow_random, masks="paired" if mask_dir else "none",
+        mask_dir=mask_dir, hole_value=args.hole_value, n_images=args.n_images,
+        batch=args.batch if args.batch is not None else 16, device=args.device,
+        metrics=list(args.metrics) if args.metrics else list(DEFAULT_METRICS),
+        fid_resize=args.fid_resize, out=args.out, progress=not args.no_progress,
+        config=args.config, pair_by=list(args.pair_by), pred=list(args.pred),
         command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
 
 
@@ -259,8 +316,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from metrics.protocol import settings_dict
             print(json.dumps(settings_dict(settings), indent=2))
             return 0
-        from metrics.protocol import format_summary, run_test
-        out_dir, result = run_test(settings)
+        from metrics.protocol import format_summary, run_test, score_folders
+        out_dir, result = score_folders(settings) if settings.pred else run_test(settings)
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Exemplar pairing: which face guides the inpainting of which image (paper section 3, DESIGN 5-6).
+"""Exemplar pairing: which face guides the inpainting of which image (paper section 3).
 
 Training (:class:`TrainingPairing`): per iteration, with probability ``p_self`` (default 0.2,
 the authors' 1/5) every image is its own exemplar — these are the steps where the LPIPS loss
@@ -12,8 +12,9 @@ Evaluation (:class:`EvalPairing`), all deterministic:
 - ``reverse`` (alias ``reversed``): exemplar of image ``b`` is image ``B-1-b`` of the same batch,
   so the pairing depends on the batch size (test.py records it with the results);
 - ``self``: each image is its own exemplar (reconstruction);
-- ``folder``: a folder of exemplar images paired by file name — image ``a/01.png`` takes the
-  exemplar ``a/01.*`` (or ``01.*`` when that is unique); a missing one is a clear error.
+- ``folder``: a folder of exemplar images paired by file name (:mod:`datasets.pairing`) — image
+  ``a/01.png`` takes the exemplar ``a/01.*`` (or ``01.*`` when that is unique; other namings
+  through a pattern such as ``{name}_exe``); a missing one is a clear error.
 """
 from __future__ import annotations
 
@@ -69,43 +70,37 @@ class TrainingPairing:
 
 
 class ExemplarFolder:
-    """Exemplar images in a folder, looked up by the file name of the image they guide."""
+    """Exemplar images in a folder, looked up by the file name of the image they guide
+    (:mod:`datasets.pairing`; ``pattern`` / ``image_pattern`` as for paired masks)."""
 
-    def __init__(self, root: str, size: int, background=ALPHA_BACKGROUND):
+    def __init__(self, root: str, size: int, background=ALPHA_BACKGROUND, pattern=None,
+                 image_pattern=None):
+        from datasets.pairing import NamedFiles, NamePattern
         self.root, self.size, self.background = root, check_size(size), background
         names = scan_images(root)
         if not names:
             raise DatasetError(f"Exemplar folder '{root}' contains no images; check the path.")
-        self.by_stem = {}
-        self.by_base = {}
-        for n in names:
-            stem = rel_stem(n)
-            if stem in self.by_stem:
-                raise DatasetError(f"Two exemplars in '{root}' share the name '{stem}' "
-                                   f"('{self.by_stem[stem]}', '{n}'); keep one.")
-            self.by_stem[stem] = n
-            base = os.path.basename(stem)
-            self.by_base[base] = None if base in self.by_base else n
+        self.image_pattern = image_pattern or NamePattern()
+        self.files = NamedFiles(root, pattern, "exemplar", "Exemplar folder", names=names)
+
+    def key_of(self, name: str) -> str:
+        stem = rel_stem(name.replace(os.sep, "/"))
+        key = self.image_pattern.key(stem)
+        return stem if key is None else key
 
     def path_for(self, name: str) -> str:
-        stem = rel_stem(name.replace(os.sep, "/"))
-        found = self.by_stem.get(stem) or self.by_base.get(os.path.basename(stem))
-        if found is None:
-            raise DatasetError(f"No exemplar for image '{name}' in '{self.root}' (looked for "
-                               f"'{stem}.*'); add it or use another exemplar mode.")
-        return os.path.join(self.root, found)
+        return self.files.path_for(self.key_of(name), self.image_pattern)
 
     def load(self, name: str) -> torch.Tensor:
         return pil_to_tensor(load_image(self.path_for(name), self.size, self.background))
 
     def check(self, names: Sequence[str]) -> None:
         """Fail early (before a long evaluation) if any image lacks its exemplar."""
-        missing = [n for n in names if (self.by_stem.get(rel_stem(n))
-                                        or self.by_base.get(os.path.basename(rel_stem(n)))) is None]
+        keys = [self.key_of(n) for n in names]
+        missing = self.files.missing(keys)
         if missing:
-            raise DatasetError(f"Exemplar folder '{self.root}' lacks {len(missing)} of "
-                               f"{len(names)} exemplars (first: '{rel_stem(missing[0])}.*'); "
-                               "add them or use another exemplar mode.")
+            raise DatasetError(self.files.missing_message(missing, self.image_pattern,
+                                                          all_keys=keys))
 
 
 EVAL_MODES = ("reverse", "self", "folder")
@@ -118,23 +113,28 @@ class EvalPairing:
         mode: ``'reverse'`` (alias ``'reversed'``), ``'self'`` or ``'folder'``.
         folder: exemplar folder (``mode='folder'``).
         size: image size, needed to load folder exemplars (defaults to the batch's size).
+        pattern, image_pattern: :class:`datasets.pairing.NamePattern` of the exemplar files and
+            of the image names (``mode='folder'``; default: the same name).
     """
 
     def __init__(self, mode: str = "reverse", folder: Optional[str] = None,
-                 size: Optional[int] = None):
+                 size: Optional[int] = None, pattern=None, image_pattern=None):
         mode = "reverse" if mode == "reversed" else mode
         if mode not in EVAL_MODES:
             raise ValueError(f"exemplar mode must be one of {EVAL_MODES}, got {mode!r}")
         if mode == "folder" and not folder:
             raise ValueError("exemplar mode 'folder' needs the exemplar folder path")
         self.mode, self.folder_root, self.size = mode, folder, size
+        self.pattern, self.image_pattern = pattern, image_pattern
         self._folder: Optional[ExemplarFolder] = None
         if mode == "folder" and size is not None:
-            self._folder = ExemplarFolder(folder, size)
+            self.folder_for(size)
 
-    def _get_folder(self, size: int) -> ExemplarFolder:
+    def folder_for(self, size: int) -> ExemplarFolder:
+        """The exemplar folder read at ``size`` (``mode='folder'``)."""
         if self._folder is None or self._folder.size != size:
-            self._folder = ExemplarFolder(self.folder_root, size)
+            self._folder = ExemplarFolder(self.folder_root, size, pattern=self.pattern,
+                                          image_pattern=self.image_pattern)
         return self._folder
 
     def __call__(self, images: torch.Tensor,
@@ -146,12 +146,16 @@ class EvalPairing:
             return images.flip(0)
         if names is None or len(names) != b:
             raise ValueError("exemplar mode 'folder' needs the file name of every image")
-        folder = self._get_folder(images.shape[-1])
+        folder = self.folder_for(images.shape[-1])
         return torch.stack([folder.load(n) for n in names]).to(images.device, images.dtype)
 
     def describe(self) -> dict:
         """Protocol record for result files."""
-        return {"mode": self.mode, "folder": self.folder_root}
+        d = {"mode": self.mode, "folder": self.folder_root}
+        if self.mode == "folder":
+            d["pair_by"] = {"exemplar": getattr(self.pattern, "template", "{name}"),
+                            "image": getattr(self.image_pattern, "template", "{name}")}
+        return d
 
 
 def make_training_pairing(cfg) -> TrainingPairing:

@@ -491,53 +491,42 @@ def compute_ratios(root: str, names: Sequence[str], hole_value: int = 1,
 
 
 class PairedMasks(MaskGenerator):
-    """One mask file per image, matched by relative path without extension (``a/01.png`` ↔
-    ``a/01.*``); when that is absent, by the bare file stem if it is unique in the folder."""
+    """One mask file per image, paired by name (:mod:`datasets.pairing`): by default ``a/01.png``
+    takes ``a/01.*`` (or ``01.*`` when that is unique in the folder); ``pattern`` (e.g.
+    ``{name}_mask``) and ``image_pattern`` (e.g. ``{name}_real``) say how the names differ."""
 
     kind = "paired"
     random = False
 
-    def __init__(self, root: str, hole_value: int = 1):
+    def __init__(self, root: str, hole_value: int = 1, pattern=None, image_pattern=None):
+        from datasets.pairing import NamedFiles, NamePattern
         names = _scan_mask_folder(root, hole_value)
         self.root, self.hole_value = root, hole_value
-        self.by_stem = _stem_index(names, root, "mask")
-        self.by_base = _base_index(names)
+        self.image_pattern = image_pattern or NamePattern()
+        self.files = NamedFiles(root, pattern, "mask", "Mask folder", error=MaskError,
+                                names=names)
+
+    def key_of(self, name: str) -> str:
+        """The pairing key of an image file name."""
+        stem = rel_stem(name.replace(os.sep, "/"))
+        key = self.image_pattern.key(stem)
+        return stem if key is None else key
 
     def path_for(self, name: str) -> str:
-        return _lookup(name, self.by_stem, self.by_base, self.root, "mask")
+        return self.files.path_for(self.key_of(name), self.image_pattern)
+
+    def check(self, names: Sequence[str]) -> None:
+        """Fail early (one sentence listing the first few) if any image lacks its mask."""
+        keys = [self.key_of(n) for n in names]
+        missing = self.files.missing(keys)
+        if missing:
+            raise MaskError(self.files.missing_message(missing, self.image_pattern,
+                                                       all_keys=keys))
 
     def draw(self, height, width, rng, *, index=None, name=None):
         if name is None:
             raise ValueError("paired masks need the image's file name: generator(size, name=...)")
         return fit_mask(read_mask_file(self.path_for(name), self.hole_value), (height, width))
-
-
-def _stem_index(names: Sequence[str], root: str, what: str) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    for n in names:
-        stem = rel_stem(n)
-        if stem in out:
-            raise MaskError(f"Two {what} files in '{root}' share the name '{stem}' "
-                            f"('{out[stem]}', '{n}'); keep one.")
-        out[stem] = n
-    return out
-
-
-def _base_index(names: Sequence[str]) -> Dict[str, Optional[str]]:
-    out: Dict[str, Optional[str]] = {}
-    for n in names:
-        base = os.path.basename(rel_stem(n))
-        out[base] = None if base in out else n  # None marks an ambiguous stem
-    return out
-
-
-def _lookup(name: str, by_stem, by_base, root: str, what: str) -> str:
-    stem = rel_stem(name.replace(os.sep, "/"))
-    found = by_stem.get(stem) or by_base.get(os.path.basename(stem))
-    if found is None:
-        raise MaskError(f"No {what} file for image '{name}' in '{root}' (looked for "
-                        f"'{stem}.*'); add it or use another {what} mode.")
-    return os.path.join(root, found)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ __all__ = [
     "evaluate", "make_mask_protocol", "MaskProtocol", "GeneratedMasks", "IrregularMasks",
     "PairedMaskFiles", "ProtocolError", "MASK_KINDS", "HOLE_METRICS", "ALL_BUCKET",
     "summary_means", "format_summary", "TestSettings", "run_test", "build_evaluator",
-    "results_rows", "RESULTS_FORMAT",
+    "results_rows", "RESULTS_FORMAT", "score_folders", "TEST_ROLES", "warn_small_sets",
+    "warn_resolution", "MIN_IMAGES_FID_IDS",
 ]
 
 log = logging.getLogger("exegan.test")
@@ -308,17 +309,19 @@ class PairedMaskFiles(MaskProtocol):
 
     kind = "paired"
 
-    def __init__(self, root: str, hole_value: int = 1):
+    def __init__(self, root: str, hole_value: int = 1, pattern=None, image_pattern=None):
         from datasets.masks import PairedMasks
         if not root or not os.path.isdir(root):
             raise ProtocolError(f"Paired mask folder {root!r} does not exist; give the folder "
                                 f"holding one mask per test image.")
         self.root, self.hole_value = root, int(hole_value)
-        self.paired = PairedMasks(root, hole_value=self.hole_value)   # MaskError when empty
+        self.paired = PairedMasks(root, hole_value=self.hole_value, pattern=pattern,
+                                  image_pattern=image_pattern)      # MaskError when empty
 
     def check(self, names, size, image_paths=None):
         from PIL import Image
         from datasets.errors import MaskError
+        self.paired.check(names)            # every missing mask in one sentence
         for k, name in enumerate(names):
             path = self.paired.path_for(name)                        # MaskError when missing
             with Image.open(path) as m:
@@ -347,15 +350,18 @@ class PairedMaskFiles(MaskProtocol):
     def describe(self):
         return {"kind": self.kind, "root": os.path.abspath(self.root),
                 "hole_value": self.hole_value, "buckets": list(self.buckets),
+                "pair_by": {"mask": self.paired.files.pattern.template,
+                            "image": self.paired.image_pattern.template},
                 "resize": "centre crop to square, nearest-neighbour resize to S"}
 
 
 def make_mask_protocol(spec: Union[str, dict, MaskProtocol], root: Optional[str] = None, *,
                        hole_value: int = 1, buckets: Optional[Sequence[str]] = None,
-                       **options) -> MaskProtocol:
+                       pattern=None, image_pattern=None, **options) -> MaskProtocol:
     """A :class:`MaskProtocol` from a kind name (``center``, ``free_form`` (alias ``mixed``),
     ``large``, ``irregular`` (alias ``files``), ``paired``), a dict ``{"kind": ..., "root": ...}``
-    or a protocol (returned as is). ``options`` go to the mask generator (e.g. ``hole_range``).
+    or a protocol (returned as is). ``options`` go to the mask generator (e.g. ``hole_range``);
+    ``pattern`` / ``image_pattern`` (:mod:`datasets.pairing`) pair ``paired`` mask files.
     """
     if isinstance(spec, MaskProtocol):
         return spec
@@ -374,7 +380,7 @@ def make_mask_protocol(spec: Union[str, dict, MaskProtocol], root: Optional[str]
     if kind == "irregular":
         return IrregularMasks(root, hole_value, buckets)
     if kind == "paired":
-        return PairedMaskFiles(root, hole_value)
+        return PairedMaskFiles(root, hole_value, pattern, image_pattern)
     if root is not None:
         raise ProtocolError(f"Mask protocol '{kind}' takes no folder (got {root!r}); folders are "
                             f"for 'irregular' and 'paired'.")
@@ -401,17 +407,17 @@ def _as_model(model):
     raise TypeError("model must be a models.EXEGAN or a (generator, style_encoder) pair")
 
 
-def _as_pairing(exemplars, size: int):
+def _as_pairing(exemplars, size: int, pattern=None, image_pattern=None):
     from datasets.exemplars import EvalPairing
     if isinstance(exemplars, EvalPairing):
         return exemplars
+    kw = dict(size=size, pattern=pattern, image_pattern=image_pattern)
     if isinstance(exemplars, dict):
-        return EvalPairing(exemplars.get("mode", "reverse"), folder=exemplars.get("folder"),
-                           size=size)
+        return EvalPairing(exemplars.get("mode", "reverse"), folder=exemplars.get("folder"), **kw)
     if isinstance(exemplars, (tuple, list)):
         mode, folder = (list(exemplars) + [None])[:2]
-        return EvalPairing(mode, folder=folder, size=size)
-    return EvalPairing(exemplars, size=size)
+        return EvalPairing(mode, folder=folder, **kw)
+    return EvalPairing(exemplars, **kw)
 
 
 def _hole_scores(completed: torch.Tensor, real: torch.Tensor,
@@ -431,11 +437,13 @@ def _hole_scores(completed: torch.Tensor, real: torch.Tensor,
             L1_MEAN_HOLE: (abs_sum / px).cpu()}
 
 
-def _check_holes(mask: torch.Tensor, sources: Sequence[str], size: int) -> None:
+def _check_holes(mask: torch.Tensor, sources: Sequence[str],
+                 size: Union[int, Tuple[int, int]]) -> None:
     """Refuse masks without a hole pixel (nothing would be inpainted, hole scores undefined)."""
     empty = (mask.flatten(1).amax(1) <= 0.5).nonzero().flatten().tolist()
     if empty:
-        raise ProtocolError(f"Mask '{sources[empty[0]]}' has no hole pixel at {size}x{size} "
+        w, h = (size, size) if isinstance(size, int) else size
+        raise ProtocolError(f"Mask '{sources[empty[0]]}' has no hole pixel at {w}x{h} "
                             f"(nothing to inpaint); every evaluated mask needs a hole: remove "
                             f"it or check --hole-value (1 = white is hole).")
 
@@ -490,7 +498,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
     [{repeat, seed, mask_seed, results: {bucket: {metric: value}}}], ``protocol`` (what fixed
     the numbers) and, with ``record_pairs``, ``pairs`` (list of dicts).
     """
-    from datasets.exemplars import ExemplarFolder, pairs_for_eval
+    from datasets.exemplars import pairs_for_eval
 
     model, restore = _as_model(model)
     try:
@@ -511,7 +519,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
         paths = getattr(dataset, "paths", None)
         protocol.check(names, size, list(paths)[:n] if paths is not None else None)
         if pairing.mode == "folder":
-            ExemplarFolder(pairing.folder_root, size).check(names)
+            pairing.folder_for(size).check(names)
         if pairing.mode == "reverse" and min(batch, n) == 1:
             log.warning("exemplars 'reverse' with batch 1: every image is its own exemplar.")
         first = dataset[0]
@@ -521,7 +529,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
 
         batches = [list(range(s, min(n, s + batch))) for s in range(0, n, batch)]
         if pairing.mode == "folder":
-            folder = ExemplarFolder(pairing.folder_root, size)
+            folder = pairing.folder_for(size)
             exemplar_names: List[Optional[str]] = [
                 os.path.relpath(folder.path_for(x), pairing.folder_root) for x in names]
         else:
@@ -734,6 +742,11 @@ class TestSettings:
     command: Optional[List[str]] = None
     # Where each file setting came from (CLI flag or config key), for error messages.
     sources: Dict[str, str] = field(default_factory=dict)
+    # Name pairing across folders (datasets.pairing): ["mask={name}_mask", ...].
+    pair_by: List[str] = field(default_factory=list)
+    # Scoring existing completions (test.py --pred): one folder per repeat; ``data`` is the
+    # ground truth, ``mask_dir`` the optional masks (white = hole, or per ``hole_value``).
+    pred: Optional[List[str]] = None
 
 
 def _file_record(path: Optional[str]) -> Optional[dict]:
@@ -919,13 +932,8 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
     if s.psp is not None:
         _require(s.psp, "pSp style encoder file", src.get("psp", "--psp"),
                  "put psp_ffhq_encode.pt there or fix the path")
-    need_inc = "fid" in s.metrics or "ids" in s.metrics
-    if need_inc and (s.inception is not None or not s.allow_random_pretrained):
-        _require(s.inception, "FID Inception weights file", src.get("inception", "--inception"),
-                 "it is pt_inception-2015-12-05-6726825d.pth, see checkpoints/README.md")
-    if "lpips" in s.metrics and (s.lpips_vgg is not None or not s.allow_random_pretrained):
-        _require(s.lpips_vgg, "LPIPS VGG16 weights file", src.get("lpips_vgg", "--lpips-vgg"),
-                 "it is torchvision's vgg16-397923af.pth, see checkpoints/README.md")
+    need_inc = _check_metric_files(s)
+    patterns = _patterns(s)
 
     # -- model ---------------------------------------------------------------------------------
     standin_seed = _standin_seed(s, s.ckpt) if s.allow_random_pretrained else 0
@@ -964,8 +972,10 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
                     s.data, len(dataset), len(dataset))
         n = len(dataset)
     mask_spec = make_mask_protocol(s.masks, s.mask_dir, hole_value=s.hole_value,
-                                   buckets=s.buckets)
-    pairing = _as_pairing((s.exemplars, s.exemplar_dir), generator.size)
+                                   buckets=s.buckets, pattern=patterns["mask"],
+                                   image_pattern=patterns["image"])
+    pairing = _as_pairing((s.exemplars, s.exemplar_dir), generator.size, patterns["exemplar"],
+                          patterns["image"])
     warnings = [w for w in (warn_resolution(dataset, generator.size, s.data),
                             warn_small_sets(len(dataset) if n is None else n, s.metrics)) if w]
 
@@ -1068,8 +1078,37 @@ def warn_resolution(dataset, size: int, where: str, k: int = 8) -> Optional[str]
     return msg
 
 
+#: Roles of test.py's name pairing (``--pair-by ROLE=PATTERN``); ``gt`` is another name of
+#: ``image`` (the test images, i.e. the ground truth).
+TEST_ROLES = ("image", "mask", "exemplar", "pred")
+_ROLE_ALIASES = {"gt": "image"}
+
+
+def _patterns(s: TestSettings) -> dict:
+    from datasets.pairing import parse_pair_by
+    try:
+        return parse_pair_by(s.pair_by, TEST_ROLES, _ROLE_ALIASES)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def _check_metric_files(s: TestSettings) -> bool:
+    """Check the metric networks' files before anything runs; True when Inception is needed."""
+    src = s.sources
+    bad = [m for m in s.metrics if m not in ALL_METRICS]
+    if bad:
+        raise ProtocolError(f"Unknown metric(s) {bad}; choose from {', '.join(ALL_METRICS)}.")
+    need_inc = "fid" in s.metrics or "ids" in s.metrics
+    if need_inc and (s.inception is not None or not s.allow_random_pretrained):
+        _require(s.inception, "FID Inception weights file", src.get("inception", "--inception"),
+                 "it is pt_inception-2015-12-05-6726825d.pth, see checkpoints/README.md")
+    if "lpips" in s.metrics and (s.lpips_vgg is not None or not s.allow_random_pretrained):
+        _require(s.lpips_vgg, "LPIPS VGG16 weights file", src.get("lpips_vgg", "--lpips-vgg"),
+                 "it is torchvision's vgg16-397923af.pth, see checkpoints/README.md")
+    return need_inc
+
+
 def _precheck(mask_spec: MaskProtocol, pairing, dataset, n: Optional[int], size: int) -> None:
-    from datasets.exemplars import ExemplarFolder
     total = len(dataset)
     if n is not None and n > total:
         raise ProtocolError(f"Asked for {n} test images but the test set has {total}; lower "
@@ -1079,7 +1118,7 @@ def _precheck(mask_spec: MaskProtocol, pairing, dataset, n: Optional[int], size:
     paths = getattr(dataset, "paths", None)
     mask_spec.check(names, size, list(paths)[:n] if paths is not None else None)
     if pairing.mode == "folder":
-        ExemplarFolder(pairing.folder_root, size).check(names)
+        pairing.folder_for(size).check(names)
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -1127,6 +1166,8 @@ def _write_results(out_dir: str, result: dict) -> None:
     if "pairs" in result:
         buf = io.StringIO()
         fields = ["repeat", "bucket", "index", "image", "exemplar", "mask", "batch"]
+        if any("completion" in p for p in result["pairs"]):
+            fields.append("completion")
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(result["pairs"])
@@ -1136,3 +1177,227 @@ def _write_results(out_dir: str, result: dict) -> None:
 def settings_dict(s: TestSettings) -> dict:
     """The settings as a plain dict (for logs and --dry-run)."""
     return dataclasses.asdict(s)
+
+
+# ================================================================================================
+# test.py --pred: scoring completions that already exist
+# ================================================================================================
+
+def _read_rgb_tensor(path: str) -> torch.Tensor:
+    """An image file as [3, H, W] in [-1, 1], exactly as decoded (no resize)."""
+    from datasets.imaging import open_rgb, pil_to_tensor
+    return pil_to_tensor(open_rgb(path))
+
+
+def _image_size(path: str) -> Tuple[int, int]:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as e:
+        raise ProtocolError(f"Cannot read image '{path}' ({e}); remove or replace it.") from None
+
+
+def score_folders(s: TestSettings) -> Tuple[str, dict]:
+    """``test.py --pred DIR [DIR ...] --gt DIR [--masks DIR]``: score existing completions.
+
+    Each ``--pred`` folder is one repeat (e.g. ``images/all/r0``, ``r1``, ... of an earlier
+    ``--save-images`` run, or another method's outputs); its files pair with the ground truth
+    (``s.data``) and the optional masks (``s.mask_dir``) by name (``s.pair_by``). The same
+    Evaluator, hole metrics (with masks), mean ± std over repeats and results files as an
+    in-memory evaluation; the Inception features of the ground truth are computed once and
+    reused for every repeat. Completions are read as they are; each must have its ground
+    truth's size, or be S x S with the ground truth read like a test set at S (centre crop +
+    Lanczos), as the in-memory path reads it. Returns (results directory, results dict).
+    """
+    from datasets.imaging import load_image, pil_to_tensor
+    from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
+    from datasets.pairing import NamedFiles
+
+    _check_out_dir(s.out)
+    device = _device(s.device)
+    if s.batch < 1:
+        raise ProtocolError(f"--batch must be >= 1, got {s.batch}.")
+    need_inc = _check_metric_files(s)
+    patterns = _patterns(s)
+    if not s.data:
+        raise ProtocolError("--pred needs the ground truth: pass --gt DIR (the images the "
+                            "completions were made from).")
+    if not os.path.isdir(s.data):
+        raise ProtocolError(f"--gt {s.data!r} is not a folder; give the folder of ground-truth "
+                            f"images.")
+    folders = {"image": s.data, "mask": s.mask_dir}
+
+    def same_folder_patterns(path: str) -> list:
+        real = os.path.realpath(path)
+        return [patterns[r] for r, d in folders.items() if d and os.path.realpath(d) == real] + \
+            [patterns["pred"] for d in s.pred if os.path.realpath(d) == real]
+
+    def files(path, role, what, option):
+        if not os.path.isdir(path):
+            raise ProtocolError(f"{option} {path!r} is not a folder; give a folder of images.")
+        found = NamedFiles(path, patterns[role], what, option, error=ProtocolError,
+                           exclude=same_folder_patterns(path),
+                           role="gt" if role == "image" else role)
+        if not len(found):
+            raise ProtocolError(f"{option} '{path}' holds no image named like "
+                                f"'{patterns[role].template}' (see --pair-by).")
+        return found
+
+    for d in s.pred:
+        if os.path.realpath(d) == os.path.realpath(s.data) and \
+                patterns["pred"] == patterns["image"]:
+            raise ProtocolError(f"--pred and --gt are the same folder '{d}' with the same name "
+                                f"pattern, so every image would be scored against itself; tell "
+                                f"them apart with --pair-by (e.g. gt={{name}}_real "
+                                f"pred={{name}}_out).")
+    preds = [files(d, "pred", "completion", "--pred") for d in s.pred]
+    keys = sorted(preds[0].keys())
+    if s.n_images is not None:
+        if s.n_images > len(keys):
+            raise ProtocolError(f"Asked for {s.n_images} images but --pred '{s.pred[0]}' has "
+                                f"{len(keys)}; lower --n-images.")
+        keys = keys[:s.n_images]
+    for d, p in zip(s.pred[1:], preds[1:]):
+        missing = p.missing(keys)
+        if missing:
+            raise ProtocolError(p.missing_message(missing, patterns["pred"], "pred", keys))
+    gt = files(s.data, "image", "ground-truth image", "--gt")
+    missing = gt.missing(keys)
+    if missing:
+        raise ProtocolError(gt.missing_message(missing, patterns["pred"], "pred", keys))
+    masks = None
+    if s.mask_dir:
+        masks = files(s.mask_dir, "mask", "mask", "--masks")
+        missing = masks.missing(keys)
+        if missing:
+            raise ProtocolError(masks.missing_message(missing, patterns["pred"], "pred", keys))
+
+    # Sizes: one size for all completions; ground truth at that size (or read at S when the
+    # completions are S x S, as a test set is read).
+    size = _image_size(preds[0].get(keys[0]))
+    for p in preds:
+        for k in keys:
+            other = _image_size(p.get(k))
+            if other != size:
+                raise ProtocolError(f"Completion '{p.get(k)}' is {other[0]}x{other[1]} but "
+                                    f"'{preds[0].get(keys[0])}' is {size[0]}x{size[1]}; score "
+                                    f"completions of one size per run.")
+    square = size[0] == size[1]
+    resized = [k for k in keys if _image_size(gt.get(k)) != size]
+    if resized and not square:
+        k = resized[0]
+        w, h = _image_size(gt.get(k))
+        raise ProtocolError(f"Ground truth '{gt.get(k)}' is {w}x{h} but its completion is "
+                            f"{size[0]}x{size[1]}; give ground truth of the completions' size.")
+    warnings = []
+    if resized:
+        w, h = _image_size(gt.get(resized[0]))
+        msg = (f"{len(resized)} ground-truth image(s) (e.g. '{gt.get(resized[0])}', {w}x{h}) "
+               f"are not {size[0]}x{size[1]}: they are centre-cropped and resized (Lanczos) to "
+               f"the completions' size, as a test set is read")
+        log.warning("%s.", msg)
+        warnings.append(msg)
+    small = warn_small_sets(len(keys), s.metrics)
+    if small:
+        warnings.append(small)
+
+    def read_gt(k):
+        path = gt.get(k)
+        if square and k in resized_set:
+            return pil_to_tensor(load_image(path, size[0]))
+        return _read_rgb_tensor(path)
+
+    resized_set = set(resized)
+    mask_tensors: Dict[str, torch.Tensor] = {}
+    if masks is not None:
+        for k in keys:        # every mask read once, and refused without a hole, before any work
+            path = masks.get(k)
+            m = to_mask_tensor(fit_mask(read_mask_file(path, s.hole_value), (size[1], size[0])))
+            _check_holes(m[None], [path], size)
+            mask_tensors[k] = m
+
+    evaluator, random_used = build_evaluator(
+        s.metrics, device, inception=s.inception, lpips_vgg=s.lpips_vgg,
+        allow_random=s.allow_random_pretrained, seed=0, resize=s.fid_resize,
+        inception_key=s.sources.get("inception", "--inception"),
+        lpips_key=s.sources.get("lpips_vgg", "--lpips-vgg"))
+    if random_used:
+        _banner("SCORING WITH RANDOMLY INITIALISED STAND-INS: " + ", ".join(random_used)
+                + ".\nThese numbers are meaningless: use this for tests only.")
+    out_dir = _make_out_dir(s, "scored-" + os.path.basename(os.path.normpath(s.pred[0])))
+    log.info("results directory: %s", out_dir)
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    batches = [keys[i:i + s.batch] for i in range(0, len(keys), s.batch)]
+    hole_keys = _hole_keys(evaluator) if masks is not None else ()
+    real_cache: Dict[int, Optional[torch.Tensor]] = {}   # ground-truth features, once per batch
+    from tqdm import tqdm
+    bar = tqdm(total=len(preds) * len(batches), desc="scoring", unit="batch",
+               disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
+    runs, pairs = [], []
+    try:
+        for r, p in enumerate(preds):
+            evaluator.reset()
+            hole = {key: [] for key in hole_keys}
+            for b, bkeys in enumerate(batches):
+                real = torch.stack([read_gt(k) for k in bkeys])
+                completed = torch.stack([_read_rgb_tensor(p.get(k)) for k in bkeys])
+                if b not in real_cache:
+                    real_cache[b] = evaluator.real_features(real)
+                evaluator.update(completed, real, real_features=real_cache[b])
+                if masks is not None:
+                    mask = torch.stack([mask_tensors[k] for k in bkeys])
+                    scores = _hole_scores(completed, real, mask)
+                    for key in hole_keys:
+                        hole[key].append(scores[key])
+                for j, k in enumerate(bkeys):
+                    pairs.append({"repeat": r, "bucket": ALL_BUCKET, "index": b * s.batch + j,
+                                  "image": os.path.relpath(gt.get(k), s.data), "exemplar": "",
+                                  "mask": os.path.relpath(masks.get(k), s.mask_dir)
+                                  if masks is not None else "",
+                                  "batch": b, "completion": os.path.abspath(p.get(k))})
+                bar.update(1)
+            res = _results_with_holes(evaluator, hole, [ALL_BUCKET] * len(keys), None)
+            runs.append({"repeat": r, "seed": None, "mask_seed": None, "results": res,
+                         "pred": os.path.abspath(s.pred[r])})
+    finally:
+        bar.close()
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    record = {
+        "protocol_version": PROTOCOL_VERSION,
+        "mode": "scored existing completions (test.py --pred)",
+        "pred": [os.path.abspath(d) for d in s.pred],
+        "gt": os.path.abspath(s.data),
+        "masks": None if masks is None else {
+            "kind": "paired", "root": os.path.abspath(s.mask_dir), "hole_value": s.hole_value,
+            "resize": "centre crop to square, nearest-neighbour resize to the completions' size"},
+        "pair_by": {r: patterns[r].template for r in ("image", "pred", "mask")},
+        "n_images": len(keys),
+        "image_names_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+        "first_image": keys[0], "last_image": keys[-1],
+        "image_size": list(size),
+        "ground_truth_resized": len(resized),
+        "batch": int(s.batch),
+        "repeats": len(preds),
+        "std": STD_RECORD,
+        "std_ddof": STD_DDOF,
+        "hole_metrics": list(hole_keys),
+        "evaluator": evaluator.protocol(),
+        "files": {"inception": _file_record(s.inception) if need_inc else None,
+                  "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
+        "random_standins": random_used,
+        "warnings": warnings,
+        "device": str(device),
+        "versions": _versions(),
+        "code": _git(),
+        "config": os.path.abspath(s.config) if s.config else None,
+        "command": s.command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - started).total_seconds(), 1),
+    }
+    result = {"summary": aggregate_repeats([x["results"] for x in runs]), "repeats": runs,
+              "protocol": record, "pairs": pairs}
+    _write_results(out_dir, result)
+    return out_dir, result

@@ -324,7 +324,7 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         # issue 15 item 5: a mask without a hole is refused (it was scored with NaN hole metrics)
         (["--masks", "paired", holeless], f"{ds.names[2]}' has no hole pixel at 16x16"),
         (["--n-images", 9], "Asked for 9 test images but the test set has 4"),
-        (["--exemplars", "folder", one_ex], "lacks 3 of 4 exemplars"),
+        (["--exemplars", "folder", one_ex], "has no exemplar for 3 of 4 image(s)"),
         (["--metrics", "fid"], "pt_inception-2015-12-05-6726825d.pth"),
         (["--data", tmp_path / "no_data"], "does not exist"),
     ]
@@ -438,3 +438,159 @@ def test_warns_on_small_sets_and_on_a_resolution_mismatch(files, entry, capsys, 
                       "--out", tmp_path / "quiet", "--no-progress")
     assert rc == 0, err
     assert "evaluation size" not in caplog.text and "fewer than 2000" not in caplog.text
+
+
+# -- test.py --pred / --gt: scoring completions that exist (issue 18) -------------------------------
+
+PAPER_AND_EXTRA = ("fid", "ids", "lpips", "psnr", "ssim", "l1", "ssim_gauss11", "l1_mean")
+
+
+@pytest.fixture(scope="module")
+def in_memory(files, entry, tmp_path_factory):
+    """An in-memory evaluation with 2 repeats whose completions and masks are saved as PNGs."""
+    out = tmp_path_factory.mktemp("mem") / "run"
+    rc = entry.main([str(a) for a in (
+        "--ckpt", files.ours, "--psp", files.psp, "--data", files.faces,
+        "--inception", files.inception, "--lpips-vgg", files.vgg, "--n-images", 4, "--batch", 2,
+        "--masks", "center", "--repeats", 2, "--metrics", *PAPER_AND_EXTRA, "--out", out,
+        "--save-images", "--no-progress")])
+    assert rc == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_pred_gt_gives_the_in_memory_numbers(files, entry, capsys, in_memory, tmp_path,
+                                             monkeypatch):
+    from metrics.evaluator import Evaluator
+    mem_dir, mem = in_memory
+    rows_seen = []
+    features = Evaluator._features
+
+    def counting(self, images):
+        rows_seen.append(images.shape[0])
+        return features(self, images)
+    monkeypatch.setattr(Evaluator, "_features", counting)
+    out = tmp_path / "scored"
+    rc, stdout, err = _run(
+        entry, capsys, "--pred", mem_dir / "images" / "all" / "r0", mem_dir / "images" / "all" / "r1",
+        "--gt", files.faces, "--masks", mem_dir / "masks" / "all" / "r0",
+        "--inception", files.inception, "--lpips-vgg", files.vgg, "--batch", 2,
+        "--metrics", *PAPER_AND_EXTRA, "--out", out, "--no-progress")
+    assert rc == 0, err
+    doc = _strict_json(out / "results.json")
+    keys = set(mem["summary"]["all"])
+    assert keys == ALL_KEYS | {"ssim_gauss11", "l1_mean", "l1_mean_hole"}
+    assert set(doc["summary"]["all"]) == keys
+    for k in keys:
+        for r in (0, 1):
+            assert doc["repeats"][r]["results"]["all"][k] == pytest.approx(
+                mem["repeats"][r]["results"]["all"][k], rel=1e-9, abs=1e-12), (k, r)
+        assert doc["summary"]["all"][k]["std"] == pytest.approx(
+            mem["summary"]["all"][k]["std"], rel=1e-6, abs=1e-12), k
+    # Ground-truth Inception features once (4 images), completions per repeat (2 x 4).
+    assert sum(rows_seen) == 4 + 2 * 4
+    rec = doc["protocol"]
+    assert rec["repeats"] == 2 and rec["std_ddof"] == 0 and rec["n_images"] == 4
+    assert rec["evaluator"]["inception_sha256"] == _sha256(files.inception)
+    rows = _read_csv(out / "results.csv")
+    assert [r["stat"] for r in rows] == ["mean", "std", "repeat", "repeat"]
+    pairs = _read_csv(out / "pairs.csv")
+    assert len(pairs) == 8 and pairs[0]["completion"].endswith(".png")
+
+
+def test_pred_gt_pair_by_patterns_in_one_folder(files, entry, capsys, in_memory, tmp_path):
+    """issue 15 item 7: 1_real / 1_mask / 1_out in one folder, paired through --pair-by; without
+    it the error shows the names it looked for and the option that pairs them."""
+    import shutil
+    mem_dir, mem = in_memory
+    ds, _ = _real_images(files.faces)
+    both = tmp_path / "one_folder"
+    both.mkdir()
+    gt_only = tmp_path / "gt_real"
+    gt_only.mkdir()
+    for path, name in zip(ds.paths, ds.names):
+        stem = os.path.splitext(name)[0]
+        shutil.copy(path, both / f"{stem}_real.png")
+        shutil.copy(path, gt_only / f"{stem}_real.png")
+        shutil.copy(mem_dir / "images" / "all" / "r0" / f"{stem}.png", both / f"{stem}_out.png")
+        shutil.copy(mem_dir / "masks" / "all" / "r0" / f"{stem}.png", both / f"{stem}_mask.png")
+    out = tmp_path / "patterns"
+    rc, _, err = _run(entry, capsys, "--pred", both, "--gt", both, "--masks", both, "--pair-by",
+                      "gt={name}_real", "pred={name}_out", "mask={name}_mask", "--batch", 2,
+                      "--metrics", "psnr", "ssim", "l1", "--out", out, "--no-progress")
+    assert rc == 0, err
+    doc = _strict_json(out / "results.json")
+    for k in ("psnr", "ssim", "l1", "l1_hole", "psnr_hole"):
+        assert doc["summary"]["all"][k]["mean"] == pytest.approx(
+            mem["repeats"][0]["results"]["all"][k], rel=1e-9)
+    assert doc["protocol"]["pair_by"] == {"image": "{name}_real", "pred": "{name}_out",
+                                          "mask": "{name}_mask"}
+    # The same folder for --pred and --gt without patterns would score images against themselves.
+    rc, _, err = _run(entry, capsys, "--pred", both, "--gt", both, "--metrics", "l1",
+                      "--out", tmp_path / "self", "--no-progress")
+    assert rc == 2 and "scored against itself" in err and not (tmp_path / "self").exists()
+    # Completions named x.png, ground truth x_real.png: the message names the expected file and
+    # the --pair-by option.
+    stem = os.path.splitext(ds.names[0])[0]
+    rc, _, err = _run(entry, capsys, "--pred", mem_dir / "images" / "all" / "r0", "--gt", gt_only,
+                      "--metrics", "l1", "--out", tmp_path / "x", "--no-progress")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert f"has no ground-truth image for 4 of 4 image(s)" in lines[0]
+    assert f"looked for '{stem}.*'" in lines[0]
+    assert "suggest --pair-by gt={name}_real" in lines[0]
+
+
+def test_pred_mode_refuses_flags_it_would_ignore_and_holeless_masks(files, entry, capsys,
+                                                                  in_memory, tmp_path):
+    mem_dir, _ = in_memory
+    pred = mem_dir / "images" / "all" / "r0"
+    holeless = tmp_path / "holeless"
+    holeless.mkdir()
+    for name in sorted(os.listdir(pred)):
+        _write_mask(holeless / name, SIZE, 0 if name == sorted(os.listdir(pred))[1] else 3)
+    cases = [
+        (["--ckpt", files.ours], "--ckpt has no effect with --pred"),
+        (["--repeats", 2], "--repeats has no effect with --pred"),
+        (["--masks", "center"], "With --pred, --masks takes the folder"),
+        (["--masks", holeless], "has no hole pixel at 16x16"),
+        (["--pair-by", "sketch={name}"], "is not ROLE=PATTERN"),
+        (["--pair-by", "mask=_mask"], "must contain {name} exactly once"),
+    ]
+    for k, (extra, expected) in enumerate(cases):
+        out = tmp_path / f"o{k}"
+        rc, _, err = _run(entry, capsys, "--pred", pred, "--gt", files.faces, "--metrics", "l1",
+                          "--no-progress", "--out", out, *extra)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and expected in lines[0], (extra, err)
+        assert not out.exists()
+
+
+def test_paired_masks_and_exemplars_pair_by_pattern(files, entry, capsys, tmp_path):
+    """issue 15 item 7: masks named <image>_mask and exemplars <image>_exe pair through --pair-by,
+    with the same numbers as masks / exemplars named like their images."""
+    ds, _ = _real_images(files.faces)
+    plain_m, plain_e, pat = tmp_path / "pm", tmp_path / "pe", tmp_path / "pat"
+    for d in (plain_m, plain_e, pat):
+        d.mkdir()
+    for k, (path, name) in enumerate(zip(ds.paths, ds.names)):
+        stem = os.path.splitext(name)[0]
+        _write_mask(plain_m / name, SIZE, 3 + k)
+        _write_mask(pat / f"{stem}_mask.png", SIZE, 3 + k)
+        ex = ds.paths[(k + 1) % len(ds.paths)]
+        Image.open(ex).save(plain_e / name)
+        Image.open(ex).save(pat / f"{stem}_exe.png")
+    common = ["--ckpt", files.ours, "--psp", files.psp, "--data", files.faces, "--metrics",
+              "psnr", "l1", "--batch", 2, "--no-progress"]
+    rc, _, err = _run(entry, capsys, *common, "--masks", "paired", plain_m, "--exemplars",
+                      "folder", plain_e, "--out", tmp_path / "plain")
+    assert rc == 0, err
+    rc, _, err = _run(entry, capsys, *common, "--masks", "paired", pat, "--exemplars", "folder",
+                      pat, "--pair-by", "mask={name}_mask", "exemplar={name}_exe",
+                      "--out", tmp_path / "pattern")
+    assert rc == 0, err
+    a = _strict_json(tmp_path / "plain" / "results.json")["summary"]["all"]
+    b = _strict_json(tmp_path / "pattern" / "results.json")["summary"]["all"]
+    assert {k: v["mean"] for k, v in a.items()} == {k: v["mean"] for k, v in b.items()}
+    # Without the option: the expected name and the option in one sentence.
+    rc, _, err = _run(entry, capsys, *common, "--masks", "paired", pat, "--out", tmp_path / "no")
+    assert rc == 2 and "looked for" in err and "--pair-by" in err and "mask={name}_mask" in err

@@ -90,10 +90,11 @@ def test_eval_folder_pairs_by_file_stem(tmp_path):
     assert ex.shape == images.shape
     got = ((ex[:, 0, 0, 0] + 1) * 127.5).round().tolist()
     assert got == [200, 10, 90]
-    with pytest.raises(DatasetError, match=r"No exemplar for image 'x/004\.png'"):
+    with pytest.raises(DatasetError, match=r"no exemplar for 1 of 1 image\(s\) \('x/004'\): "
+                                           r"looked for 'x/004\.\*'"):
         pairing(batch(1, size=12), names=["x/004.png"])
-    pairing._get_folder(12).check(["x/001.png", "003.png"])
-    with pytest.raises(DatasetError, match="lacks 1 of 2"):
-        pairing._get_folder(12).check(["x/001.png", "nope.png"])
+    pairing.folder_for(12).check(["x/001.png", "003.png"])
+    with pytest.raises(DatasetError, match=r"no exemplar for 1 of 2 image\(s\) \('nope'\)"):
+        pairing.folder_for(12).check(["x/001.png", "nope.png"])
     with pytest.raises(ValueError, match="folder"):
         EvalPairing("folder")

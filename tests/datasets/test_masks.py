@@ -216,7 +216,8 @@ def test_paired_masks_by_name(tmp_path):
     gen = PairedMasks(str(root))
     assert gen(S, name="a/002.jpg")[0, :, 0].sum().item() == 16
     assert gen(S, name="x/003.png")[0, :, 0].sum().item() == 24  # unique bare stem
-    with pytest.raises(MaskError, match=r"No mask file for image 'a/004\.png'"):
+    with pytest.raises(MaskError, match=r"has no mask for 1 of 1 image\(s\) \('a/004'\): "
+                                        r"looked for 'a/004\.\*'; files are paired by name"):
         gen(S, name="a/004.png")
     with pytest.raises(ValueError, match="name"):
         gen(S)
