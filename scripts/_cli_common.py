@@ -1,6 +1,7 @@
 """Shared pieces of the application scripts (inpaint.py, style_mix.py, align_faces.py).
 
-* input collection and pairing by file name (relative path without extension);
+* input collection and pairing by file name (relative path without extension, or the
+  ``--pair-by`` patterns; the rule is :mod:`datasets.pairing`, shared with test.py);
 * reading images, masks and sketches at their original resolution;
 * the any-size round trip: original image -> model-size input -> completed model-size output ->
   result at the original size in which only hole pixels change (:func:`prepare`, :func:`paste_back`);
@@ -84,40 +85,75 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ------------------------------------------------------------------------------ input pairing
-def collect(path: str, what: str, option: str) -> Dict[str, str]:
+# The pairing rule itself (patterns, lookup, messages) is datasets/pairing.py, shared with test.py.
+def add_pair_by_arg(p, roles: Sequence[str]) -> None:
+    """``--pair-by ROLE=PATTERN ...`` for a script whose folders have these roles."""
+    from datasets.pairing import NAME
+    p.add_argument("--pair-by", nargs="+", default=[], metavar="ROLE=PATTERN",
+                   help=f"how file names pair across folders (roles: {', '.join(roles)}): {NAME} "
+                        f"is the shared part, e.g. mask={NAME}_mask for x.png + x_mask.png, or "
+                        f"image={NAME}_real mask={NAME}_mask exemplar={NAME}_exe for 1_real.png + "
+                        f"1_mask.png + 1_exe.png (default: the same name, any extension)")
+
+
+def folder_pairing(values: Optional[Sequence[str]], folders: Dict[str, Optional[str]]):
+    """A :class:`datasets.pairing.FolderPairing` from ``--pair-by`` values and each role's path."""
+    from datasets.pairing import FolderPairing, parse_pair_by
+    try:
+        patterns = parse_pair_by(values, list(folders))
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    return FolderPairing(patterns, folders)
+
+
+def _named_files(path: str, what: str, option: str, pairing):
+    from datasets.pairing import NamedFiles
+    pattern = pairing.pattern(what) if pairing else None
+    files = NamedFiles(path, pattern, what, option, error=CLIError,
+                       exclude=pairing.exclude(what, path) if pairing else ())
+    if not len(files):
+        named = f" named like '{files.pattern.template}' (see --pair-by)" if \
+            not files.pattern.generic else ""
+        raise CLIError(f"{option} folder {path} holds no images{named} ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def collect(path: str, what: str, option: str, pairing=None) -> Dict[str, str]:
     """{key: file} for a file (key = its stem) or a folder (keys = relative paths without
-    extension, scanned recursively, sorted)."""
+    extension and without the role's ``--pair-by`` pattern, scanned recursively, sorted)."""
     if not os.path.exists(path):
         raise CLIError(f"{option} {path} does not exist; give an image file or a folder of images.")
     if os.path.isfile(path):
-        return {rel_stem(os.path.basename(path)): path}
-    names = scan_images(path)
-    if not names:
-        raise CLIError(f"{option} folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    out: Dict[str, str] = {}
-    for name in names:
-        key = rel_stem(name)
-        if key in out:
-            raise CLIError(f"{option} folder {path} has two {what}s named {key} (e.g. .png and .jpg); "
-                           f"keep one, since files are paired by name without extension.")
-        out[key] = os.path.join(path, name)
-    return out
+        key = pairing.key_of_file(what, path) if pairing else rel_stem(os.path.basename(path))
+        return {key: path}
+    files = _named_files(path, what, option, pairing)
+    return {k: files.get(k) for k in sorted(files.keys())}
 
 
-def pair(images: Dict[str, str], path: str, what: str, option: str) -> Dict[str, str]:
+def pair(images: Dict[str, str], path: str, what: str, option: str, pairing=None) -> Dict[str, str]:
     """For each image key, the file of ``path`` that goes with it: a single file serves every
-    image; a folder is paired by name (relative path without extension)."""
+    image; a folder is paired by name (datasets/pairing.py: relative path without extension, or
+    the ``--pair-by`` patterns); a missing partner names the file looked for."""
     if not os.path.exists(path):
-        raise CLIError(f"{option} {path} does not exist; give {article(what)} {what} file or a folder paired by name.")
+        raise CLIError(f"{option} {path} does not exist; give a {what} file or a folder paired by name.")
     if os.path.isfile(path):
         return {k: path for k in images}
-    others = collect(path, what, option)
-    missing = [k for k in images if k not in others]
+    image_dir = pairing.folders.get("image") if pairing else None
+    if what in ("mask", "sketch") and image_dir and os.path.isdir(image_dir) and \
+            os.path.realpath(image_dir) == os.path.realpath(path) and \
+            pairing.pattern(what) == pairing.pattern("image"):
+        from datasets.pairing import suggest_pair_by
+        stems = [rel_stem(n) for n in scan_images(path)]
+        hint = suggest_pair_by(stems, stems, "image", what) or f"{what}={{name}}_{what}"
+        raise CLIError(f"{option} {path} is also the --image folder and both use the name pattern "
+                       f"'{pairing.pattern(what).template}', so every image would be its own {what}; "
+                       f"tell them apart with --pair-by {hint}.")
+    others = _named_files(path, what, option, pairing)
+    missing = others.missing(images)
     if missing:
-        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-        raise CLIError(f"{option} folder {path} has no {what} for image(s) {shown}; {what}s are paired "
-                       f"with images by file name without extension.")
-    return {k: others[k] for k in images}
+        image_pattern = pairing.pattern("image") if pairing else None
+        raise CLIError(others.missing_message(missing, image_pattern, "image", list(images)))
+    return {k: others.get(k) for k in images}
 
 
 # -------------------------------------------------------------------------------------- reading

@@ -30,6 +30,8 @@ inputs:
               same size as its image; white = hole (--mask-hole black for black holes), thresholded
               at half the value range; mostly grey masks are refused
   --exemplar  one exemplar for all images, or a folder paired by name; any size (centre-cropped)
+  --pair-by   other namings of paired folders, e.g. --pair-by mask={name}_mask (x.png + x_mask.png,
+              also both in one folder) or image={name}_real mask={name}_mask exemplar={name}_exe
   --sketch    (needs a sketch fine-tuned checkpoint) stroke images paired like masks, same size as
               the image; white strokes on black (--sketch-strokes black for dark strokes on white);
               only strokes inside the hole are used
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sketch-strokes", choices=("white", "black"), default="white",
                    help="stroke colour of the sketch files (default white strokes on black)")
     p.add_argument("--no-sheet", action="store_true", help="do not write the side-by-side sheets")
+    cli.add_pair_by_arg(p, ("image", "mask", "exemplar", "sketch"))
     p.add_argument("--skip-existing", action="store_true",
                    help="resume an interrupted run into the same --out: skip images whose outputs "
                         "exist, write only the missing files (instead of a new '-N' set)")
@@ -158,10 +161,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise cli.CLIError(f"--samples must be at least 1, got {args.samples}.")
     device = cli.resolve_device(args.device)
 
-    images = cli.collect(args.image, "image", "--image")
-    masks = cli.pair(images, args.mask, "mask", "--mask")
-    exemplars = cli.pair(images, args.exemplar, "exemplar", "--exemplar")
-    sketches = cli.pair(images, args.sketch, "sketch", "--sketch") if args.sketch else None
+    pairing = cli.folder_pairing(args.pair_by, {"image": args.image, "mask": args.mask,
+                                                "exemplar": args.exemplar, "sketch": args.sketch})
+    images = cli.collect(args.image, "image", "--image", pairing)
+    masks = cli.pair(images, args.mask, "mask", "--mask", pairing)
+    exemplars = cli.pair(images, args.exemplar, "exemplar", "--exemplar", pairing)
+    sketches = cli.pair(images, args.sketch, "sketch", "--sketch", pairing) if args.sketch else None
     writer = cli.OutputWriter(args.out)
     suffixes = [f"_sample{k}.png" for k in range(args.samples)] + ([] if args.no_sheet else ["_sheet.png"])
 

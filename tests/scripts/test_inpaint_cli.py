@@ -84,7 +84,7 @@ def test_folders_pair_by_name_and_nothing_is_overwritten(files, h, tmp_path):
 
 
 @pytest.mark.parametrize("case,needle", [
-    ("missing_pair", "has no mask for image(s) b"),
+    ("missing_pair", "has no mask for 1 of 2 image(s) ('b'): looked for 'b.*'"),
     ("unreadable", "Cannot decode image"),
     ("grey_mask", "not a binary mask"),
     ("mask_size", "is 10x12 but its image is 20x20"),
