@@ -32,6 +32,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -182,6 +183,13 @@ class Editor:
         f.seek(0)
         return cli.read_rgb(f)
 
+    @staticmethod
+    def _warnings(hole: np.ndarray, colour: str) -> list:
+        """The command line's warnings about a valid but implausible mask (``cli.mask_warnings``),
+        with the page's control named instead of ``--mask-hole``."""
+        return [re.sub(r"pass --mask-hole \w+\.$", "switch 'black marks the hole' and upload the mask again.", w)
+                for w in cli.mask_warnings(hole, colour)]
+
     def _hole(self, payload: dict, shape: tuple) -> np.ndarray:
         f = upload(payload, "mask", "mask")
         white = payload.get("mask_hole", "white") != "black"
@@ -207,7 +215,8 @@ class Editor:
         shape = (_number(payload, "height", "photo height", int, 1, 10 ** 6, None),
                  _number(payload, "width", "photo width", int, 1, 10 ** 6, None))
         hole = self._hole(payload, shape)
-        return {"mask": png_data_url(hole_overlay(hole)), "hole_pixels": int(hole.sum())}
+        return {"mask": png_data_url(hole_overlay(hole)), "hole_pixels": int(hole.sum()),
+                "warnings": self._warnings(hole, "black" if payload.get("mask_hole") == "black" else "white")}
 
     def exemplar(self, payload: dict) -> dict:
         """An uploaded exemplar, decoded, as the model sees it (centre square, resized)."""
@@ -305,7 +314,9 @@ class Editor:
         for k, res in enumerate(results):
             out.append({"name": f"{stem}{tag}_sample{k}.png", "seed": seed + k,
                         "png": png_data_url(res, {**meta, "exegan:seed": seed + k})})
-        return {"results": out, "width": original.shape[1], "height": original.shape[0],
+        # The painted layer is always white = hole; whether it looks inverted was said at upload.
+        warnings = [w for w in self._warnings(hole, "white") if "inverted" not in w]
+        return {"results": out, "width": original.shape[1], "height": original.shape[0], "warnings": warnings,
                 "mask": {"name": f"{stem}_mask.png", "png": png_data_url(hole.astype(np.uint8) * 255)}}
 
 

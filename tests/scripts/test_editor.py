@@ -343,3 +343,23 @@ def test_a_bug_is_one_sentence_in_the_page_and_a_traceback_on_the_terminal(app, 
     err = capfd.readouterr().err
     assert "Traceback" in err and "shape mismatch deep inside" in err
     assert app.post("/api/info", json={}).status_code == 200  # still serving
+
+
+def test_implausible_masks_get_the_command_lines_warnings(app, h, inputs):
+    _, hole, payload = inputs
+    r = app.post("/api/run", json=payload).json()
+    assert r["warnings"] == []
+    big = np.ones((37, 45), bool)
+    big[:5, :5] = False                                       # 98 % hole
+    r = app.post("/api/run", json={**payload, "mask": _image_url(big.astype(np.uint8) * 255)}).json()
+    assert r["warnings"] == cli.mask_warnings(big) and r["warnings"][0].startswith("the hole covers 98 %")
+    r = app.post("/api/run", json={**payload, "mask": _image_url(~hole * np.uint8(255))}).json()
+    assert r["warnings"] == []  # inverted-looking: said when a mask file is uploaded, not at every run
+    # An uploaded mask whose hole was drawn in black, read with white = hole.
+    r = app.post("/api/mask", json={"mask": _image_url(~hole * np.uint8(255)), "width": 45, "height": 37}).json()
+    assert r["warnings"] == [cli.mask_warnings(~hole)[0].replace(
+        "pass --mask-hole black.", "switch 'black marks the hole' and upload the mask again.")]
+    assert "looks inverted" in r["warnings"][0]
+    r = app.post("/api/mask", json={"mask": _image_url(~hole * np.uint8(255)), "width": 45, "height": 37,
+                                    "mask_hole": "black"}).json()
+    assert r["warnings"] == []
