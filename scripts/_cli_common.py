@@ -135,7 +135,7 @@ def pair(images: Dict[str, str], path: str, what: str, option: str, pairing=None
     image; a folder is paired by name (datasets/pairing.py: relative path without extension, or
     the ``--pair-by`` patterns); a missing partner names the file looked for."""
     if not os.path.exists(path):
-        raise CLIError(f"{option} {path} does not exist; give a {what} file or a folder paired by name.")
+        raise CLIError(f"{option} {path} does not exist; give {article(what)} {what} file or a folder paired by name.")
     if os.path.isfile(path):
         return {k: path for k in images}
     image_dir = pairing.folders.get("image") if pairing else None
