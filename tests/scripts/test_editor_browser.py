@@ -94,7 +94,7 @@ def test_paint_complete_download_in_chromium(server, tmp_path):
             page.check("#tool-rect")
             drag(0.1, 0.1, 0.25, 0.2)    # rectangle: top left
             page.click("#run")  # ... and before there is an exemplar
-            page.wait_for_function("document.getElementById('message').textContent.startsWith('exemplar')")
+            page.wait_for_selector("#message:has-text('exemplar is missing')")  # (the page's CSP forbids eval)
             assert page.inner_text("#message").startswith("exemplar is missing; upload an exemplar face")
 
             page.set_input_files("#exemplar-a-file", str(tmp_path / "exemplar.jpg"))
