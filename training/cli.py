@@ -2,6 +2,10 @@
 
 Errors a user can fix (bad config key, missing file, unusable checkpoint, batch that does not
 fit the data) are printed as one sentence and exit with status 2, without a traceback.
+
+Exit status: 0 the run finished its train.iters; 75 (EX_TEMPFAIL of sysexits.h, "try again")
+stopped early by SIGTERM / Ctrl-C after saving a checkpoint, continue with --resume; 130 aborted
+by a second Ctrl-C (or a Ctrl-C before the first step) without saving; 2 a user error; 1 a crash.
 """
 from __future__ import annotations
 
@@ -47,18 +51,30 @@ def resolve_config(args):
     return load_config(args.config, overrides), None
 
 
+EXIT_FINISHED = 0
+EXIT_STOPPED = 75      # stopped by a signal with a checkpoint saved; resume later
+EXIT_ABORTED = 130     # 128 + SIGINT, the shell's status for a process ended by Ctrl-C
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import USER_ERRORS
-
     try:
-        cfg, ckpt_path = resolve_config(args)
-        if args.dry_run:
-            sys.stdout.write(cfg.to_yaml())
-            return 0
-        from .loop import run
-        run(cfg, resume=ckpt_path)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        from .errors import USER_ERRORS
+
+        try:
+            cfg, ckpt_path = resolve_config(args)
+            if args.dry_run:
+                sys.stdout.write(cfg.to_yaml())
+                return 0
+            from .loop import run
+            result = run(cfg, resume=ckpt_path)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt as e:
+        # TrainingAborted carries its own sentence; a bare KeyboardInterrupt is a Ctrl-C before
+        # the loop took over the signals (start-up): nothing was trained, no run directory is left.
+        msg = str(e) or "interrupted by Ctrl-C before training started; nothing was saved."
+        print(f"\n{msg}", file=sys.stderr)
+        return EXIT_ABORTED
+    return EXIT_STOPPED if result.stopped_by else EXIT_FINISHED

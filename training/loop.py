@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from datasets.augment import DiffAugment
 from datasets.demo import make_demo_faces
 from datasets.exemplars import TrainingPairing
-from datasets.folder import ImageFolderDataset
+from datasets.lmdb_dataset import open_dataset
 from datasets.masks import batch_masks, make_mask_generator
 from datasets.rng import derive_rng
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
@@ -64,29 +65,6 @@ class RunResult:
     trainer: Optional["Trainer"] = field(default=None, repr=False)  # networks/optimizers in memory
 
 
-# torch.compile options of train.compile (tests set the "eager" backend: dynamo without codegen).
-COMPILE_OPTIONS: dict = {}
-
-
-def adam_impl(cfg: Config, device: torch.device) -> dict:
-    """Adam's implementation flags: on CUDA the multi-tensor ("foreach") kernels, which is
-    PyTorch's own default there, or the single fused kernel with train.fused_adam; the same
-    update up to float rounding. On CPU PyTorch's default."""
-    if device.type != "cuda":
-        return {}
-    return {"fused": True} if cfg.train.fused_adam else {"foreach": True}
-
-
-@torch.no_grad()
-def to_channels_last(module: torch.nn.Module) -> None:
-    """Every 4-D parameter and buffer of ``module`` in NHWC layout, in place (the Parameter
-    objects stay, so optimizers and DDP keep theirs). ``Module.to(memory_format=...)`` refuses
-    the modulated convolutions' 5-D weights."""
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.ndim == 4:
-            t.data = t.data.contiguous(memory_format=torch.channels_last)
-
-
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -97,7 +75,8 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def build_datasets(cfg: Config, is_main: bool, log):
-    """(train set, test set) as ImageFolderDatasets; the demo faces are generated on first use."""
+    """(train set, test set): image folders or LMDB packs, opened by ``datasets.open_dataset`` as
+    test.py opens ``--data``; the demo faces are generated on first use."""
     d = cfg.data
     if d.kind == "demo":
         root = d.demo_root
@@ -109,9 +88,14 @@ def build_datasets(cfg: Config, is_main: bool, log):
     else:
         train_root, test_root = d.train, d.test
     # Flips are drawn by the loop from its per-step stream (resumable), not by the dataset.
-    train = ImageFolderDataset(train_root, cfg.model.size, hflip=False)
-    test = ImageFolderDataset(test_root, cfg.model.size, hflip=False) if test_root else None
+    train = open_dataset(train_root, cfg.model.size, hflip=False)
+    test = open_dataset(test_root, cfg.model.size, hflip=False) if test_root else None
     return train, test
+
+
+def dataset_location(ds) -> str:
+    """The folder or LMDB pack a dataset reads (ImageFolderDataset.root, LMDBDataset.path)."""
+    return getattr(ds, "root", None) or getattr(ds, "path")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,34 +131,14 @@ class Trainer:
         self.do_pl = L.path_weight > 0
         g_c = lazy_ratio(L.g_reg_every) if self.do_pl else 1.0
         d_c = lazy_ratio(L.d_reg_every) if self.do_r1 else 1.0
-        self.adam_impl = adam_impl(cfg, device)
         self.g_optim = torch.optim.Adam(self.G.parameters(), lr=o.lr * g_c,
-                                        betas=(o.beta1 ** g_c, o.beta2 ** g_c), **self.adam_impl)
+                                        betas=(o.beta1 ** g_c, o.beta2 ** g_c))
         self.d_optim = torch.optim.Adam(self.D.parameters(), lr=(o.d_lr or o.lr) * d_c,
-                                        betas=(o.beta1 ** d_c, o.beta2 ** d_c), **self.adam_impl)
+                                        betas=(o.beta1 ** d_c, o.beta2 ** d_c))
         self.ema_decay = ema_decay(cfg)
-        self._ema_pairs = None  # (G_ema params, G params, G_ema buffers, G buffers), built once
-
-        # Opt-in NHWC layout: parameters now (DDP and the optimizers see the converted tensors),
-        # images in prepare_step.
-        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        if cfg.train.channels_last:
-            for net in (self.G, self.G_ema, self.D, self.pre.style_encoder):
-                to_channels_last(net)
 
         self.G_ddp = dist_utils.wrap_ddp(self.G, info)
         self.D_ddp = dist_utils.wrap_ddp(self.D, info)
-        # What the main phases call: the modules, or (train.compile) their torch.compile'd
-        # forwards (same parameters; state dicts unchanged). R1 and path length differentiate
-        # through a gradient, which compiled graphs do not support: they call the eager modules.
-        self.run_G, self.run_G_ddp, self.run_D, self.run_D_ddp = self.G, self.G_ddp, self.D, self.D_ddp
-        self.run_style_encoder = self.pre.style_encoder
-        if cfg.train.compile:
-            c = lambda m: torch.compile(m, **COMPILE_OPTIONS)  # noqa: E731
-            self.run_G, self.run_D = c(self.G), c(self.D)
-            self.run_G_ddp = self.run_G if self.G_ddp is self.G else c(self.G_ddp)
-            self.run_D_ddp = self.run_D if self.D_ddp is self.D else c(self.D_ddp)
-            self.run_style_encoder = c(self.pre.style_encoder)
 
         self.amp = cfg.train.amp == "bf16"
         self.diffaug = DiffAugment(cfg.train.diffaug_policy if cfg.train.diffaug else "")
@@ -188,7 +152,7 @@ class Trainer:
         g = derive_rng(*self._keys(step, rng.MASK))
         mask = batch_masks(self.mask_gen, batch, self.cfg.model.size, g,
                            per_sample=self.cfg.mask.per_sample)
-        return self._to_device(mask)  # [B, 1, S, S], 1 = hole
+        return mask.to(self.device)  # [B, 1, S, S], 1 = hole
 
     def draw_exemplars(self, step: int, real: torch.Tensor):
         """(exemplar [B,3,S,S], is_self bool [B]) from datasets.exemplars.TrainingPairing.
@@ -197,21 +161,13 @@ class Trainer:
         the same decision, so a multi-GPU step means what a single-GPU step means.
         """
 
-        # TrainingPairing's draw, with the self flags kept on the host: the losses select the
-        # self-exemplar samples by them, which on the device would be a synchronisation.
-        idx = self.pairing.indices(real.shape[0], derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
-        return real[self._to_device(idx)], idx == torch.arange(real.shape[0])
-
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A host-drawn tensor on the training device without blocking the host (a blocking
-        copy to the GPU is a synchronisation; a non-blocking one from pageable memory is safe)."""
-        return t.to(self.device, non_blocking=True)
+        return self.pairing(real, derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
 
     def mixing_noise(self, batch: int, g: torch.Generator) -> list:
         """One z, or two with probability train.mixing (StyleGAN2 style mixing)."""
         dim = self.G.style_dim
         n = 2 if self.cfg.train.mixing > 0 and float(torch.rand((), generator=g)) < self.cfg.train.mixing else 1
-        return [self._to_device(torch.randn(batch, dim, generator=g)) for _ in range(n)]
+        return [torch.randn(batch, dim, generator=g).to(self.device) for _ in range(n)]
 
     def augment(self, x: torch.Tensor, g) -> torch.Tensor:
         """DiffAugment of a D input (identity when off); `g` is the step's numpy stream."""
@@ -233,20 +189,18 @@ class Trainer:
         g_noise = rng.generator(*self._keys(step, rng.NOISE))
 
         real = real.to(self.device, non_blocking=True)          # [B, 3, S, S] in [-1, 1]
-        real = real.contiguous(memory_format=self.memory_format)
         B = real.shape[0]
         if cfg.data.hflip:
-            flip = self._to_device(torch.from_numpy(g_aug.random(B) < 0.5)).view(B, 1, 1, 1)
+            flip = torch.from_numpy(g_aug.random(B) < 0.5).to(self.device).view(B, 1, 1, 1)
             real = torch.where(flip, real.flip(-1), real)
         mask = self.draw_masks(step, B)                          # [B, 1, S, S]
         exemplar, self_mask = self.draw_exemplars(step, real)
         with torch.no_grad():
-            codes = self.run_style_encoder(exemplar)             # [B, n_exemplar, style_dim]
+            codes = self.pre.style_encoder(exemplar)             # [B, n_exemplar, style_dim]
             ex_id = (self.objective.identity.exemplar_features(exemplar)
                      if self.objective.identity is not None else None)
         # [B, 4, S, S]; [B, 5, S, S] with the sketch channel of a sketch fine-tune
         gin = sketch.make_gin(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
-        gin = gin.contiguous(memory_format=self.memory_format)
         styles = self.mixing_noise(B, g_noise)
         return dict(real=real, mask=mask, exemplar=exemplar, self_mask=self_mask, codes=codes,
                     ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
@@ -257,11 +211,11 @@ class Trainer:
         requires_grad(self.G, False)
         requires_grad(self.D, True)
         with torch.no_grad(), self._autocast():
-            pred = self.run_G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
+            pred = self.G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
         completed = (real * (1 - mask) + pred.float() * mask).detach()
         with self._autocast():
-            fake_pred = self.run_D_ddp(self.augment(completed, g_aug)).float()
-            real_pred = self.run_D_ddp(self.augment(real, g_aug)).float()
+            fake_pred = self.D_ddp(self.augment(completed, g_aug)).float()
+            real_pred = self.D_ddp(self.augment(real, g_aug)).float()
         d_loss = d_logistic_loss(real_pred, fake_pred)
         self.D.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -289,11 +243,11 @@ class Trainer:
         requires_grad(self.D, False)
         styles = self.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase, as StyleGAN2
         with self._autocast():
-            pred = self.run_G_ddp(s["gin"], s["codes"], styles).float()
+            pred = self.G_ddp(s["gin"], s["codes"], styles).float()
         completed = real * (1 - mask) + pred * mask
         with self._autocast():
             # D is not trained here: the unwrapped module avoids a DDP reduction for D.
-            fake_pred = self.run_D(self.augment(completed, s["g_aug"])).float()
+            fake_pred = self.D(self.augment(completed, s["g_aug"])).float()
         given = dict(exemplar_codes=s["codes"], exemplar_id=s["ex_id"]) if reuse_exemplar else {}
         g_loss, terms = self.objective(fake_pred, completed, real, s["exemplar"], mask, s["self_mask"],
                                        **given)
@@ -332,19 +286,11 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """G_ema <- d * G_ema + (1 - d) * G, buffers copied: a few multi-tensor kernels instead
-        of three per parameter, with the same per-element arithmetic as
-        ``p_ema.mul_(d).add_(p, alpha=1 - d)`` (so the same values; tests/training/test_loop.py)."""
-        if self._ema_pairs is None:
-            # The Parameter objects themselves: they stay valid if their data is replaced.
-            self._ema_pairs = (list(self.G_ema.parameters()), list(self.G.parameters()),
-                               list(self.G_ema.buffers()), list(self.G.buffers()))
-        ema_p, p, ema_b, b = self._ema_pairs
         d = self.ema_decay
-        torch._foreach_mul_(ema_p, d)
-        torch._foreach_add_(ema_p, p, alpha=1 - d)
-        if ema_b:
-            torch._foreach_copy_(ema_b, b)
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.mul_(d).add_(p.detach(), alpha=1 - d)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
 
     # -- state ----------------------------------------------------------------------------------
     def gather_pl_mean(self) -> list:
@@ -370,8 +316,6 @@ class Trainer:
         self.G_ema.load_state_dict(ckpt["g_ema"])
         self.g_optim.load_state_dict(ckpt["g_optim"])
         self.d_optim.load_state_dict(ckpt["d_optim"])
-        for group in self.g_optim.param_groups + self.d_optim.param_groups:
-            group.update(self.adam_impl)  # this run's implementation, not the writer's
         pl = ckpt["pl_mean"]
         own = pl[self.info.rank] if len(pl) == self.info.world_size else sum(pl) / len(pl)
         self.path_reg.mean_path_length.fill_(own)
@@ -383,21 +327,44 @@ class Trainer:
 # Signals
 # ----------------------------------------------------------------------------------------------
 
+STOP_MESSAGE = ("stopping after this step, saving a checkpoint \u2014 press Ctrl-C again to abort "
+                "without saving")
+
+
+class TrainingAborted(KeyboardInterrupt):
+    """A second Ctrl-C (or a Ctrl-C before the first step): the run ends without saving.
+
+    A KeyboardInterrupt, so that code which handles Ctrl-C handles it; ``str()`` is the one line
+    train.py prints (exit status 130).
+    """
+
+
 class StopFlag:
     """SIGTERM / SIGINT ask the loop to save a checkpoint and exit cleanly after this step.
 
-    A second SIGINT aborts at once (KeyboardInterrupt), for a user who does not want to wait.
+    The first signal only sets the flag (the loop checks it after every step, and all ranks stop
+    at the same step, see ``_consensus``); with ``announce`` it also says so on the terminal at
+    once, since a step can take a while. A second SIGINT aborts at once (``TrainingAborted``),
+    for a user who does not want to wait; a repeated SIGTERM changes nothing.
     """
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.signal: Optional[str] = None
+        self.announce = announce
         self._old = {}
 
     def _handler(self, signum, frame):
         name = signal.Signals(signum).name
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.signal is not None:
+            if signum == signal.SIGINT:
+                raise TrainingAborted("aborted by a second Ctrl-C; nothing was saved after the last "
+                                      "checkpoint")
+            return
         self.signal = name
+        if self.announce:
+            # os.write, not print: the handler may interrupt a write to sys.stderr (tqdm, logging),
+            # and a buffered stream refuses reentrant calls.
+            os.write(2, f"\n{name}: {STOP_MESSAGE}\n".encode("utf-8", "replace"))
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -419,6 +386,42 @@ def _is_due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the training process: a Ctrl-C reaches the
+    whole process group, and a worker that died of it would break the step being finished."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@dataclass
+class _FreshRunDir:
+    """The run directory this session created, removed again when the run fails before its first
+    training step (so a typo or an unreadable file leaves no empty runs/NNNNN-* behind)."""
+    path: Optional[str] = None
+    made_outdir: Optional[str] = None      # log.outdir, when this session created it
+    stepped: bool = False                  # a training step completed: keep everything
+    closers: list = field(default_factory=list)
+
+    def remove_if_unused(self) -> None:
+        if self.path is None or self.stepped:
+            return
+        import shutil
+
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                pass
+        shutil.rmtree(self.path, ignore_errors=True)
+        print(f"removed {self.path} (the run ended before its first step; nothing in it to keep)",
+              file=sys.stderr)
+        if self.made_outdir is not None:
+            try:
+                os.rmdir(self.made_outdir)  # only if empty
+            except OSError:
+                pass
+
+
 def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = None) -> RunResult:
     """Train according to `cfg`; with `resume` (a checkpoint file) continue that run.
 
@@ -427,15 +430,21 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
     """
     info = dist_utils.init(cfg.train.device, cfg.dist.backend, cfg.dist.timeout_min)
     modconv = get_modconv_impl()
+    fresh = _FreshRunDir()
     try:
-        return _run(cfg, info, resume, stop_at)
+        return _run(cfg, info, resume, stop_at, fresh)
+    except BaseException:
+        close_logger()  # release log.txt before the directory goes
+        fresh.remove_if_unused()
+        raise
     finally:
         set_modconv_impl(modconv)  # a process-wide switch: leave it as found
         close_logger()
         dist_utils.shutdown(info)
 
 
-def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int]) -> RunResult:
+def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at: Optional[int],
+         fresh: _FreshRunDir) -> RunResult:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     set_modconv_impl(cfg.train.modconv)
@@ -453,7 +462,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         if resume:
             run_dir = run_dir_of(resume) or create_run_dir(cfg.log.outdir, cfg.name)
         else:
-            run_dir = create_run_dir(cfg.log.outdir, cfg.name)
+            fresh.made_outdir = None if os.path.isdir(cfg.log.outdir) else cfg.log.outdir
+            run_dir = fresh.path = create_run_dir(cfg.log.outdir, cfg.name)
     run_dir = dist_utils.broadcast_object(run_dir)
     log = setup_logger(run_dir if info.is_main else None, info.is_main)
     if info.is_main:
@@ -480,10 +490,11 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     sampler = StepBatchSampler(len(train_set), cfg.train.batch, info.world_size, info.rank,
                                cfg.train.seed, start_step, iters)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                        pin_memory=info.device.type == "cuda",
+                        pin_memory=info.device.type == "cuda", worker_init_fn=_ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.train.seed))
     ckpts = CheckpointManager(run_dir, cfg.train.keep_last) if info.is_main else None
     stats_w = StatsWriter(run_dir, info.is_main, cfg.log.tensorboard, purge_step=start_step if resume else None)
+    fresh.closers.append(stats_w.close)
 
     if resume:
         # Rows after this step from the interrupted session stay in stats.jsonl (nothing is
@@ -531,15 +542,16 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         last_samples = evaluator.save_samples(0, stats_w)
 
     try:
-        with StopFlag() as stop:
+        with StopFlag(announce=info.is_main) as stop:
             data_iter = iter(loader)
             while step < iters:
                 real = next(data_iter)
                 stats = trainer.train_step(step, real)
                 step += 1
                 n_log += 1
+                fresh.stepped = True
 
-                stop_requested = stop.signal is not None or (stop_at is not None and step >= stop_at)
+                stop_requested = _stop_code(stop.signal, stop_at is not None and step >= stop_at)
                 d_mean, g_mean, nonfinite, stopping = _consensus(stats, stop_requested)
                 if nonfinite:
                     bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
@@ -576,10 +588,16 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                 if stopping and step < iters:
                     if not (_is_due(step, cfg.eval.every) or _is_due(step, cfg.train.ckpt_every)):
                         save(step)
-                    result.stopped_by = stop.signal or "stop_at"
+                    result.stopped_by = stopping  # the same on every rank
                     log.info("stopped at step %d (%s); continue with: python train.py --resume %s",
                              step, result.stopped_by, run_dir)
                     break
+    except TrainingAborted:
+        latest = os.path.join(run_dir, "checkpoints", "latest.pt")
+        kept = (f"the last checkpoint is {latest} (continue with: python train.py --resume {run_dir})"
+                if os.path.isfile(latest) else "there is no checkpoint")
+        raise TrainingAborted(f"aborted by a second Ctrl-C during step {step + 1}; nothing was saved, "
+                              f"{kept}.") from None
     finally:
         pbar.close()
         stats_w.close()
@@ -592,8 +610,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
             # the end of a session, so the periodic checkpoint writes stay the only saves in a run.
             standin_psp = pretrained.save_standin_style_encoder(
                 trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", pretrained.STANDIN_PSP_FILE))
-        _write_summary(run_dir, result, last_samples, train_set.root, (test_set or train_set).root,
-                       standin_psp)
+        _write_summary(run_dir, result, last_samples, dataset_location(train_set),
+                       dataset_location(test_set or train_set), standin_psp)
     if step >= iters:
         log.info("finished %d iterations; run directory %s", step, run_dir)
     return result
@@ -630,17 +648,28 @@ def _write_summary(run_dir: str, result: RunResult, last_samples: Optional[str],
     os.replace(tmp, os.path.join(run_dir, "summary.json"))
 
 
-def _consensus(stats: dict, stop_requested: bool) -> tuple:
+# Stop requests as numbers for one max-reduction over ranks (the largest wins on every rank).
+_STOP_CODES = {0: None, 1: "stop_at", 2: "SIGINT", 3: "SIGTERM"}
+
+
+def _stop_code(signal_name: Optional[str], stop_at_reached: bool) -> int:
+    if signal_name is not None:
+        return {v: k for k, v in _STOP_CODES.items()}[signal_name]
+    return 1 if stop_at_reached else 0
+
+
+def _consensus(stats: dict, stop_code: int) -> tuple:
     """One collective per step: (mean d loss, mean g loss over ranks, any rank saw a non-finite
-    loss, any rank was asked to stop) - so that all ranks stop at the same step."""
+    loss, why the run stops: None or "SIGTERM" / "SIGINT" / "stop_at" when any rank was asked to
+    stop) - so that all ranks stop at the same step, and name the same reason."""
     total = sum(v.float() for v in stats.values())
     flags = torch.stack([stats["d_loss"].float(), stats["g_total"].float(),
                          (~torch.isfinite(total)).float(),
-                         torch.tensor(float(stop_requested), device=total.device)])
+                         torch.tensor(float(stop_code), device=total.device)])
     if dist_utils.is_enabled():
         flags = torch.cat([dist_utils.reduce_mean(flags[:2]), dist_utils.reduce_max(flags[2:])])
     d, g, nonfinite, stop = flags.cpu().tolist()
-    return d, g, nonfinite > 0, stop > 0
+    return d, g, nonfinite > 0, _STOP_CODES[int(round(stop))]
 
 
 def _better(metric: str, new: float, old: float) -> bool:
