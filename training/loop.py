@@ -65,6 +65,29 @@ class RunResult:
     trainer: Optional["Trainer"] = field(default=None, repr=False)  # networks/optimizers in memory
 
 
+# torch.compile options of train.compile (tests set the "eager" backend: dynamo without codegen).
+COMPILE_OPTIONS: dict = {}
+
+
+def adam_impl(cfg: Config, device: torch.device) -> dict:
+    """Adam's implementation flags: on CUDA the multi-tensor ("foreach") kernels, which is
+    PyTorch's own default there, or the single fused kernel with train.fused_adam; the same
+    update up to float rounding. On CPU PyTorch's default."""
+    if device.type != "cuda":
+        return {}
+    return {"fused": True} if cfg.train.fused_adam else {"foreach": True}
+
+
+@torch.no_grad()
+def to_channels_last(module: torch.nn.Module) -> None:
+    """Every 4-D parameter and buffer of ``module`` in NHWC layout, in place (the Parameter
+    objects stay, so optimizers and DDP keep theirs). ``Module.to(memory_format=...)`` refuses
+    the modulated convolutions' 5-D weights."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.ndim == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -131,14 +154,34 @@ class Trainer:
         self.do_pl = L.path_weight > 0
         g_c = lazy_ratio(L.g_reg_every) if self.do_pl else 1.0
         d_c = lazy_ratio(L.d_reg_every) if self.do_r1 else 1.0
+        self.adam_impl = adam_impl(cfg, device)
         self.g_optim = torch.optim.Adam(self.G.parameters(), lr=o.lr * g_c,
-                                        betas=(o.beta1 ** g_c, o.beta2 ** g_c))
+                                        betas=(o.beta1 ** g_c, o.beta2 ** g_c), **self.adam_impl)
         self.d_optim = torch.optim.Adam(self.D.parameters(), lr=(o.d_lr or o.lr) * d_c,
-                                        betas=(o.beta1 ** d_c, o.beta2 ** d_c))
+                                        betas=(o.beta1 ** d_c, o.beta2 ** d_c), **self.adam_impl)
         self.ema_decay = ema_decay(cfg)
+        self._ema_pairs = None  # (G_ema params, G params, G_ema buffers, G buffers), built once
+
+        # Opt-in NHWC layout: parameters now (DDP and the optimizers see the converted tensors),
+        # images in prepare_step.
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        if cfg.train.channels_last:
+            for net in (self.G, self.G_ema, self.D, self.pre.style_encoder):
+                to_channels_last(net)
 
         self.G_ddp = dist_utils.wrap_ddp(self.G, info)
         self.D_ddp = dist_utils.wrap_ddp(self.D, info)
+        # What the main phases call: the modules, or (train.compile) their torch.compile'd
+        # forwards (same parameters; state dicts unchanged). R1 and path length differentiate
+        # through a gradient, which compiled graphs do not support: they call the eager modules.
+        self.run_G, self.run_G_ddp, self.run_D, self.run_D_ddp = self.G, self.G_ddp, self.D, self.D_ddp
+        self.run_style_encoder = self.pre.style_encoder
+        if cfg.train.compile:
+            c = lambda m: torch.compile(m, **COMPILE_OPTIONS)  # noqa: E731
+            self.run_G, self.run_D = c(self.G), c(self.D)
+            self.run_G_ddp = self.run_G if self.G_ddp is self.G else c(self.G_ddp)
+            self.run_D_ddp = self.run_D if self.D_ddp is self.D else c(self.D_ddp)
+            self.run_style_encoder = c(self.pre.style_encoder)
 
         self.amp = cfg.train.amp == "bf16"
         self.diffaug = DiffAugment(cfg.train.diffaug_policy if cfg.train.diffaug else "")
@@ -152,7 +195,7 @@ class Trainer:
         g = derive_rng(*self._keys(step, rng.MASK))
         mask = batch_masks(self.mask_gen, batch, self.cfg.model.size, g,
                            per_sample=self.cfg.mask.per_sample)
-        return mask.to(self.device)  # [B, 1, S, S], 1 = hole
+        return self._to_device(mask)  # [B, 1, S, S], 1 = hole
 
     def draw_exemplars(self, step: int, real: torch.Tensor):
         """(exemplar [B,3,S,S], is_self bool [B]) from datasets.exemplars.TrainingPairing.
@@ -161,13 +204,21 @@ class Trainer:
         the same decision, so a multi-GPU step means what a single-GPU step means.
         """
 
-        return self.pairing(real, derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
+        # TrainingPairing's draw, with the self flags kept on the host: the losses select the
+        # self-exemplar samples by them, which on the device would be a synchronisation.
+        idx = self.pairing.indices(real.shape[0], derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
+        return real[self._to_device(idx)], idx == torch.arange(real.shape[0])
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A host-drawn tensor on the training device without blocking the host (a blocking
+        copy to the GPU is a synchronisation; a non-blocking one from pageable memory is safe)."""
+        return t.to(self.device, non_blocking=True)
 
     def mixing_noise(self, batch: int, g: torch.Generator) -> list:
         """One z, or two with probability train.mixing (StyleGAN2 style mixing)."""
         dim = self.G.style_dim
         n = 2 if self.cfg.train.mixing > 0 and float(torch.rand((), generator=g)) < self.cfg.train.mixing else 1
-        return [torch.randn(batch, dim, generator=g).to(self.device) for _ in range(n)]
+        return [self._to_device(torch.randn(batch, dim, generator=g)) for _ in range(n)]
 
     def augment(self, x: torch.Tensor, g) -> torch.Tensor:
         """DiffAugment of a D input (identity when off); `g` is the step's numpy stream."""
@@ -189,18 +240,20 @@ class Trainer:
         g_noise = rng.generator(*self._keys(step, rng.NOISE))
 
         real = real.to(self.device, non_blocking=True)          # [B, 3, S, S] in [-1, 1]
+        real = real.contiguous(memory_format=self.memory_format)
         B = real.shape[0]
         if cfg.data.hflip:
-            flip = torch.from_numpy(g_aug.random(B) < 0.5).to(self.device).view(B, 1, 1, 1)
+            flip = self._to_device(torch.from_numpy(g_aug.random(B) < 0.5)).view(B, 1, 1, 1)
             real = torch.where(flip, real.flip(-1), real)
         mask = self.draw_masks(step, B)                          # [B, 1, S, S]
         exemplar, self_mask = self.draw_exemplars(step, real)
         with torch.no_grad():
-            codes = self.pre.style_encoder(exemplar)             # [B, n_exemplar, style_dim]
+            codes = self.run_style_encoder(exemplar)             # [B, n_exemplar, style_dim]
             ex_id = (self.objective.identity.exemplar_features(exemplar)
                      if self.objective.identity is not None else None)
         # [B, 4, S, S]; [B, 5, S, S] with the sketch channel of a sketch fine-tune
         gin = sketch.make_gin(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
+        gin = gin.contiguous(memory_format=self.memory_format)
         styles = self.mixing_noise(B, g_noise)
         return dict(real=real, mask=mask, exemplar=exemplar, self_mask=self_mask, codes=codes,
                     ex_id=ex_id, gin=gin, styles=styles, g_aug=g_aug, g_noise=g_noise)
@@ -211,11 +264,11 @@ class Trainer:
         requires_grad(self.G, False)
         requires_grad(self.D, True)
         with torch.no_grad(), self._autocast():
-            pred = self.G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
+            pred = self.run_G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
         completed = (real * (1 - mask) + pred.float() * mask).detach()
         with self._autocast():
-            fake_pred = self.D_ddp(self.augment(completed, g_aug)).float()
-            real_pred = self.D_ddp(self.augment(real, g_aug)).float()
+            fake_pred = self.run_D_ddp(self.augment(completed, g_aug)).float()
+            real_pred = self.run_D_ddp(self.augment(real, g_aug)).float()
         d_loss = d_logistic_loss(real_pred, fake_pred)
         self.D.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -243,11 +296,11 @@ class Trainer:
         requires_grad(self.D, False)
         styles = self.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase, as StyleGAN2
         with self._autocast():
-            pred = self.G_ddp(s["gin"], s["codes"], styles).float()
+            pred = self.run_G_ddp(s["gin"], s["codes"], styles).float()
         completed = real * (1 - mask) + pred * mask
         with self._autocast():
             # D is not trained here: the unwrapped module avoids a DDP reduction for D.
-            fake_pred = self.D(self.augment(completed, s["g_aug"])).float()
+            fake_pred = self.run_D(self.augment(completed, s["g_aug"])).float()
         given = dict(exemplar_codes=s["codes"], exemplar_id=s["ex_id"]) if reuse_exemplar else {}
         g_loss, terms = self.objective(fake_pred, completed, real, s["exemplar"], mask, s["self_mask"],
                                        **given)
@@ -286,11 +339,19 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
+        """G_ema <- d * G_ema + (1 - d) * G, buffers copied: a few multi-tensor kernels instead
+        of three per parameter, with the same per-element arithmetic as
+        ``p_ema.mul_(d).add_(p, alpha=1 - d)`` (so the same values; tests/training/test_loop.py)."""
+        if self._ema_pairs is None:
+            # The Parameter objects themselves: they stay valid if their data is replaced.
+            self._ema_pairs = (list(self.G_ema.parameters()), list(self.G.parameters()),
+                               list(self.G_ema.buffers()), list(self.G.buffers()))
+        ema_p, p, ema_b, b = self._ema_pairs
         d = self.ema_decay
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.mul_(d).add_(p.detach(), alpha=1 - d)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        torch._foreach_mul_(ema_p, d)
+        torch._foreach_add_(ema_p, p, alpha=1 - d)
+        if ema_b:
+            torch._foreach_copy_(ema_b, b)
 
     # -- state ----------------------------------------------------------------------------------
     def gather_pl_mean(self) -> list:
@@ -316,6 +377,8 @@ class Trainer:
         self.G_ema.load_state_dict(ckpt["g_ema"])
         self.g_optim.load_state_dict(ckpt["g_optim"])
         self.d_optim.load_state_dict(ckpt["d_optim"])
+        for group in self.g_optim.param_groups + self.d_optim.param_groups:
+            group.update(self.adam_impl)  # this run's implementation, not the writer's
         pl = ckpt["pl_mean"]
         own = pl[self.info.rank] if len(pl) == self.info.world_size else sum(pl) / len(pl)
         self.path_reg.mean_path_length.fill_(own)
