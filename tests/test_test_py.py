@@ -290,7 +290,8 @@ def test_paired_masks_and_exemplar_folder(files, entry, capsys, tmp_path):
     assert [p["exemplar"] for p in pairs] == [ds.names[0], ds.names[1]]
     assert [p["mask"] for p in pairs] == [ds.names[0], ds.names[1]]
     rec = json.loads((out / "results.json").read_text())["protocol"]
-    assert rec["exemplars"] == {"mode": "folder", "folder": str(exdir)}
+    assert rec["exemplars"] == {"mode": "folder", "folder": str(exdir),
+                                "pair_by": {"exemplar": "{name}", "image": "{name}"}}
     assert rec["masks"]["kind"] == "paired"
     for i, name in enumerate(ds.names[:2]):
         saved = _png(out / "masks" / "all" / "r0" / name)
