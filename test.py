@@ -34,20 +34,12 @@ PAIR_BY_HELP = ("how file names pair across folders: {name} stands for the share
 EXEMPLAR_CHOICES = ("reverse", "self", "folder")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where X is a value and the help does not already name it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from scripts._cli_common import DefaultsHelpFormatter
+
     p = argparse.ArgumentParser(
         prog="test.py", description="Evaluate an EXE-GAN checkpoint under the paper's protocol.",
-        formatter_class=_HelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     f = p.add_argument_group("files")
     f.add_argument("--ckpt", help="generator: our checkpoint / export, or the authors' "
                                   "EXE_GAN_model_256.pt / a bare g_ema state dict")

@@ -29,6 +29,7 @@ to remove, a scribble) should not leak into the known pixels the model reads the
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -51,6 +52,18 @@ from datasets.masks import read_mask_file  # noqa: E402
 
 #: Resampling filter for images and predictions.
 RESIZE_FILTER = Image.LANCZOS
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, but "(default: X)" is appended only where X is a
+    value and the help text does not already say what the default is (no "(default: the preset's)
+    (default: None)")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 class CLIError(ValueError):

@@ -64,6 +64,8 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+from scripts._cli_common import DefaultsHelpFormatter  # noqa: E402
+
 SCHEMA = 1
 # Defaults of --size / --repeats / --warmup. "paper" is the paper's training setting (256 px; batch
 # 2 per device is --batch's default). A full 256-px iteration with the full-size pretrained
@@ -792,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Time EXE-GAN's training phases and inference (median of several runs) and "
                     "write JSON; see docs/benchmarks.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="size / repeats / warm-up defaults: 'paper' (256 px, the default on CUDA), "

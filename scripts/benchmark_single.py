@@ -25,6 +25,8 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+from scripts._cli_common import DefaultsHelpFormatter  # noqa: E402
+
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
 
 
@@ -57,7 +59,7 @@ def confidence_map(size: int, batch: int, device: torch.device, separable: bool,
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", type=int, default=64, help="D resolution")
     p.add_argument("--mask-size", type=int, default=256, help="confidence-map resolution")
