@@ -164,9 +164,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pairing = cli.folder_pairing(args.pair_by, {"image": args.image, "mask": args.mask,
                                                 "exemplar": args.exemplar, "sketch": args.sketch})
     images = cli.collect(args.image, "image", "--image", pairing)
-    masks = cli.pair(images, args.mask, "mask", "--mask", pairing)
-    exemplars = cli.pair(images, args.exemplar, "exemplar", "--exemplar", pairing)
-    sketches = cli.pair(images, args.sketch, "sketch", "--sketch", pairing) if args.sketch else None
+    paired, missing = {}, []  # every role's missing partners at once
+    for role, path in (("mask", args.mask), ("exemplar", args.exemplar), ("sketch", args.sketch)):
+        if path:
+            try:
+                paired[role] = cli.pair(images, path, role, f"--{role}", pairing)
+            except cli.CLIError as e:
+                missing.append(str(e))
+    if len(missing) > 1:
+        raise cli.CLIError(f"{len(missing)} problems with the inputs, nothing was written:\n  "
+                           + "\n  ".join(missing))
+    if missing:
+        raise cli.CLIError(missing[0])
+    masks, exemplars, sketches = paired["mask"], paired["exemplar"], paired.get("sketch")
     writer = cli.OutputWriter(args.out)
     suffixes = [f"_sample{k}.png" for k in range(args.samples)] + ([] if args.no_sheet else ["_sheet.png"])
 

@@ -54,7 +54,13 @@ def test_a_missing_exemplar_is_reported_before_anything_is_written(files, h, tmp
     out = tmp_path / "out"
     assert cli.run(inpaint.main, _args(files, tmp_path / "img", tmp_path / "mask", tmp_path / "ex", out)) == 2
     err = capsys.readouterr().err
-    assert "has no exemplar for image(s) f2" in err and not out.exists()
+    assert "has no exemplar for 1 of 3 image(s) ('f2')" in err and not out.exists()
+    os.remove(tmp_path / "mask" / "f1.png")  # a mask missing too: both reported together
+    assert cli.run(inpaint.main, _args(files, tmp_path / "img", tmp_path / "mask", tmp_path / "ex", out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 problems with the inputs, nothing was written:")
+    lines = err.splitlines()
+    assert "has no mask for 1 of 3 image(s) ('f1')" in lines[1] and "('f2')" in lines[2] and not out.exists()
 
 
 def test_skip_existing_resumes_an_interrupted_folder_run(files, h, tmp_path, monkeypatch, capsys):
