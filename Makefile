@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements.stamp
 REQS   := requirements.txt requirements-editor.txt
 
-.PHONY: demo test editor venv clean-venv
+.PHONY: demo test editor venv clean-venv gpu-check
 
 # Rebuilt only when a requirements file changed (or the venv is missing): fast when nothing did.
 $(STAMP): $(REQS)
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# On a CUDA machine: build the ops, run every CUDA test, benchmark both upfirdn2d kernels
+# (runs/gpu_check/), with .venv's Python if there is one, else python3 (a GPU machine's own torch).
+gpu-check:
+	scripts/gpu_check.sh
 
 # The newest `make demo` run in the browser editor; EDITOR_ARGS="--port 8000" etc. are passed on.
 editor: $(STAMP)

@@ -85,7 +85,9 @@ VARIANTS = {
     "threads1": {"threads": 1},                         # one intra-op CPU thread
     "bf16": {"amp": "bf16"},                            # the loop's train.amp=bf16 autocast
     "channels_last": {"channels_last": True},           # NHWC networks and inputs
-    "compile": {"compile": True},                       # torch.compile of G, D, G_ema
+    "compile": {"compile": True, "set": ["train.compile=true"]},  # train.compile; compiled EXEGAN
+    "tiled": {"upfirdn_kernel": "tiled"},               # the tiled upfirdn2d CUDA kernel
+    "fused_adam": {"set": ["train.fused_adam=true"]},   # the fused CUDA Adam kernel
     "ops_ref": {"ops": "ref"},                          # pure-PyTorch custom ops on CUDA
     "ops_cuda": {"ops": "cuda"},                        # compiled custom ops (CUDA only)
     "naive_upfirdn": {"upfirdn": "naive"},              # baseline: the single-channel upfirdn2d
@@ -363,12 +365,11 @@ def apply_settings(trainer, settings: dict, device: torch.device) -> list:
     if settings.get("channels_last"):
         _set_memory_format(trainer, torch.channels_last)
     if settings.get("compile"):
-        # torch.compile cannot differentiate twice (R1, path length); the compiled modules serve
-        # the forward passes of D main, G main and inference, the regularisers use the eager ones.
-        trainer.G_c = torch.compile(trainer.G)
-        trainer.D_c = torch.compile(trainer.D)
-        notes.append("compile: G/D main and inference use torch.compile'd modules; R1 and path "
-                     "length (double backward) run eagerly")
+        # The loop's own train.compile: torch.compile cannot differentiate twice (R1, path
+        # length), so the compiled modules serve D main, G main and the style codes, and the
+        # regularisers use the eager ones; inference runs EXEGAN.compile().
+        notes.append("compile: train.compile (G/D main and style encoder compiled; R1 and path "
+                     "length eager) and EXEGAN.compile() for inference")
     return notes
 
 
@@ -383,6 +384,10 @@ def library_patches(settings: dict):
             old = op.get_impl()
             op.set_impl(settings["ops"])
             stack.callback(op.set_impl, old)
+        if settings.get("upfirdn_kernel"):
+            old_kernel = op.get_upfirdn2d_kernel()
+            op.set_upfirdn2d_kernel(settings["upfirdn_kernel"])
+            stack.callback(op.set_upfirdn2d_kernel, old_kernel)
         if settings.get("upfirdn") == "naive":
             stack.enter_context(_patched(stylegan2, "upfirdn2d", op.upfirdn2d_naive))
         if settings.get("modconv"):
@@ -449,16 +454,6 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
     wanted = [p for p in opts.phases if p in PHASES]
     compiled = bool(settings.get("compile"))
 
-    @contextlib.contextmanager
-    def main_modules():
-        """G/D main under torch.compile (variant 'compile'): swap in the compiled modules."""
-        if not compiled:
-            yield
-            return
-        with _patched(trainer, "G", trainer.G_c), _patched(trainer, "D", trainer.D_c), \
-                _patched(trainer, "G_ddp", trainer.G_c), _patched(trainer, "D_ddp", trainer.D_c):
-            yield
-
     def run(name, fn):
         if name not in wanted:
             return
@@ -472,23 +467,15 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
     if compiled:
         result["notes"].append("compile: each phase's first_warmup_s includes compiling it")
 
-    for name in ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema"):
-        with main_modules() if name in ("d_main", "g_main") else contextlib.nullcontext():
-            run(name, fns[name])
-    if compiled:
-        if "iteration" in wanted:
-            result["errors"]["iteration"] = ("not timed: Trainer.train_step would run R1 / path "
-                                             "length through the compiled modules")
-    else:
-        run("iteration", fns["iteration"])
+    for name in ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration"):
+        run(name, fns[name])
 
     if "inference" in wanted or "inference_g" in wanted:
         from models.exegan import EXEGAN
 
         model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
         if compiled:
-            model.generator = torch.compile(trainer.G_ema)
-            model.style_encoder = torch.compile(trainer.pre.style_encoder)
+            model.compile()
         nb = opts.infer_batch or B
         imgs = _inputs(opts, nb, S, device, cl)
         masks = trainer.draw_masks(1, nb)
@@ -500,7 +487,8 @@ def _time_phases(opts, trainer, settings: dict, device: torch.device, result: di
 
 
 # Settings that can be switched on and off around each timed run of one built trainer.
-SWITCHABLE = ("modconv", "upfirdn", "recompute_exemplar", "channels_last", "ops")
+SWITCHABLE = ("modconv", "upfirdn", "upfirdn_kernel", "recompute_exemplar", "channels_last", "ops",
+              "amp")
 
 
 @contextlib.contextmanager
@@ -509,9 +497,12 @@ def switched(trainer, settings: dict):
     with library_patches(settings):
         if settings.get("channels_last"):
             _set_memory_format(trainer, torch.channels_last)
+        amp = trainer.amp
+        trainer.amp = settings.get("amp", "off") == "bf16"  # the loop's autocast switch
         try:
             yield
         finally:
+            trainer.amp = amp
             if settings.get("channels_last"):
                 _set_memory_format(trainer, torch.contiguous_format)
 
@@ -558,7 +549,8 @@ def run_interleaved(opts, names: list) -> dict:
     results = {n: {"status": "ok", "settings": settings[n], "threads": torch.get_num_threads(),
                    "interleaved": True, "build_s": build_s, "load_avg_start": os.getloadavg(),
                    "phases": {}, "errors": {}, "notes": [], "infer_batch": nb,
-                   "config": _config_summary(trainer), "params_m": _param_counts(trainer)}
+                   "config": dict(_config_summary(trainer), amp=settings[n].get("amp", "off")),
+                   "params_m": _param_counts(trainer)}
                for n in names}
     for p in wanted:
         log.info("  %s ...", p)
