@@ -66,7 +66,9 @@ class EXEGAN(nn.Module):
 
         Worth it for many images: the first call per input shape compiles (51 s for the full-size
         256-px networks on a 2-core CPU), later calls were x1.12-1.17 faster there
-        (docs/benchmarks.md). Results equal the eager ones up to float rounding; known pixels are
+        (docs/benchmarks.md). Each network traces into one graph, the compiled CUDA ops included
+        (op/_library.py), and new inputs of the same shape reuse it without recompiling
+        (tests/models/test_compile.py). Results equal the eager ones up to float rounding; known pixels are
         still the input's, bit for bit (the final merge runs outside the compiled networks).
         """
         self.generator.compile(**kwargs)

@@ -137,3 +137,19 @@ def test_train_step_has_no_host_synchronisation_on_cuda(face_dirs, tmp_path):
         torch.cuda.set_sync_debug_mode("default")
     assert "r1" in stats and "path_penalty" in stats
     assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_multi_tensor_ema_equals_the_per_parameter_formula_on_cuda():
+    """The multi-tensor kernels must round like the per-parameter ones on the GPU too (the same
+    values, not just close ones: G_ema is what every evaluation and export uses)."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(512, 512, 3, 3), (1, 3, 512, 1, 1), (512,), (3,), (1,)]
+    ema = [torch.randn(s, generator=g).cuda() for s in shapes]
+    cur = [torch.randn(s, generator=g).cuda() for s in shapes]
+    d = 0.5 ** (32 / 10000)
+    want = [e.clone().mul_(d).add_(p, alpha=1 - d) for e, p in zip(ema, cur)]
+    torch._foreach_mul_(ema, d)
+    torch._foreach_add_(ema, cur, alpha=1 - d)
+    for a, b in zip(ema, want):
+        assert torch.equal(a, b)
