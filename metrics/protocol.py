@@ -1039,11 +1039,10 @@ MIN_IMAGES_FID_IDS = 2000
 
 def warn_small_sets(n: int, metrics: Sequence[str]) -> Optional[str]:
     """Log (and return) a warning when FID / IDS are computed from too few images."""
-    which = [m for m, label in (("fid", "FID"), ("ids", "U-IDS / P-IDS")) if m in metrics]
+    which = [label for m, label in (("fid", "FID"), ("ids", "U-IDS / P-IDS")) if m in metrics]
     if not which or n >= MIN_IMAGES_FID_IDS:
         return None
-    names = " and ".join(dict(fid="FID", ids="U-IDS / P-IDS")[m] for m in which)
-    msg = (f"{names} from {n} images: fewer than {MIN_IMAGES_FID_IDS} (the Inception features "
+    msg = (f"{' and '.join(which)} from {n} images: fewer than {MIN_IMAGES_FID_IDS} (the Inception features "
            f"have 2048 dimensions) give strongly biased FIDs and trivially separable U-IDS / "
            f"P-IDS; such numbers are not comparable with the paper's or with other image counts")
     log.warning("%s.", msg)
@@ -1302,13 +1301,14 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
     if small:
         warnings.append(small)
 
+    resized_set = set(resized)
+
     def read_gt(k):
         path = gt.get(k)
-        if square and k in resized_set:
+        if k in resized_set:              # S x S completions: read like a test set at S
             return pil_to_tensor(load_image(path, size[0]))
         return _read_rgb_tensor(path)
 
-    resized_set = set(resized)
     mask_tensors: Dict[str, torch.Tensor] = {}
     if masks is not None:
         for k in keys:        # every mask read once, and refused without a hole, before any work

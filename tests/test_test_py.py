@@ -536,7 +536,7 @@ def test_pred_gt_pair_by_patterns_in_one_folder(files, entry, capsys, in_memory,
                       "--metrics", "l1", "--out", tmp_path / "x", "--no-progress")
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1, err
-    assert f"has no ground-truth image for 4 of 4 image(s)" in lines[0]
+    assert "has no ground-truth image for 4 of 4 image(s)" in lines[0]
     assert f"looked for '{stem}.*'" in lines[0]
     assert "suggest --pair-by gt={name}_real" in lines[0]
 
