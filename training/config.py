@@ -108,6 +108,10 @@ class PretrainedConfig:
     # steps to predict the demo faces' recorded attributes before G training, so that exemplar
     # codes carry hair / eye colour, glasses ... (training/demo_encoder.py). 0 = random stand-in.
     standin_encoder_steps: int = 0
+    # Demo only (allow_random): the stand-in of the LPIPS network. "random_vgg" = LPIPS on a random
+    # VGG16 trunk; "pixel_l1" = the mean absolute pixel difference (training/pretrained.py
+    # PixelDistance), which makes the LPIPS term an L1 reconstruction of the hole.
+    standin_lpips: str = "random_vgg"
 
 
 @dataclass
@@ -512,6 +516,12 @@ def validate(cfg: Config) -> None:
                                                           for v in slots) and slots[0] >= 0 and slots[1] >= 1):
         raise ConfigError(f"model.exemplar_slots must be null or [start, n] with start >= 0 and n >= 1, "
                           f"got {slots}.")
+    if cfg.pretrained.standin_lpips not in ("random_vgg", "pixel_l1"):
+        raise ConfigError(f"pretrained.standin_lpips must be 'random_vgg' or 'pixel_l1', got "
+                          f"{cfg.pretrained.standin_lpips!r}.")
+    if cfg.pretrained.standin_lpips != "random_vgg" and not cfg.pretrained.allow_random:
+        raise ConfigError("pretrained.standin_lpips chooses a stand-in of the LPIPS network, used only "
+                          "with pretrained.allow_random=true; drop it or set allow_random.")
     if cfg.pretrained.standin_encoder_steps > 0 and not (cfg.pretrained.allow_random
                                                           and cfg.data.kind == "demo"):
         raise ConfigError(f"pretrained.standin_encoder_steps = {cfg.pretrained.standin_encoder_steps} "

@@ -16,9 +16,10 @@ DEVIATION: the paper's encoder is pSp trained to invert a StyleGAN2 on FFHQ; thi
 width-8 IR-SE trained for seconds on labelled synthetic faces. It stands in for "a frozen
 encoder whose codes carry attributes", nothing more.
 
-Half of each batch is shown with a random box hidden (set to 0, as SVGL's weighting does
-outside the hole), so the codes still describe what is visible in a partial image - the
-attribute loss feeds the encoder such images. A small penalty keeps the mean square code near
+A third of each batch is shown whole, a third with a random box hidden and a third with only
+a random box visible (the rest set to 0), so that the codes also describe what is visible in a
+partial image: the attribute loss feeds the encoder the completed image weighted towards the
+hole (SVGL), which is close to 0 outside it. A small penalty keeps the mean square code near
 1 (the scale of the generator's own w), and the run is seeded, so a resumed run trains the
 same encoder.
 """
@@ -73,17 +74,17 @@ def load_labelled_faces(root: str, split: str = "train", size: int = 32
     return x, labels
 
 
-def _hide_boxes(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Zero one random box (a quarter to a half of each side) in every image."""
+def _random_boxes(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One random box per image (a third to two thirds of each side): [B, 1, H, W], 1 inside."""
     B, _, H, W = x.shape
-    out = x.clone()
+    box = torch.zeros(B, 1, H, W)
     for b in range(B):
-        h = int(torch.randint(H // 4, H // 2 + 1, (), generator=g))
-        w = int(torch.randint(W // 4, W // 2 + 1, (), generator=g))
+        h = int(torch.randint(H // 3, 2 * H // 3 + 1, (), generator=g))
+        w = int(torch.randint(W // 3, 2 * W // 3 + 1, (), generator=g))
         top = int(torch.randint(0, H - h + 1, (), generator=g))
         left = int(torch.randint(0, W - w + 1, (), generator=g))
-        out[b, :, top:top + h, left:left + w] = 0
-    return out
+        box[b, :, top:top + h, left:left + w] = 1
+    return box
 
 
 def train_attribute_encoder(encoder: nn.Module, images: torch.Tensor,
@@ -115,8 +116,11 @@ def train_attribute_encoder(encoder: nn.Module, images: torch.Tensor,
                 x = images[idx]
                 flip = torch.rand(x.shape[0], generator=g) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-                half = x.shape[0] // 2
-                x = torch.cat([x[:half], _hide_boxes(x[half:], g)]).to(device)
+                # A third whole, a third with a box hidden, a third with only a box visible.
+                box = _random_boxes(x, g)
+                view = torch.arange(x.shape[0]).view(-1, 1, 1, 1) % 3
+                keep = torch.where(view == 0, torch.ones_like(box), torch.where(view == 1, 1 - box, box))
+                x = (x * keep).to(device)
                 codes = encoder(x)                                  # [B, n, style_dim]
                 flat = codes.flatten(1)
                 loss = CODE_SCALE_WEIGHT * (codes.pow(2).mean() - 1.0).pow(2)

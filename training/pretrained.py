@@ -127,6 +127,18 @@ def standin_lpips(seed: int, device):
         return load_lpips(None, allow_random_backbone=True, device=device)
 
 
+class PixelDistance(torch.nn.Module):
+    """``pretrained.standin_lpips: pixel_l1`` (demo only): a stand-in for the LPIPS network with
+    its call signature, ``forward(in0, in1) -> [B, 1, 1, 1]``, that is the mean absolute pixel
+    difference per sample. A random VGG16 trunk knows nothing about faces; a pixel distance at
+    least knows pixels, so the paper's LPIPS term (on self-exemplar samples, completed image vs
+    the real one, SVGL-weighted) becomes an L1 reconstruction of the hole: the generator learns
+    to paint what the exemplar codes and the context describe."""
+
+    def forward(self, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
+        return (in0 - in1).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
 def check_files(cfg) -> None:
     """Fail before anything is created when a file the run will read is missing.
 
@@ -182,9 +194,13 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
         if p.standin_encoder_steps > 0:
             train_standin_on_demo_faces(enc, cfg, log)
         ident = standin_identity(seed) if need_id else None
-        lp = standin_lpips(seed, device) if need_lpips else None
+        if need_lpips and p.standin_lpips == "pixel_l1":
+            lp = PixelDistance().to(device)
+        else:
+            lp = standin_lpips(seed, device) if need_lpips else None
+        lp_name = "LPIPS (pixel L1 stand-in)" if isinstance(lp, PixelDistance) else "LPIPS VGG16"
         random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
-                                            ("LPIPS VGG16", lp)) if m is not None)
+                                            (lp_name, lp)) if m is not None)
         bar = "!" * 78
         log.warning(bar)
         log.warning("PRETRAINED NETWORKS ARE RANDOM STAND-INS (pretrained.allow_random=true): %s.",

@@ -14,7 +14,8 @@ from models.psp import load_style_encoder
 from training.config import ConfigError, from_dict, validate
 from training.demo_encoder import ATTRIBUTES, load_labelled_faces, train_attribute_encoder
 from training.loop import run
-from training.pretrained import STANDIN_PSP_FILE, standin_style_encoder, trained_standin_beside
+from training.pretrained import (STANDIN_PSP_FILE, PixelDistance, standin_style_encoder,
+                                 trained_standin_beside)
 
 from trainutil import SIZE, STYLE_DIM, tiny_dict
 
@@ -79,10 +80,29 @@ def test_option_needs_random_standins_and_demo_faces(faces, tmp_path):
         validate(from_dict(d))
 
 
+def test_pixel_lpips_standin_known_values_and_checks(faces, tmp_path):
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.zeros(2, 3, 4, 4)
+    b[0] = 0.5
+    b[1, 0, :2] = 1.0          # 8 of 48 values differ by 1
+    d = PixelDistance()(a, b)
+    assert d.shape == (2, 1, 1, 1)
+    assert torch.allclose(d.flatten(), torch.tensor([0.5, 8 / 48]))
+    validate(from_dict(_demo_cfg(faces, tmp_path, standin_lpips="pixel_l1")))
+    for pre in ({"allow_random": False, "standin_lpips": "pixel_l1"},
+                {"allow_random": True, "standin_lpips": "l2"}):
+        d = _demo_cfg(faces, tmp_path)
+        d["pretrained"] = pre
+        with pytest.raises(ConfigError, match="pretrained.standin_lpips"):
+            validate(from_dict(d))
+
+
 def test_run_trains_saves_and_test_py_finds_the_trained_encoder(faces, tmp_path):
-    cfg = from_dict(_demo_cfg(faces, tmp_path, standin_encoder_steps=4))
+    cfg = from_dict(_demo_cfg(faces, tmp_path, standin_encoder_steps=4, standin_lpips="pixel_l1"))
     validate(cfg)
     res = run(cfg)
+    assert isinstance(res.trainer.pre.lpips, PixelDistance)
+    assert "LPIPS (pixel L1 stand-in)" in res.trainer.pre.random
     enc = res.trainer.pre.style_encoder
     G = res.trainer.G
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
