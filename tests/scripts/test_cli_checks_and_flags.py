@@ -149,9 +149,20 @@ def test_mask_warnings_thresholds():
 
 
 def test_which_picks_the_generator_of_a_training_checkpoint(files, h, tmp_path, capsys):
-    from conftest import SIZE, _tiny_generator
+    from models import Generator
 
-    g, g_ema = _tiny_generator(seed=1), _tiny_generator(seed=2)
+    SIZE = h.SIZE
+
+    def tiny_generator(seed):  # the architecture of the `files` fixture's generator
+        torch.manual_seed(seed)
+        g = Generator(SIZE, style_dim=16, n_mlp=2, channel_multiplier=2, channel_max=16)
+        with torch.no_grad():
+            for name, p in g.named_parameters():
+                if name.endswith("noise.weight"):
+                    p.fill_(0.3)
+        return g.eval()
+
+    g, g_ema = tiny_generator(1), tiny_generator(2)
     ckpt = str(tmp_path / "two.pt")
     save_checkpoint(make_checkpoint(g=g, d=Discriminator(SIZE, channel_multiplier=2, channel_max=16),
                                     g_ema=g_ema, step=1), ckpt)
