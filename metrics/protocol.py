@@ -1039,12 +1039,14 @@ MIN_IMAGES_FID_IDS = 2000
 
 def warn_small_sets(n: int, metrics: Sequence[str]) -> Optional[str]:
     """Log (and return) a warning when FID / IDS are computed from too few images."""
-    which = [label for m, label in (("fid", "FID"), ("ids", "U-IDS / P-IDS")) if m in metrics]
+    which = [label for m, label in (("fid", "FID"), ("ids", "U-IDS / P-IDS"))
+             if m in metrics]
     if not which or n >= MIN_IMAGES_FID_IDS:
         return None
-    msg = (f"{' and '.join(which)} from {n} images: fewer than {MIN_IMAGES_FID_IDS} (the Inception features "
-           f"have 2048 dimensions) give strongly biased FIDs and trivially separable U-IDS / "
-           f"P-IDS; such numbers are not comparable with the paper's or with other image counts")
+    msg = (f"{' and '.join(which)} from {n} images: fewer than {MIN_IMAGES_FID_IDS} (the "
+           f"Inception features have 2048 dimensions) give strongly biased FIDs and trivially "
+           f"separable U-IDS / P-IDS; such numbers are not comparable with the paper's or with "
+           f"other image counts")
     log.warning("%s.", msg)
     return msg
 

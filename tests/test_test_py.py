@@ -441,7 +441,7 @@ def test_warns_on_small_sets_and_on_a_resolution_mismatch(files, entry, capsys, 
     assert "evaluation size" not in caplog.text and "fewer than 2000" not in caplog.text
 
 
-# -- test.py --pred / --gt: scoring completions that exist (issue 18) -------------------------------
+# -- test.py --pred / --gt: scoring completions that exist (issue 18) ---------------------------
 
 PAPER_AND_EXTRA = ("fid", "ids", "lpips", "psnr", "ssim", "l1", "ssim_gauss11", "l1_mean")
 
@@ -472,7 +472,8 @@ def test_pred_gt_gives_the_in_memory_numbers(files, entry, capsys, in_memory, tm
     monkeypatch.setattr(Evaluator, "_features", counting)
     out = tmp_path / "scored"
     rc, stdout, err = _run(
-        entry, capsys, "--pred", mem_dir / "images" / "all" / "r0", mem_dir / "images" / "all" / "r1",
+        entry, capsys, "--pred", mem_dir / "images" / "all" / "r0",
+        mem_dir / "images" / "all" / "r1",
         "--gt", files.faces, "--masks", mem_dir / "masks" / "all" / "r0",
         "--inception", files.inception, "--lpips-vgg", files.vgg, "--batch", 2,
         "--metrics", *PAPER_AND_EXTRA, "--out", out, "--no-progress")

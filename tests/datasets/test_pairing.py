@@ -17,7 +17,8 @@ def _touch(path, value=0, size=8):
 
 def test_name_pattern_maps_stems_to_keys_and_back():
     p = NamePattern("{name}_mask")
-    assert p.key("x_mask") == "x" and p.key("sub/x_mask") == "sub/x" and p.stem("sub/x") == "sub/x_mask"
+    assert p.key("x_mask") == "x" and p.key("sub/x_mask") == "sub/x"
+    assert p.stem("sub/x") == "sub/x_mask"
     assert p.key("x") is None and p.key("_mask") is None and p.key("x_mask_2") is None
     q = NamePattern("mask_{name}")
     assert q.key("a/mask_01") == "a/01" and q.stem("a/01") == "a/mask_01"
@@ -94,4 +95,5 @@ def test_folder_pairing_excludes_roles_in_the_same_folder(tmp_path):
                        {"image": str(tmp_path), "mask": str(tmp_path), "sketch": None})
     assert fp.exclude("image", str(tmp_path)) == [NamePattern("{name}_mask")]
     assert fp.exclude("image", str(tmp_path / "elsewhere")) == []
-    assert fp.key_of_file("mask", "/x/a_mask.png") == "a" and fp.key_of_file("image", "b.jpg") == "b"
+    assert fp.key_of_file("mask", "/x/a_mask.png") == "a"
+    assert fp.key_of_file("image", "b.jpg") == "b"

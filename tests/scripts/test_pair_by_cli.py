@@ -30,7 +30,8 @@ def test_suffix_named_masks_in_the_image_folder(files, h, tmp_path, capsys):
     assert len(err) == 1 and "every image would be its own mask" in err[0]
     assert err[0].endswith("tell them apart with --pair-by mask={name}_mask.")
     assert cli.run(inpaint.main, args + ["--pair-by", "mask={name}_mask"]) == 0
-    assert sorted(os.listdir(out)) == ["a_sample0.png", "a_sheet.png", "b_sample0.png", "b_sheet.png"]
+    assert sorted(os.listdir(out)) == ["a_sample0.png", "a_sheet.png", "b_sample0.png",
+                                       "b_sheet.png"]
     for key in ("a", "b"):
         r = h.read(out / f"{key}_sample0.png")
         assert np.array_equal(r[~holes[key]], srcs[key][~holes[key]])   # its own mask was used
@@ -47,7 +48,8 @@ def test_real_mask_exe_triplets_and_the_hint_without_the_option(files, h, tmp_pa
     pair_by = ["--pair-by", "image={name}_real", "mask={name}_mask", "exemplar={name}_exe"]
     assert cli.run(inpaint.main, _run(files, "--image", d, "--mask", d, "--exemplar", d,
                                       "--out", out, *pair_by)) == 0
-    assert sorted(os.listdir(out)) == ["1_sample0.png", "1_sheet.png", "2_sample0.png", "2_sheet.png"]
+    assert sorted(os.listdir(out)) == ["1_sample0.png", "1_sheet.png", "2_sample0.png",
+                                       "2_sheet.png"]
     for i in (1, 2):
         r = h.read(out / f"{i}_sample0.png")
         assert np.array_equal(r[~holes[i]], srcs[i][~holes[i]])
