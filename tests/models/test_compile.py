@@ -92,3 +92,31 @@ def test_style_encoder_and_discriminator_compile_once():
         enc_c(torch.rand(2, 3, 16, 16))
         D_c(torch.rand(2, 3, 16, 16))
     assert _graphs() == n == 2
+
+
+def test_exegan_compile_once_per_shape():
+    """EXEGAN.compile() (generator and style encoder, in place): the second inpaint call with new
+    images, masks and exemplars of the same shapes compiles nothing, and results equal eager."""
+    from models.exegan import EXEGAN
+    torch.manual_seed(0)
+    G = Generator(16, style_dim=STYLE, n_mlp=2, channel_multiplier=0.0625, channel_max=16)
+    enc = StyleEncoder(start=G.exemplar_start, n=G.n_exemplar, n_styles=G.n_latent, style_dim=STYLE,
+                       width=8, units=(1, 1, 1, 1), input_size=32)
+    model = EXEGAN(G, enc, mean_latent_samples=16)
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[:, :, 4:12, 3:10] = 1
+
+    def data(seed):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand(2, 3, 16, 16, generator=g) * 2 - 1, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1)
+
+    images, exemplars = data(1)
+    want = model.inpaint(images, masks, exemplars, seed=3)
+    model.compile(backend='eager', fullgraph=True)
+    torch.testing.assert_close(model.inpaint(images, masks, exemplars, seed=3), want, rtol=0, atol=0)
+    n = _graphs()
+    assert n == 2  # generator, style encoder
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        images, exemplars = data(2)
+        model.inpaint(images, masks[[1, 0]], exemplars, seed=4)
+    assert _graphs() == n
