@@ -306,7 +306,11 @@ def main(argv=None) -> dict:
         report["steps"]["env"]["note"] = "no CUDA GPU visible; use --dry-run on a CPU machine"
         say(report["steps"]["env"]["note"])
 
-    def step(name, cmd, budget, min_needed=0, log=None):
+    # Benchmarks with the compiled ops or not at all: under 'auto' a failed build would fall back
+    # to the reference ops and compare them with themselves.
+    bench_env = dict(os.environ, **({} if opts.dry_run else {"EXEGAN_OPS": "cuda"}))
+
+    def step(name, cmd, budget, min_needed=0, log=None, env=None):
         left = deadline - time.perf_counter()
         if name.split(":")[0] in skip:
             report["steps"][name] = {"status": "skipped", "note": "--skip"}
@@ -321,7 +325,7 @@ def main(argv=None) -> dict:
             say(f"{name}: skipped, {left:.0f} s left")
             return None
         say(f"{name} ...")
-        rc, secs, tail = _run(cmd, min(budget, left), log_path=log)
+        rc, secs, tail = _run(cmd, min(budget, left), env=env, log_path=log)
         status = "ok" if rc == 0 else ("timeout" if rc == "timeout" else f"failed (exit {rc})")
         last = tail.strip().splitlines()
         report["steps"][name] = {"status": status, "seconds": secs,
@@ -358,7 +362,7 @@ def main(argv=None) -> dict:
                                      "note": "needs lpips (the training loop's LPIPS loss)"}
             continue
         base = name.split(":")[0]
-        rc = step(name, cmd, budget, STEP_MIN.get(base, 0),
+        rc = step(name, cmd, budget, STEP_MIN.get(base, 0), env=bench_env,
                   log=os.path.join(opts.out, name.replace(":", "_").replace("+", "_") + ".log"))
         out = cmd[cmd.index("--out") + 1] if cmd else None
         if rc == 0 and out and os.path.isfile(out):
