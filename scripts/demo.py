@@ -27,6 +27,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join("configs", "demo.yaml")
+sys.path.insert(0, ROOT)  # run as `python scripts/demo.py`: the repository's packages
+
+from metrics.exemplar_effect import attribute_hole, measure  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
@@ -55,8 +58,6 @@ def _to_pil(t):
 def example_inputs(run_dir: str, demo_root: str, size: int) -> dict:
     """Files for the printed inpaint.py / style_mix.py commands: a test face, two other test faces
     as exemplars, and the attribute hole (white = hole) as ``<run>/demo_inputs/hole.png``."""
-    from metrics.exemplar_effect import attribute_hole
-
     test = os.path.join(demo_root, "test")
     names = sorted(f for f in os.listdir(test) if f.endswith(".png"))
     if len(names) < 3:
@@ -91,7 +92,6 @@ def exemplar_effect(export: str, psp: str, demo_root: str, out_dir: str, *, n_gr
     (ExemplarEffect, grid path)."""
     import torch
 
-    from metrics.exemplar_effect import attribute_hole, measure
     from models.exegan import EXEGAN
     from training.demo_encoder import load_labelled_faces
 

@@ -38,3 +38,13 @@ def test_demo_end_figures_grid_and_commands(files, tmp_path, monkeypatch):
     assert sorted(os.listdir(run_dir / "inpaint")) == sorted(
         [f"{stem}_sample{k}.png" for k in range(4)] + [f"{stem}_sheet.png"])
     assert f"{stem}_mix_grid.png" in os.listdir(run_dir / "style_mix")
+
+
+def test_demo_script_runs_as_a_script():
+    """`make demo` runs `python scripts/demo.py`: the repository's packages must import from there."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, os.path.join("scripts", "demo.py"), "--help"], cwd=demo.ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "exemplar" in r.stdout or "demo" in r.stdout
