@@ -14,7 +14,7 @@ from a generator it owns, with a serialisable RNG state for resuming.
 Kinds (hole ratio = fraction of hole pixels; ranges measured over 1000 masks, see
 ``docs/datasets.md``):
 
-- ``free_form`` (alias ``mixed``): the 256 setting's training masks (DESIGN section 5) —
+- ``free_form`` (alias ``mixed``): the 256 setting's training masks —
   1–4 free-form brush strokes plus 0–3 axis-aligned rectangles. Strokes follow the usual
   free-form generator: 4–12 vertices, each segment turning by ``2π/5 ± 2π/15`` (alternating
   direction), segment length ~ N(d/8, d/16) clipped to [0, d/4] with d the image diagonal,
