@@ -66,19 +66,23 @@ def example_inputs(run_dir: str, demo_root: str, size: int) -> dict:
     os.makedirs(inputs, exist_ok=True)
     hole = os.path.join(inputs, "hole.png")
     _to_pil(attribute_hole(size).expand(3, -1, -1) * 2 - 1).convert("L").save(hole)
-    return {"image": os.path.join(test, names[0]), "exemplar": os.path.join(test, names[-1]),
-            "exemplar_b": os.path.join(test, names[1]), "mask": hole}
+    # With the default demo faces (seed 0): a grey-haired face with glasses, a red-haired exemplar and
+    # a platinum-haired exemplar B (columns 2 and 3 of the exemplar grid).
+    return {"image": os.path.join(test, names[0]), "exemplar": os.path.join(test, names[-2]),
+            "exemplar_b": os.path.join(test, names[-3]), "mask": hole}
 
 
 def usage_commands(export: str, psp: str, inputs: dict, run_dir: str) -> list:
     """[(what, argv)] of the inpaint.py and style_mix.py commands for the demo model, with paths
     relative to the repository root (where the commands are run)."""
     rel = lambda p: os.path.relpath(p, ROOT)  # noqa: E731
+    # The interpreter make demo used (.venv/bin/python), or plain "python" outside the repository.
+    py = rel(sys.executable) if os.path.abspath(sys.executable).startswith(ROOT + os.sep) else "python"
     model = ["--ckpt", rel(export), "--psp", rel(psp)]
-    inpaint = ["python", "scripts/inpaint.py", *model, "--image", rel(inputs["image"]),
+    inpaint = [py, "scripts/inpaint.py", *model, "--image", rel(inputs["image"]),
                "--mask", rel(inputs["mask"]), "--exemplar", rel(inputs["exemplar"]),
                "--samples", "4", "--out", rel(os.path.join(run_dir, "inpaint"))]
-    mix = ["python", "scripts/style_mix.py", *model, "--image", rel(inputs["image"]),
+    mix = [py, "scripts/style_mix.py", *model, "--image", rel(inputs["image"]),
            "--mask", rel(inputs["mask"]), "--exemplar-a", rel(inputs["exemplar"]),
            "--exemplar-b", rel(inputs["exemplar_b"]), "--out", rel(os.path.join(run_dir, "style_mix"))]
     return [("inpaint one face with an exemplar, 4 samples", inpaint),
@@ -187,6 +191,9 @@ def main(argv=None) -> int:
           "hole over hair, brows and eyes):")
     for line in effect.lines():
         print("  " + line)
+    print("  (stand-ins, nothing downloaded: the style encoder was trained for seconds on the demo "
+          "faces' recorded attributes, the LPIPS term is a pixel L1, identity is off; the holes "
+          "fill with soft blobs that take the exemplar's colours - see docs/training.md, The demo)")
     print("Try the demo model yourself (from the repository root):")
     for what, cmd in usage_commands(export, psp, inputs, run_dir):
         print(f"  # {what}\n  {' '.join(cmd)}")
