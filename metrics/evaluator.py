@@ -33,7 +33,8 @@ from .image_metrics import (SSIM_WIN_PAPER, l1, l1_mean, lpips_distance, psnr, q
                             ssim, ssim_gauss11, ssim_window)
 
 __all__ = ["Evaluator", "ALL_METRICS", "DEFAULT_METRICS", "EXTRA_METRICS", "aggregate_repeats",
-           "format_mean_std", "EvaluatorError", "STD_DDOF", "METRIC_DEFINITIONS"]
+           "format_mean_std", "EvaluatorError", "STD_DDOF", "METRIC_DEFINITIONS",
+           "HIGHER_IS_BETTER"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ DEFAULT_METRICS = ("fid", "ids", "lpips", "psnr", "ssim", "l1")
 #: Other common definitions, on request only (not the paper's numbers).
 EXTRA_METRICS = ("ssim_gauss11", "l1_mean")
 ALL_METRICS = DEFAULT_METRICS + EXTRA_METRICS
+#: Result keys where a larger value is better (for all others, e.g. FID, LPIPS, L1, smaller is).
+HIGHER_IS_BETTER = frozenset({"psnr", "psnr_hole", "ssim", "ssim_gauss11", "u_ids", "p_ids"})
 _PIXEL_METRICS = {"psnr": psnr, "ssim": ssim, "l1": l1, "ssim_gauss11": ssim_gauss11,
                   "l1_mean": l1_mean}
 #: Spread over repeats: population standard deviation (``np.std`` default), as the authors report.

@@ -42,6 +42,7 @@ from datasets.lmdb_dataset import open_dataset
 from datasets.masks import batch_masks, make_mask_generator
 from datasets.rng import derive_rng
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
+from metrics.evaluator import HIGHER_IS_BETTER
 from models.checkpoint import make_checkpoint, restore_rng_state
 from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
@@ -736,5 +737,4 @@ def _consensus(stats: dict, stop_code: int) -> tuple:
 
 
 def _better(metric: str, new: float, old: float) -> bool:
-    higher_is_better = metric in ("psnr", "ssim", "p_ids", "u_ids", "psnr_hole")
-    return new > old if higher_is_better else new < old
+    return new > old if metric in HIGHER_IS_BETTER else new < old

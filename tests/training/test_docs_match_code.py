@@ -74,3 +74,7 @@ def test_training_doc_describes_best_and_g_ema_files_as_the_checkpoint_manager_w
     for metric in re.findall(r"`(\w+)`", higher):
         assert _better(metric, 2.0, 1.0), metric
     assert not _better("fid", 2.0, 1.0) and not _better("lpips", 2.0, 1.0)
+    # The doc's list is the code's whole list (a similarity metric missing from it would make
+    # best.pt keep the worst checkpoint).
+    from metrics.evaluator import HIGHER_IS_BETTER
+    assert set(re.findall(r"`(\w+)`", higher)) == set(HIGHER_IS_BETTER)
