@@ -4,8 +4,11 @@ Training (:class:`TrainingPairing`): per iteration, with probability ``p_self`` 
 the authors' 1/5) every image is its own exemplar — these are the steps where the LPIPS loss
 to the real image applies — otherwise the exemplars are the batch reversed, so each image is
 guided by another face. As in the authors' code the choice is made once per batch; the option
-``per_sample=True`` decides it per image instead. The returned ``is_self`` flags mark images
-whose exemplar is themselves (including the middle image of an odd batch when reversed).
+``per_sample=True`` decides it per image instead. The returned ``is_self`` flags mark the images
+the LPIPS term applies to: with the per-batch choice, every image of a self-exemplar batch and
+none of a reversed one (the middle image of an odd reversed batch is its own exemplar, but the
+authors add no LPIPS on reversed batches); with the per-sample choice, every image whose
+exemplar is itself (the middle image of an odd batch included).
 
 Evaluation (:class:`EvalPairing`), all deterministic:
 
@@ -50,22 +53,24 @@ class TrainingPairing:
         self.p_self = float(p_self)
         self.per_sample = bool(per_sample)
 
-    def indices(self, batch_size: int, rng: RngLike) -> torch.Tensor:
-        """Exemplar index of each image of a batch (one draw from ``rng``)."""
+    def draw(self, batch_size: int, rng: RngLike) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(exemplar index [B], is_self bool [B]) of a batch, one draw from ``rng``, on the host."""
         rng = as_rng(rng, "exemplar pairing")
-        rev = reverse_index(batch_size)
+        own, rev = torch.arange(batch_size), reverse_index(batch_size)
         if self.per_sample:
             use_self = torch.from_numpy(rng.random(batch_size) < self.p_self)
-            return torch.where(use_self, torch.arange(batch_size), rev)
-        if rng.random() < self.p_self:
-            return torch.arange(batch_size)
-        return rev
+            idx = torch.where(use_self, own, rev)
+            return idx, idx == own
+        use_self = bool(rng.random() < self.p_self)
+        return (own if use_self else rev), torch.full((batch_size,), use_self)
+
+    def indices(self, batch_size: int, rng: RngLike) -> torch.Tensor:
+        """Exemplar index of each image of a batch (one draw from ``rng``)."""
+        return self.draw(batch_size, rng)[0]
 
     def __call__(self, images: torch.Tensor,
                  rng: RngLike) -> Tuple[torch.Tensor, torch.Tensor]:
-        b = _check_batch(images)
-        idx = self.indices(b, rng)
-        is_self = idx == torch.arange(b)
+        idx, is_self = self.draw(_check_batch(images), rng)
         return images[idx.to(images.device)], is_self.to(images.device)
 
 

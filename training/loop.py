@@ -207,8 +207,8 @@ class Trainer:
 
         # TrainingPairing's draw, with the self flags kept on the host: the losses select the
         # self-exemplar samples by them, which on the device would be a synchronisation.
-        idx = self.pairing.indices(real.shape[0], derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
-        return real[self._to_device(idx)], idx == torch.arange(real.shape[0])
+        idx, is_self = self.pairing.draw(real.shape[0], derive_rng(*self._keys(step, rng.EXEMPLAR, shared=True)))
+        return real[self._to_device(idx)], is_self
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         """A host-drawn tensor on the training device without blocking the host (a blocking

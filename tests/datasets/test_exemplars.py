@@ -49,8 +49,13 @@ def test_per_sample_mode_and_extremes():
     assert all(always(images, rng)[1].all() for _ in range(50))
 
 
-def test_odd_batch_middle_image_is_flagged_self():
+def test_odd_reversed_batch_flags_no_self_per_batch_but_the_middle_image_per_sample():
+    # The authors add LPIPS only on self-exemplar batches: a reversed batch gets none, even for
+    # the middle image of an odd batch, which is its own exemplar.
     ex, is_self = TrainingPairing(0.0)(batch(5), np.random.default_rng(0))
+    assert is_self.tolist() == [False] * 5
+    assert torch.equal(source_index(ex), torch.tensor([4, 3, 2, 1, 0]))
+    ex, is_self = TrainingPairing(0.0, per_sample=True)(batch(5), np.random.default_rng(0))
     assert is_self.tolist() == [False, False, True, False, False]
     assert torch.equal(source_index(ex), torch.tensor([4, 3, 2, 1, 0]))
 
