@@ -1,13 +1,14 @@
 # Three commands: `make demo`, `make test` and `make editor` (after `make demo`: the interactive
-# editor on the demo model). Each one creates or refreshes the local virtual environment from
-# requirements.txt and requirements-editor.txt when needed, then runs.
+# editor on the demo model); `make test` runs `make lint` (ruff, configured in pyproject.toml)
+# first. Each one creates or refreshes the local virtual environment from requirements.txt and
+# requirements-editor.txt when needed, then runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements.stamp
 REQS   := requirements.txt requirements-editor.txt
 
-.PHONY: demo test editor venv clean-venv gpu-check
+.PHONY: demo test lint editor venv clean-venv gpu-check
 
 # Rebuilt only when a requirements file changed (or the venv is missing): fast when nothing did.
 $(STAMP): $(REQS)
@@ -17,7 +18,11 @@ $(STAMP): $(REQS)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# ruff with pyproject.toml's small rule set (syntax errors, pyflakes, mutable defaults).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -51,7 +51,7 @@ def test_weight_map_scales_the_gradient(tiny_id_net):
 
 
 def test_keeps_the_network_in_eval_mode(tiny_id_net):
-    loss = IdentityLoss(tiny_id_net).train()
+    IdentityLoss(tiny_id_net).train()
     assert not tiny_id_net.training and not tiny_id_net.bn.training
 
 

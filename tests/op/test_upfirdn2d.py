@@ -30,7 +30,7 @@ def _full_pads(pad):
 
 
 def _valid(h, w, kh, kw, up, down, pad):
-    (ux, uy), (dx, dy), (px0, px1, py0, py1) = _xy(up), _xy(down), _full_pads(pad)
+    (ux, uy), (px0, px1, py0, py1) = _xy(up), _full_pads(pad)
     return (h * uy + py0 + py1 >= kh) and (w * ux + px0 + px1 >= kw)
 
 
