@@ -1,5 +1,5 @@
 """Data for EXE-GAN: image folders and LMDB packs, exemplar pairing, hole masks, augmentation
-and the built-in demo faces (DESIGN sections 3, 5 and 6). Images are float [3, S, S] in [-1, 1];
+and the built-in demo faces (docs/datasets.md, docs/architecture.md). Images are float [3, S, S] in [-1, 1];
 masks are float [1, H, W] (batches [B, 1, H, W]) with 1 = hole, 0 = known.
 """
 from datasets.augment import DiffAugment

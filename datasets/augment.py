@@ -1,7 +1,7 @@
 """DiffAugment-style augmentation applied identically to images and their hole masks.
 
 Differentiable augmentation (Zhao et al., 2020) for the discriminator's inputs, optional in
-EXE-GAN training (DESIGN section 5) and off by default. Two policies, with DiffAugment's numbers
+EXE-GAN training (docs/datasets.md, Augmentation) and off by default. Two policies, with DiffAugment's numbers
 for images in [-1, 1]:
 
 - ``color``: brightness ``x + U(-0.5, 0.5)``; saturation: each pixel's deviation from its

@@ -1,4 +1,4 @@
-"""Checkpoint reading and writing (DESIGN.md section 8): ours and the authors' formats, never
+"""Checkpoint reading and writing (docs/models.md, Checkpoints): ours and the authors' formats, never
 unrestricted unpickling.
 
 Every file is read with ``torch.load(weights_only=True)``. The only pickled class allowed beyond
@@ -18,7 +18,7 @@ Formats read by :func:`load_generator` / :func:`load_discriminator`:
 When a file records no usable architecture it is inferred from the state dict: the resolution from
 the number of ``convs`` (two per resolution above 4) or of noise buffers, style_dim and n_mlp from the
 mapping network, channel multiplier and cap from the layer widths (64x64 layers have 256 * cm
-channels), and the exemplar slots from the resolution (DESIGN.md section 4). Loading is strict.
+channels), and the exemplar slots from the resolution (docs/architecture.md, Conventions). Loading is strict.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ discriminator on RGB images.
 1x1 input conv, residual blocks down to 4x4, minibatch standard deviation (one extra channel), a
 3x3 conv, and two equalized linear layers to one real/fake logit. Names follow the authors'
 state dicts (``encoder_input_convs``, ``encoder_convs``, ``final_conv``, ``final_linear``) so their
-checkpoints load strictly (DESIGN.md section 4).
+checkpoints load strictly (docs/models.md).
 """
 from __future__ import annotations
 

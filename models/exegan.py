@@ -8,7 +8,7 @@
     pred  = G(gin, codes, [z])                           # G in eval mode, no grad
     out   = image * (1 - mask) + pred * mask             # known pixels returned untouched
 
-Inputs are validated at this boundary (DESIGN.md section 3): images in [-1, 1] at the generator's
+Inputs are validated at this boundary (docs/architecture.md, Conventions): images in [-1, 1] at the generator's
 size, binary masks [B, 1, S, S] with 1 = hole, matching batch sizes; a single image [3, S, S] with a
 mask [1, S, S] is accepted and gives a single image back.
 """

@@ -10,7 +10,7 @@ The generator reads the masked image and fills the hole, steered by three source
 
 Each decoder layer is modulated by ``cat(w_i, global)`` (3 x style_dim wide); the decoder starts from
 the encoder's 4x4 feature (no constant input) and adds the encoder feature of each resolution after
-its upsampling conv. Layout, names and arithmetic follow DESIGN.md section 4 so the authors'
+its upsampling conv. Layout, names and arithmetic follow the authors' networks (docs/models.md) so their
 released checkpoints load strictly and reproduce their outputs.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ EXE-GAN (Lu et al., Neurocomputing 2025, Sec. 3.3) uses two frozen face networks
 the pSp ``GradualStyleEncoder`` (attribute loss) and an ArcFace identity network (identity loss).
 pSp is built on the IR-SE50 backbone of ArcFace (Deng et al., CVPR 2019): an "improved residual"
 (IR) network whose bottleneck units carry squeeze-and-excitation (SE, Hu et al., CVPR 2018).
-Both users share the blocks in this file, written from DESIGN.md section 4:
+Both users share the blocks in this file (docs/encoders.md describes both):
 
 - input layer: Conv3x3(3 -> 64, no bias), BatchNorm, PReLU;
 - body: four stages of IR-SE units (3, 4, 14, 3 units; depths 64, 128, 256, 512); the first unit

@@ -6,7 +6,7 @@ codes replace the generator's style slots [start, start + n), and the attribute 
 codes of the completed image and of the exemplar. The encoder is never trained: it is always in
 ``eval()`` mode with frozen parameters, but gradients flow through it to its input.
 
-Architecture (DESIGN.md section 4), top-down:
+Architecture (docs/encoders.md), top-down:
 
     img [B,3,H,W] in [-1,1]  --bilinear (align_corners=True) to 256x256 if needed (no ImageNet norm)
     input_layer, body (IR-SE50, models/irse.py)

@@ -2,7 +2,7 @@
 
 EXE-GAN (Lu et al., Neurocomputing 2025, Sec. 3) builds its multi-style generator and its
 discriminator from the standard StyleGAN2 layers (Karras et al., CVPR 2020). This file holds those
-layers, written from the StyleGAN2 paper's definitions and DESIGN.md section 4, with the module and
+layers, written from the StyleGAN2 paper's definitions (docs/models.md), with the module and
 parameter names the authors' checkpoints use (see ``tests/data/*.keys.txt``), so that their state
 dicts load with ``strict=True`` and the arithmetic matches theirs:
 

@@ -1,6 +1,6 @@
 """Custom ops of the StyleGAN2 backbone EXE-GAN is built on: upfirdn2d, fused_bias_act, conv2d.
 
-Public API (shared contract, see the team brief / docs/ops.md):
+Public API (docs/ops.md):
 
 * ``upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0))``
 * ``fused_bias_act(x, b=None, act='lrelu'|'linear', alpha=0.2, gain=None)``,

@@ -1,6 +1,6 @@
 """fused_bias_act: add a per-channel bias, apply an activation, multiply by a gain — one op.
 
-StyleGAN2's equalized-lr layers (paper Sec. 3 builds EXE-GAN on them, DESIGN.md Sec. 4) end in
+StyleGAN2's equalized-lr layers (paper Sec. 3 builds EXE-GAN on them; docs/models.md) end in
 "bias + leaky-ReLU(0.2) * sqrt(2)"; the sqrt(2) gain keeps the activations' second moment
 unchanged through the ReLU-like nonlinearity. ``FusedLeakyReLU`` is that layer, with its
 parameter named ``bias`` so the official state dicts (``...activate.bias``) load strictly.

@@ -1,6 +1,6 @@
 """upfirdn2d: upsample, FIR-filter, downsample a batch of images (StyleGAN2's resampling op).
 
-EXE-GAN's generator and discriminator are StyleGAN2 networks (paper Sec. 3, DESIGN.md Sec. 4):
+EXE-GAN's generator and discriminator are StyleGAN2 networks (paper Sec. 3; docs/models.md):
 every blur, every upsampled ToRGB skip and every downsampling block goes through this op, and the
 R1 and path-length regularizers differentiate through it twice.
 

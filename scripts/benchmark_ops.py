@@ -1,7 +1,7 @@
 """Benchmark the custom ops: reference (depthwise conv) upfirdn2d vs the naive formulation on CPU,
 fused_bias_act, and the CUDA kernels vs the reference when a GPU is present.
 
-The shapes are the ones EXE-GAN's StyleGAN2 networks use (DESIGN.md Sec. 4) at batch 4: the
+The shapes are the ones EXE-GAN's StyleGAN2 networks use (docs/models.md) at batch 4: the
 [1,3,3,1] 4x4 blur (pad (2, 1)) and the blur-then-subsample (down 2, pad (1, 1)) on feature
 maps of 64..512 channels, and the ToRGB skip upsampler (kernel x4, up 2, pad (2, 1)) on 3-channel
 images reaching 64/128/256 px. Each entry is timed forward only and forward + backward (the

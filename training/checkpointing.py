@@ -1,6 +1,6 @@
 """Training checkpoints of a run: last-K retention, latest/best links, G_ema exports, resume.
 
-The file format is ``models.checkpoint``'s (DESIGN section 8): ``make_checkpoint`` builds the plain
+The file format is ``models.checkpoint``'s (docs/models.md, Checkpoints): ``make_checkpoint`` builds the plain
 dict ``{format, g, d, g_ema, g_optim, d_optim, step, rng, config, best_metric, arch}`` and
 ``save_checkpoint`` writes it atomically (temp file in the same folder, then rename) after checking
 that it holds only tensors and plain values, so it loads back with ``weights_only=True``. The loop

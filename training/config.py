@@ -1,6 +1,6 @@
 """Typed training configuration: dataclass schema, YAML loading, dotted CLI overrides.
 
-Every weight and schedule of the EXE-GAN objective (paper section 3, DESIGN section 5) is a
+Every weight and schedule of the EXE-GAN objective (paper section 3; docs/losses.md) is a
 field here with the paper's default. A config file is YAML whose top-level keys are the
 sections below; ``base: other.yaml`` includes another file (resolved relative to the including
 file) and the including file's keys win. ``--set section.key=value`` overrides one value; the
@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Generator / discriminator architecture (DESIGN section 4)."""
+    """Generator / discriminator architecture (docs/models.md)."""
     size: int = 256                     # output resolution S
     style_dim: int = 512
     n_mlp: int = 8                      # mapping-network depth
@@ -85,7 +85,7 @@ class MaskConfig:
 
 @dataclass
 class ExemplarConfig:
-    """Exemplar choice per iteration (DESIGN section 5)."""
+    """Exemplar choice per iteration (docs/datasets.md, Exemplars)."""
     self_prob: float = 0.2              # exemplar = the image itself with this probability,
                                         # else the batch reversed (another face)
     per_sample: bool = False            # false: one choice per batch, as the authors;

@@ -1,4 +1,4 @@
-"""The EXE-GAN training loop (Lu et al., Neurocomputing 2025; DESIGN section 5).
+"""The EXE-GAN training loop (Lu et al., Neurocomputing 2025; docs/architecture.md draws one step).
 
 One iteration, split by phase as in the StyleGAN2 releases:
 

@@ -1,4 +1,4 @@
-"""Confidence map M_w and the reverse map (DESIGN.md section 5, issue 4)."""
+"""Confidence map M_w and the reverse map (docs/losses.md, SVGL and the weight maps; issue 4)."""
 import numpy as np
 import pytest
 import torch
@@ -9,7 +9,7 @@ from losses.weight_maps import ConfidenceMap, confidence_map, reverse_weight_map
 
 
 def _gmcnn_kernel(size=65, sigma=1.0 / 40):
-    """The 2-D kernel exactly as DESIGN.md writes it (scipy CDF, sqrt of the outer product)."""
+    """The 2-D kernel exactly as docs/losses.md writes it (scipy CDF, sqrt of the outer product)."""
     interval = (2 * sigma + 1.0) / size
     x = np.linspace(-sigma - interval / 2, sigma + interval / 2, size + 1)
     k1 = np.diff(norm.cdf(x))

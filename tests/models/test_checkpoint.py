@@ -1,4 +1,4 @@
-"""Tests of checkpoint reading and writing (models/checkpoint.py, DESIGN.md section 8): our format,
+"""Tests of checkpoint reading and writing (models/checkpoint.py, docs/models.md): our format,
 the authors' training checkpoints (with a pickled argparse.Namespace) and bare generator releases
 round-trip through the real loaders; tampered files are refused before anything runs; a file of
 another architecture gives the clear mismatch error."""

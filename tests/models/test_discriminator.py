@@ -1,4 +1,4 @@
-"""Tests of the EXE-GAN discriminator (models/discriminator.py, DESIGN.md section 4): the authors'
+"""Tests of the EXE-GAN discriminator (models/discriminator.py, docs/models.md): the authors'
 state-dict layout, output shape, the minibatch-stddev grouping against a direct computation, and
 the residual block arithmetic."""
 import math

@@ -1,5 +1,5 @@
 """Tests of the StyleGAN2 blocks and the EXE-GAN multi-style generator (models/stylegan2.py,
-models/generator.py) against DESIGN.md section 4: state-dict layout of the authors' networks,
+models/generator.py) against docs/models.md: state-dict layout of the authors' networks,
 block arithmetic against independent per-sample references, the styles pipeline (mapping,
 truncation, mixing, exemplar codes, global code) and the decoder wiring."""
 import math

@@ -56,7 +56,7 @@ def _read_reference_keys():
 
 
 def _reference_heads(enc, img):
-    """All 18 head outputs recomputed step by step from DESIGN section 4."""
+    """All 18 head outputs recomputed step by step from docs/encoders.md."""
     s = enc.input_size
     x = F.interpolate(img, size=(s, s), mode="bilinear", align_corners=True) if img.shape[-1] != s else img
     x = enc.input_layer(x)
