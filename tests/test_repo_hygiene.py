@@ -1,0 +1,121 @@
+"""The repository explains itself: no file points a reader at a document outside it, and every
+in-repo document it points at exists (docs/architecture.md is the map the others hang from).
+
+The scan covers the repository's own Python and Markdown files (not the virtual environment, run
+directories or the data folder). The forbidden phrases are spelled in pieces below so that this
+file does not match itself.
+"""
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Top-level folders that are not the project's own text (see .gitignore).
+SKIP_TOP = {".git", ".venv", "runs", "data", ".op_cache", ".whl", ".gpu_check_site", ".pytest_cache"}
+SKIP_ANY = {"__pycache__", "site-packages", "node_modules"}
+
+# A design document, a working folder or a brief that only the project's authors have.
+OUTSIDE = [
+    re.compile(r"\b" + "DES" + r"IGN\b"),                   # the private design document
+    re.compile(r"\.\./" + "shared" + r"\b"),                 # the folder beside the repository
+    re.compile(r"/work/" + "shared"),
+    re.compile("team" + r"\s+" + "brief", re.IGNORECASE),
+]
+DOC_PATH = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md)")
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _repo_files(exts=(".py", ".md")):
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        dirnames[:] = [d for d in dirnames
+                       if d not in SKIP_ANY and not (rel == "." and d in SKIP_TOP)]
+        for name in filenames:
+            if name.endswith(exts):
+                yield os.path.join(dirpath, name)
+
+
+def _lines(path):
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            yield n, line
+
+
+def test_the_scan_sees_the_code_and_the_docs():
+    files = {os.path.relpath(p, ROOT) for p in _repo_files()}
+    for expected in ("train.py", "models/generator.py", "README.md", "docs/architecture.md",
+                     os.path.join("tests", "test_repo_hygiene.py")):
+        assert expected in files
+
+
+def test_the_patterns_catch_what_they_are_for():
+    # The checks below are only as good as these patterns: each must flag its example.
+    examples = ["(" + "DES" + "IGN.md section 4)", "see " + "DES" + "IGN section 5",
+                "../" + "shared/STYLE.md", "the " + "team " + "brief"]
+    for text in examples:
+        assert any(p.search(text) for p in OUTSIDE), text
+    assert not any(p.search("designed by the authors; docs/architecture.md") for p in OUTSIDE)
+
+
+def test_no_reference_leaves_the_repository():
+    found = [f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}"
+             for path in _repo_files() for n, line in _lines(path)
+             if any(p.search(line) for p in OUTSIDE)]
+    assert not found, ("these lines send the reader to a document outside the repository; point "
+                       "them at docs/architecture.md or another in-repo doc instead:\n"
+                       + "\n".join(found))
+
+
+def test_every_cited_in_repo_doc_exists():
+    missing = []
+    for path in _repo_files():
+        for n, line in _lines(path):
+            for ref in DOC_PATH.findall(line):
+                if not os.path.isfile(os.path.join(ROOT, ref)):
+                    missing.append(f"{os.path.relpath(path, ROOT)}:{n}: {ref}")
+    assert not missing, "cited docs that do not exist:\n" + "\n".join(missing)
+
+
+def _anchors(md_path):
+    """GitHub's heading anchors of a Markdown file (lower case, punctuation dropped, spaces to
+    hyphens); headings inside code blocks do not count."""
+    anchors, fenced = set(), False
+    for _, line in _lines(md_path):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_anchor_rule_matches_github():
+    # The slug rule the link check relies on, on headings of the kind the docs use.
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as f:
+        f.write("# Inference (`models.EXEGAN`)\n```\n# not a heading\n```\n## SVGL and the maps\n")
+    try:
+        assert _anchors(f.name) == {"inference-modelsexegan", "svgl-and-the-maps"}
+    finally:
+        os.unlink(f.name)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs"])
+def test_relative_markdown_links_resolve(doc):
+    paths = ([os.path.join(ROOT, doc)] if doc.endswith(".md") else
+             [os.path.join(ROOT, doc, f) for f in sorted(os.listdir(os.path.join(ROOT, doc)))
+              if f.endswith(".md")])
+    broken = []
+    for path in paths:
+        for n, line in _lines(path):
+            for target in MD_LINK.findall(line):
+                if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                    continue  # a URL or an anchor in the same file
+                file_part, _, anchor = target.partition("#")
+                linked = os.path.join(os.path.dirname(path), file_part)
+                if not os.path.exists(linked):
+                    broken.append(f"{os.path.relpath(path, ROOT)}:{n}: {target}")
+                elif anchor and linked.endswith(".md") and anchor not in _anchors(linked):
+                    broken.append(f"{os.path.relpath(path, ROOT)}:{n}: {target} (no such heading)")
+    assert not broken, "relative links that do not resolve:\n" + "\n".join(broken)
