@@ -1,7 +1,6 @@
 """pretrained.standin_encoder_steps (demo only): the stand-in style encoder trained on the demo
 faces' recorded attributes - labels, determinism, that it learns, the config checks, and that
 test.py finds the trained encoder of a run."""
-import json
 import os
 
 import numpy as np
