@@ -274,34 +274,13 @@ def _demo_test_folder(cfg) -> str:
     return os.path.join(root, "test")
 
 
-def _user_errors() -> tuple:
-    import importlib
-    found = []
-    for module, names in (
-            ("metrics.protocol", ("ProtocolError",)),
-            ("metrics.inception", ("InceptionWeightsError",)),
-            ("metrics.evaluator", ("EvaluatorError",)),
-            ("models.checkpoint", ("CheckpointError",)),
-            ("models.irse", ("WeightsFileError",)),
-            ("models.exegan", ("InputError",)),
-            ("losses.perceptual", ("LPIPSWeightsError",)),
-            ("datasets.errors", ("DatasetError", "MaskError")),
-            ("training.config", ("ConfigError",))):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        found += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
-    return tuple(found)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("exegan.test").setLevel(logging.INFO)
-    errors = _user_errors()
+    from common.errors import UserError, report
     try:
         settings = resolve(args, argv)
         if args.dry_run:
@@ -310,9 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         from metrics.protocol import format_summary, run_test, score_folders
         out_dir, result = score_folders(settings) if settings.pred else run_test(settings)
-    except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return report(e)
     print(format_summary(result))
     print(f"results: {os.path.join(out_dir, 'results.json')}")
     return 0

@@ -10,7 +10,7 @@ from datasets.lmdb_dataset import LMDBDataset, open_dataset, pack_folder
 from datasets.masks import (BUCKET_LABELS, BUCKETS, CenterMask, FreeFormMasks, LargeMasks,
                             MaskFiles, MaskGenerator, MaskSampler, PairedMasks, batch_masks,
                             make_mask_generator, validate_mask)
-from datasets.rng import derive_rng, rng_from_state, rng_state, set_rng_state
+from common.seeding import derive_rng, rng_from_state, rng_state, set_rng_state
 
 __all__ = [
     "ImageFolderDataset", "LMDBDataset", "open_dataset", "pack_folder",

@@ -14,7 +14,7 @@ for images in [-1, 1]:
   in the mask: they carry no content to fill.
 
 Each sample of the batch draws its own parameters from the caller's numpy Generator, so the
-augmentation is reproducible and its state can be checkpointed (:mod:`datasets.rng`). All ops
+augmentation is reproducible and its state can be checkpointed (:mod:`common.seeding`). All ops
 are differentiable with respect to the image.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from datasets.rng import RngLike, as_rng
+from common.seeding import RngLike, as_rng
 
 POLICIES = ("color", "translation")
 

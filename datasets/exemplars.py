@@ -29,7 +29,7 @@ import torch
 from datasets.errors import DatasetError
 from datasets.imaging import (ALPHA_BACKGROUND, check_size, load_image, pil_to_tensor,
                               rel_stem, scan_images)
-from datasets.rng import RngLike, as_rng
+from common.seeding import RngLike, as_rng
 
 
 def _check_batch(images: torch.Tensor) -> int:

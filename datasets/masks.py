@@ -54,7 +54,7 @@ from PIL import Image, ImageDraw
 
 from datasets.errors import MaskError
 from datasets.imaging import DECODE_ERRORS, center_crop_box, rel_stem, scan_images
-from datasets.rng import RngLike, as_rng, rng_from_state, rng_state
+from common.seeding import RngLike, as_rng, rng_from_state, rng_state
 
 SizeLike = Union[int, Tuple[int, int], Sequence[int]]
 
@@ -581,7 +581,7 @@ class MaskSampler:
     ``state_dict()`` / ``load_state_dict()`` hold the RNG state (plain ints/strings, fine for
     ``torch.save`` + ``weights_only=True``), so a resumed run draws the same masks as an
     uninterrupted one. In multi-process training give each rank its own seed, e.g.
-    ``seed = base_seed * 1000 + rank`` or :func:`datasets.rng.derive_rng`.
+    ``seed = base_seed * 1000 + rank`` or :func:`common.seeding.derive_rng`.
     """
 
     def __init__(self, generator, size: int, seed: Union[int, np.random.Generator] = 0,

@@ -18,6 +18,8 @@ import warnings
 import torch
 from torch import nn
 
+from common.errors import UserError
+
 from .svgl import svgl
 
 __all__ = ['LPIPSWeightsError', 'load_lpips', 'LPIPSLoss', 'VGG16_FILE', 'CONFIG_KEY']
@@ -35,7 +37,7 @@ _VGG16_CONV_CH = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 25
                   (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
 
 
-class LPIPSWeightsError(RuntimeError):
+class LPIPSWeightsError(UserError, RuntimeError):
     """The VGG16 backbone file for LPIPS is missing or is not a torchvision VGG16 state dict."""
 
 

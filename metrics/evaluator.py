@@ -27,6 +27,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from common.errors import UserError
+
 from .fid import fid_against_stats, fid_from_features
 from .ids import compute_ids
 from .image_metrics import (SSIM_WIN_PAPER, l1, l1_mean, lpips_distance, psnr, quantize_8bit,
@@ -68,7 +70,7 @@ METRIC_DEFINITIONS = {
 }
 
 
-class EvaluatorError(ValueError):
+class EvaluatorError(UserError, ValueError):
     """An evaluation that cannot run as configured (missing network, bad input images)."""
 
 

@@ -41,6 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.errors import UserError
+
 __all__ = [
     "FIDInceptionV3",
     "InceptionWeightsError",
@@ -60,7 +62,7 @@ FEATURE_DIM = 2048
 INPUT_SIZE = 299
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(UserError, ValueError):
     """The FID Inception weights file is missing or is not in the pt_inception layout."""
 
 

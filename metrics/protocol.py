@@ -64,6 +64,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from common.errors import UserError
+from common.seeding import derive_seed
+
 from .evaluator import ALL_METRICS, DEFAULT_METRICS, STD_DDOF, Evaluator, aggregate_repeats
 from .image_metrics import l1_ratio, quantize_8bit, to_unit
 
@@ -93,14 +96,8 @@ STD_RECORD = ("population standard deviation over repeats (numpy.std, ddof 0, as
 _MASK_STREAM, _NOISE_STREAM, _DEAL_STREAM = 0x4D, 0x5A, 0x4445
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """An evaluation that cannot run as asked (bad option, too few images, output dir exists)."""
-
-
-def _derive_seed(*keys: int) -> int:
-    """A 63-bit seed from non-negative ints (NumPy SeedSequence hashing)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31 | int(state[1]) >> 1) & ((1 << 63) - 1)
 
 
 # ================================================================================================
@@ -141,7 +138,7 @@ class GeneratedMasks(MaskProtocol):
         self.generator = make_mask_generator({"kind": kind, **self.options})
 
     def masks(self, bucket, indices, names, size, mask_seed):
-        from datasets.rng import derive_rng
+        from common.seeding import derive_rng
         out, sources = [], []
         for i in indices:
             if self.generator.random:
@@ -563,7 +560,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                         dev = model.device
                         completed = model.complete(
                             real.to(dev), mask.to(dev), codes_cache[k], truncation=truncation,
-                            seed=_derive_seed(seed_r, _NOISE_STREAM, k))
+                            seed=derive_seed(seed_r, _NOISE_STREAM, k))
                         if k not in real_cache:
                             real_cache[k] = evaluator.real_features(real)
                         evaluator.update(completed, real, buckets=bucket if bucketed else None,
@@ -872,7 +869,7 @@ def build_evaluator(metrics: Sequence[str], device, *, inception: Optional[str] 
         from .inception import STANDARD_WEIGHTS_NAME, FIDInceptionV3, load_inception
         if inception is None and allow_random:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_derive_seed(seed, 0x1C))
+                torch.manual_seed(derive_seed(seed, 0x1C))
                 inc = FIDInceptionV3(resize=resize).eval().requires_grad_(False)
             random_used.append("FID Inception")
         else:
@@ -883,7 +880,7 @@ def build_evaluator(metrics: Sequence[str], device, *, inception: Optional[str] 
         from losses.perceptual import VGG16_FILE, load_lpips
         if lpips_vgg is None and allow_random:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_derive_seed(seed, 0x1F))
+                torch.manual_seed(derive_seed(seed, 0x1F))
                 lp = load_lpips(None, allow_random_backbone=True, device=device)
             random_used.append("LPIPS VGG16")
         else:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from models.discriminator import Discriminator
 from models.generator import Generator
 
@@ -47,7 +48,7 @@ ALLOWED_GLOBALS: dict[str, tuple[type, str]] = {
 }
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint file cannot be used; the message says which file and what to do."""
 
 

@@ -20,10 +20,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from common.errors import UserError
 from models.generator import Generator
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Inputs of ``EXEGAN.inpaint`` / ``style_mix`` the caller has to fix."""
 
 

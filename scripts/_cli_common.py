@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from datasets.errors import DatasetError, MaskError  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from datasets.imaging import (IMAGE_EXTENSIONS, load_image, open_rgb, pil_to_tensor,  # noqa: E402
                               rel_stem, scan_images)
 from datasets.masks import read_mask_file  # noqa: E402
@@ -66,22 +66,21 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class CLIError(ValueError):
+class CLIError(UserError, ValueError):
     """An input a user can fix; printed as one sentence without a traceback."""
 
 
 def user_errors() -> tuple:
-    """Exception types whose message is a complete sentence for the user."""
-    from models.checkpoint import CheckpointError
-    from models.exegan import InputError
-    return (CLIError, DatasetError, MaskError, CheckpointError, InputError)
+    """Exception types whose message is a complete sentence for the user: every error derives
+    from :class:`common.errors.UserError`."""
+    return (UserError,)
 
 
 def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
     """Call ``main(argv)``; a user error is printed as ``error: <sentence>`` with exit status 2."""
     try:
         return main(argv)
-    except user_errors() as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -24,14 +24,10 @@ import os
 import shutil
 from typing import Optional
 
-from models.checkpoint import FORMAT, CheckpointError as _ModelsCheckpointError, safe_load, save_checkpoint
+from models.checkpoint import FORMAT, CheckpointError, safe_load, save_checkpoint
 from models.checkpoint import _fsync_dir
 
 EXPORT_FORMAT = "exegan-export-v1"
-
-
-class CheckpointError(_ModelsCheckpointError):
-    """A checkpoint the user pointed at cannot be used to resume training."""
 
 
 def _link_atomic(src: str, dst: str) -> None:

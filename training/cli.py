@@ -59,7 +59,7 @@ EXIT_ABORTED = 130     # 128 + SIGINT, the shell's status for a process ended by
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from .errors import USER_ERRORS
+        from common.errors import UserError, report
 
         try:
             cfg, ckpt_path = resolve_config(args)
@@ -68,9 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return 0
             from .loop import run
             result = run(cfg, resume=ckpt_path)
-        except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        except UserError as e:
+            return report(e)
     except KeyboardInterrupt as e:
         # TrainingAborted carries its own sentence; a bare KeyboardInterrupt is a Ctrl-C before
         # the loop took over the signals (start-up): nothing was trained, no run directory is left.

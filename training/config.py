@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
+from common.errors import UserError
 # The `loss` section is the losses package's own schema (weights, lazy-regularization intervals,
 # LPIPS backbone path): one definition, shared by the loop and the objective it builds.
 from losses.objective import LossConfig
@@ -30,7 +31,7 @@ from models.sketch import SketchConfig
 from models.stylegan2 import MODCONV_IMPLS
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration the user can fix (unknown key, wrong type, unreadable file)."""
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
-from . import rng
+from common import seeding as rng
+from common.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The training data cannot serve the configured batch."""
 
 

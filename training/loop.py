@@ -35,19 +35,20 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common import seeding as rng
+from common.seeding import derive_rng
 from datasets.augment import DiffAugment
 from datasets.demo import make_demo_faces
 from datasets.exemplars import TrainingPairing
 from datasets.lmdb_dataset import open_dataset
 from datasets.masks import batch_masks, make_mask_generator
-from datasets.rng import derive_rng
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
 from metrics.evaluator import HIGHER_IS_BETTER
 from models.checkpoint import make_checkpoint, restore_rng_state
 from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
-from . import pretrained, rng, sketch
+from . import pretrained, sketch
 from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
 from .config import Config, ema_decay, lazy_ratio
 from .data import StepBatchSampler

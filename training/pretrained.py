@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from . import rng
+from common import seeding as rng
 
 STANDIN_WIDTH = 8                  # first-stage channels of the IR-SE stand-ins
 STANDIN_UNITS = (1, 1, 1, 1)
