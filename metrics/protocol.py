@@ -802,7 +802,7 @@ def _check_out_dir(out: Optional[str]) -> None:
 
 def _make_out_dir(s: TestSettings, name: str) -> str:
     if s.out is None:
-        from training.rundir import create_run_dir   # exclusive mkdir, numbered from the highest
+        from common.rundir import create_run_dir   # exclusive mkdir, numbered from the highest
         return create_run_dir(s.out_root, name)
     _check_out_dir(s.out)
     try:
@@ -833,7 +833,7 @@ def _banner(text: str) -> None:
 
 
 def _trained_standin(ckpt_path: str) -> Optional[str]:
-    from training.pretrained import trained_standin_beside
+    from models.standins import trained_standin_beside
     try:
         return trained_standin_beside(ckpt_path)
     except FileNotFoundError as e:
@@ -952,7 +952,7 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
         encoder = load_style_encoder(path, generator.exemplar_start, generator.n_exemplar, device)
         random_used.append(f"pSp style encoder (the run's trained stand-in {path})")
     else:
-        from training.pretrained import standin_style_encoder
+        from models.standins import standin_style_encoder
         seed = standin_seed
         encoder = standin_style_encoder(generator.exemplar_start, generator.n_exemplar,
                                         generator.n_latent, generator.style_dim, seed).to(device)

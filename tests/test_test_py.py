@@ -29,7 +29,7 @@ from models.discriminator import Discriminator
 from models.generator import Generator
 from tests.metrics.conftest import inception_weights_file  # noqa: F401  (fixture)
 from tests.models.test_psp import _psp_file
-from training.pretrained import standin_style_encoder
+from models.standins import standin_style_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
 

@@ -11,7 +11,8 @@ Layout of one run (only rank 0 writes):
         checkpoints/       ckpt-<step>.pt (last K), latest.pt, best.pt, g_ema-<step>.pt, export.pt
 
 Directories are numbered from the highest existing number + 1 and created with an exclusive
-mkdir, so two runs started at the same moment never share (or overwrite) a directory.
+mkdir, so two runs started at the same moment never share (or overwrite) a directory
+(``common.rundir.create_run_dir``, which test.py's results directories use too).
 """
 from __future__ import annotations
 
@@ -19,33 +20,12 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from typing import Optional
 
 import torch
 
-_RUN_RE = re.compile(r"^(\d{5})-")
-
-
-def _safe_name(name: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
-    return name or "run"
-
-
-def create_run_dir(outdir: str, name: str) -> str:
-    """Make a fresh `outdir/<NNNNN>-<name>`; never reuses an existing directory."""
-    os.makedirs(outdir, exist_ok=True)
-    name = _safe_name(name)
-    taken = [int(m.group(1)) for m in map(_RUN_RE.match, os.listdir(outdir)) if m]
-    number = max(taken, default=-1) + 1
-    while True:
-        path = os.path.join(outdir, f"{number:05d}-{name}")
-        try:
-            os.mkdir(path)  # exclusive: fails if another process took this number first
-            return path
-        except FileExistsError:
-            number += 1
+from common.rundir import create_run_dir  # noqa: F401  (re-exported: the loop and tests use it)
 
 
 def setup_logger(run_dir: Optional[str], is_main: bool) -> logging.Logger:

@@ -22,7 +22,7 @@ from metrics.protocol import (ALL_BUCKET, ProtocolError, evaluate,
                               make_mask_protocol, results_rows, summary_means)
 from models.exegan import EXEGAN
 from models.generator import Generator
-from training.pretrained import standin_style_encoder
+from models.standins import standin_style_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
 
