@@ -28,6 +28,29 @@ class InputError(UserError, ValueError):
     """Inputs of ``EXEGAN.inpaint`` / ``style_mix`` the caller has to fix."""
 
 
+def make_gin(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The generator input ``cat(image * (1 - mask), mask - 0.5)`` [B, 4, S, S]: the known
+    pixels, holes zeroed, and the mask shifted to {-0.5, 0.5}.
+
+    images [B, 3, S, S] in [-1, 1]; masks [B, 1, S, S], 1 = hole. The one definition used by
+    inference (``EXEGAN``), the training loop, the sample grids and the sketch input
+    (``models.sketch.sketch_gin`` appends its channel to this).
+    """
+    return torch.cat([images * (1 - masks), masks - 0.5], 1)
+
+
+def composite(images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """The completed image ``image * (1 - mask) + pred * mask`` for a binary mask (1 = hole).
+
+    Written as a selection, so known pixels are ``images`` bit for bit (whatever ``pred`` holds
+    there, even inf / NaN) and hole pixels are ``pred``; for finite values it equals the
+    arithmetic form (``torch.equal``: only the sign of an exact zero can differ), and its gradient
+    is the upstream gradient on holes and 0 on known pixels, as the arithmetic form's. Shapes
+    broadcast (masks [B, 1, S, S] against [B, 3, S, S]); the result has the promoted dtype.
+    """
+    return torch.where(masks.bool(), pred, images)
+
+
 class EXEGAN(nn.Module):
     """Generator + style encoder, ready for inference.
 
@@ -178,7 +201,7 @@ class EXEGAN(nn.Module):
             noise = [n.to(self.device) for n in noise]
         w_avg = self.mean_latent() if truncation < 1 else None
 
-        gin = torch.cat([images * (1 - masks), masks - 0.5], 1)
+        gin = make_gin(images, masks)
         was_training = g.training
         g.eval()  # dropout off: inference always runs G as G_ema runs in the authors' test code
         try:
@@ -187,8 +210,7 @@ class EXEGAN(nn.Module):
             g.train(was_training)
         # The generator has no output nonlinearity; images are [-1, 1] by convention.
         pred = pred.clamp(-1, 1)
-        # Equal to images * (1 - mask) + pred * mask for a binary mask, but bit-exact on known pixels.
-        return torch.where(masks.bool(), pred, images)
+        return composite(images, masks, pred)  # known pixels bit-exact
 
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, exemplars: torch.Tensor, *,
                 truncation: float = 1.0, seed: int | None = None,

@@ -22,8 +22,9 @@ Pieces:
 * :func:`sketch_gin` — the 5-channel generator input.
 * :func:`load_sketch_generator` / :class:`SketchEXEGAN` — loading a fine-tuned file and inference
   (``inpaint(..., sketch=...)``), used by ``scripts/inpaint.py --sketch``.
-* :class:`SketchConfig` — the ``sketch`` section a fine-tune config needs
-  (``configs/sketch_finetune.yaml``).
+
+The fine-tune's config section is ``training.config.SketchConfig``; the loop's side of it is
+``training/sketch.py`` (an add-on a plain training run never imports).
 
 Sketch convention (tensors): float [B, 1, S, S] in [0, 1], **1 = stroke / edge**, 0 = nothing;
 only its hole part is used. (PNG files: see ``scripts/inpaint.py`` and docs/applications.md.)
@@ -33,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
@@ -42,7 +42,7 @@ from torch import nn
 
 from models.checkpoint import (CheckpointError, CheckpointMismatchError, infer_generator_arch,
                                safe_load)
-from models.exegan import EXEGAN, InputError
+from models.exegan import EXEGAN, InputError, make_gin
 from models.generator import Generator
 from models.stylegan2 import EqualConv2d
 from op import conv2d_gradfix
@@ -51,24 +51,6 @@ from op import conv2d_gradfix
 SKETCH_CHANNELS = 1
 #: Channels of the usual generator input cat(image * (1 - mask), mask - 0.5).
 BASE_CHANNELS = 4
-
-
-# ------------------------------------------------------------------------------------------ config
-@dataclass
-class SketchConfig:
-    """The ``sketch`` section of a sketch fine-tune config (schema for ``training.config``).
-
-    ``base_checkpoint`` is the trained EXE-GAN the fine-tune starts from (our checkpoint with
-    ``g``, ``g_ema`` and ``d``); the edge settings are those of :func:`extract_edges`.
-    """
-    enabled: bool = False
-    base_checkpoint: str = "checkpoints/EXE_GAN_model_256.pt"
-    edge_threshold: float = 0.1          # on the Sobel magnitude of the [0, 1] luma (see extract_edges)
-    edge_blur: bool = True               # 3x3 binomial blur before Sobel (suppresses texture noise)
-    edge_thin: bool = True               # non-maximum suppression: 1-pixel lines, like drawn strokes
-    # Probability of feeding an empty sketch for a sample, so the fine-tuned model still
-    # inpaints without strokes (a sketch is optional at inference).
-    drop_prob: float = 0.2
 
 
 # ---------------------------------------------------------------------------------------- network
@@ -281,7 +263,7 @@ def _non_max_suppression(mag: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) 
 
 def sketch_gin(images: torch.Tensor, masks: torch.Tensor, sketch: torch.Tensor) -> torch.Tensor:
     """``cat(images * (1 - masks), masks - 0.5, sketch * masks)``: the [B, 5, S, S] input."""
-    return torch.cat([images * (1 - masks), masks - 0.5, sketch * masks], 1)
+    return torch.cat([make_gin(images, masks), sketch * masks], 1)
 
 
 # ---------------------------------------------------------------------------------------- loading

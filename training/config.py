@@ -25,9 +25,6 @@ from common.errors import UserError
 # The `loss` section is the losses package's own schema (weights, lazy-regularization intervals,
 # LPIPS backbone path): one definition, shared by the loop and the objective it builds.
 from losses.objective import LossConfig
-# The `sketch` section (sketch-guided fine-tune, docs/applications.md) is the sketch model's own
-# schema, for the same reason.
-from models.sketch import SketchConfig
 from models.stylegan2 import MODCONV_IMPLS
 
 
@@ -198,6 +195,33 @@ class DistConfig:
     """torch.distributed (the world itself comes from torchrun's environment variables)."""
     backend: str = "auto"               # "auto" = nccl with CUDA, gloo otherwise
     timeout_min: int = 30
+
+
+@dataclass
+class SketchConfig:
+    """The ``sketch`` section: the sketch-guided fine-tune (docs/applications.md), an add-on
+    (``training/sketch.py``, model ``models/sketch.py``) that only a run with ``enabled`` imports.
+
+    ``base_checkpoint`` is the trained EXE-GAN the fine-tune starts from (our checkpoint with
+    ``g``, ``g_ema`` and ``d``); the edge settings are those of ``models.sketch.extract_edges``.
+    """
+    enabled: bool = False
+    base_checkpoint: str = "checkpoints/EXE_GAN_model_256.pt"
+    edge_threshold: float = 0.1          # on the Sobel magnitude of the [0, 1] luma (see extract_edges)
+    edge_blur: bool = True               # 3x3 binomial blur before Sobel (suppresses texture noise)
+    edge_thin: bool = True               # non-maximum suppression: 1-pixel lines, like drawn strokes
+    # Probability of feeding an empty sketch for a sample, so the fine-tuned model still
+    # inpaints without strokes (a sketch is optional at inference).
+    drop_prob: float = 0.2
+
+
+def sketch_addon(cfg):
+    """The module ``training.sketch`` when ``cfg.sketch.enabled``, else None: the one place the
+    loop and its evaluation decide on the add-on, so a plain run never imports it."""
+    if not cfg.sketch.enabled:
+        return None
+    from . import sketch
+    return sketch
 
 
 @dataclass

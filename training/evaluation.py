@@ -17,9 +17,11 @@ from typing import Optional
 
 import torch
 
+from models.exegan import composite, make_gin
+
 from . import distributed as dist_utils
 from .rundir import sample_grid, save_grid
-from .sketch import eval_model, make_gin
+from .config import sketch_addon
 
 SAMPLE_KEY = 0x5A  # seed-stream key of the sample-grid masks and z
 
@@ -56,9 +58,11 @@ class InLoopEvaluator:
         real, mask, exemplar, z = (t.to(dev) for t in self._sample_inputs())
         G_ema, E = self.trainer.G_ema, self.trainer.pre.style_encoder
         codes = E(exemplar)
-        gin = make_gin(self.cfg, real, mask)  # with a sketch: the edges, never dropped
+        addon = sketch_addon(self.cfg)
+        # with a sketch: the edges, never dropped
+        gin = make_gin(real, mask) if addon is None else addon.gin_with_edges(self.cfg, real, mask)
         pred = G_ema(gin, codes, [z], randomize_noise=False)
-        completed = real * (1 - mask) + pred * mask
+        completed = composite(real, mask, pred)
         grid = sample_grid(real, mask, exemplar, completed).cpu()
         k = max(1, 128 // self.cfg.model.size)  # small (demo) images: nearest-neighbour zoom to view
         if k > 1:
@@ -93,7 +97,11 @@ class InLoopEvaluator:
         if self._metrics is None:
             self._metrics = self._build_metrics()
         exemplars = ("folder", cfg.eval.exemplar_folder) if cfg.eval.exemplar == "folder" else cfg.eval.exemplar
-        result = evaluate(eval_model(cfg, self.trainer.G_ema, self.trainer.pre.style_encoder), self.test_set,
+        addon = sketch_addon(cfg)
+        model = (self.trainer.G_ema, self.trainer.pre.style_encoder)
+        if addon is not None:
+            model = addon.eval_model(cfg, *model)
+        result = evaluate(model, self.test_set,
                           masks=make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir),
                           exemplars=exemplars, evaluator=self._metrics,
                           n_images=min(cfg.eval.n_images, len(self.test_set)),

@@ -44,13 +44,15 @@ from datasets.lmdb_dataset import open_dataset
 from datasets.masks import batch_masks, make_mask_generator
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
 from metrics.evaluator import HIGHER_IS_BETTER
+from models import Discriminator, Generator
 from models.checkpoint import make_checkpoint, restore_rng_state
+from models.exegan import composite, make_gin
 from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
-from . import pretrained, sketch
+from . import pretrained
 from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
-from .config import Config, ema_decay, lazy_ratio
+from .config import Config, ema_decay, lazy_ratio, sketch_addon
 from .data import StepBatchSampler
 from .errors import NonFiniteLossError
 from .evaluation import InLoopEvaluator
@@ -88,6 +90,22 @@ def to_channels_last(module: torch.nn.Module) -> None:
     for t in list(module.parameters()) + list(module.buffers()):
         if t.ndim == 4:
             t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
+def generator_kwargs(cfg: Config) -> dict:
+    """The Generator's constructor arguments from the ``model`` section."""
+    m = cfg.model
+    return dict(size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channel_multiplier=m.channel_multiplier,
+                channel_max=m.channel_max, lr_mlp=m.lr_mlp,
+                exemplar_slots=tuple(m.exemplar_slots) if m.exemplar_slots else None)
+
+
+def build_networks(cfg: Config, device, generator_cls=Generator) -> tuple:
+    """(G, D) in train mode on ``device``, drawn from the current (seeded) torch RNG, G first."""
+    m = cfg.model
+    G = generator_cls(**generator_kwargs(cfg)).to(device)
+    D = Discriminator(m.size, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max).to(device)
+    return G, D
 
 
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -130,20 +148,28 @@ def dataset_location(ds) -> str:
 class Trainer:
     """Networks, optimizers and the four phases of one iteration."""
 
-    def __init__(self, cfg: Config, info: dist_utils.DistInfo, log, *, resuming: bool = False):
+    def __init__(self, cfg: Config, info: dist_utils.DistInfo, log, *, resuming: bool = False,
+                 pretrained_factory=None):
+        """``pretrained_factory(cfg, G, device, log) -> pretrained.Pretrained`` replaces
+        ``pretrained.build`` (the frozen networks the losses use), e.g. for scripts/benchmark.py."""
         self.cfg, self.info, self.log = cfg, info, log
         self.device = device = info.device
+        # training/sketch.py for a sketch fine-tune, else None (a plain run never imports it).
+        self.sketch = sketch = sketch_addon(cfg)
 
         # Identical initial weights on every rank and in every resumed process (DDP would
         # broadcast rank 0's anyway; a resume overwrites them). A sketch fine-tune starts from
         # its base checkpoint instead (training/sketch.py), before the optimizers and DDP exist.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(rng.derive_seed(cfg.train.seed, 0x6E))
-            self.G, G_ema, self.D = sketch.build_networks(cfg, device, resuming=resuming, log=log)
+            if sketch is not None:
+                self.G, G_ema, self.D = sketch.build_networks(cfg, device, resuming=resuming, log=log)
+            else:
+                (self.G, self.D), G_ema = build_networks(cfg, device), None
         self.G_ema = G_ema if G_ema is not None else copy.deepcopy(self.G).eval()
         requires_grad(self.G_ema, False)
 
-        self.pre = pretrained.build(cfg, self.G, device, log)
+        self.pre = (pretrained_factory or pretrained.build)(cfg, self.G, device, log)
         self.objective = GeneratorObjective(cfg.loss, lpips=self.pre.lpips, id_net=self.pre.identity,
                                             style_encoder=self.pre.style_encoder).to(device)
         self.path_reg = PathLengthRegularizer(decay=cfg.loss.path_decay).to(device)
@@ -254,7 +280,10 @@ class Trainer:
             ex_id = (self.objective.identity.exemplar_features(exemplar)
                      if self.objective.identity is not None else None)
         # [B, 4, S, S]; [B, 5, S, S] with the sketch channel of a sketch fine-tune
-        gin = sketch.make_gin(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
+        if self.sketch is not None:
+            gin = self.sketch.gin_with_edges(cfg, real, mask, derive_rng(*self._keys(step, rng.SKETCH)))
+        else:
+            gin = make_gin(real, mask)
         gin = gin.contiguous(memory_format=self.memory_format)
         styles = self.mixing_noise(B, g_noise)
         return dict(real=real, mask=mask, exemplar=exemplar, self_mask=self_mask, codes=codes,
@@ -267,7 +296,7 @@ class Trainer:
         requires_grad(self.D, True)
         with torch.no_grad(), self._autocast():
             pred = self.run_G(s["gin"], s["codes"], s["styles"])  # unwrapped: no gradient, no DDP sync needed
-        completed = (real * (1 - mask) + pred.float() * mask).detach()
+        completed = composite(real, mask, pred.float()).detach()
         with self._autocast():
             fake_pred = self.run_D_ddp(self.augment(completed, g_aug)).float()
             real_pred = self.run_D_ddp(self.augment(real, g_aug)).float()
@@ -299,7 +328,7 @@ class Trainer:
         styles = self.mixing_noise(real.shape[0], s["g_noise"])  # fresh z for the G phase, as StyleGAN2
         with self._autocast():
             pred = self.run_G_ddp(s["gin"], s["codes"], styles).float()
-        completed = real * (1 - mask) + pred * mask
+        completed = composite(real, mask, pred)
         with self._autocast():
             # D is not trained here: the unwrapped module avoids a DDP reduction for D.
             fake_pred = self.run_D(self.augment(completed, s["g_aug"])).float()
@@ -325,6 +354,11 @@ class Trainer:
         pl_term.backward()
         self.g_optim.step()
         return dict(path_penalty=penalty.detach(), path_mean=pl_mean)
+
+    def set_amp(self, bf16: bool) -> None:
+        """Switch the main phases' bf16 autocast (``train.amp``) on a built trainer; the
+        benchmark interleaves variants on one trainer with it (scripts/benchmark.py)."""
+        self.amp = bool(bf16)
 
     def train_step(self, step: int, real: torch.Tensor, *, reuse_exemplar: bool = True) -> dict:
         L = self.cfg.loss
@@ -518,8 +552,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         torch.backends.cudnn.benchmark = False
 
     pretrained.check_files(cfg)  # before a run directory exists
-    if not resume:
-        sketch.check_base(cfg)
+    if not resume and sketch_addon(cfg) is not None:
+        sketch_addon(cfg).check_base(cfg)
     # Run directory: fresh and numbered, or the resumed run's own.
     ckpt = load_training_checkpoint(resume) if resume else None
     run_dir = None

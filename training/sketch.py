@@ -1,19 +1,18 @@
 """The training loop's side of the sketch-guided fine-tune (an application on top of EXE-GAN,
 Lu et al., Neurocomputing 2025; the model is ``models/sketch.py``, the recipe docs/applications.md).
 
-With ``sketch.enabled``:
+An add-on: only a run with ``sketch.enabled`` imports this module (through
+``training.config.sketch_addon``); a plain run builds its networks and its gin without it. It gives
 
 * :func:`check_base` - before a run directory exists, the base checkpoint must be there;
 * :func:`build_networks` - G, G_ema and D come from ``sketch.base_checkpoint`` (ours or the
   authors' format, read through ``models.checkpoint``) and G / G_ema are upgraded with
   ``models.sketch.upgrade_generator`` (zero sketch column: step 0 is the base model exactly);
   a resumed run builds the SketchGenerator shapes directly, the checkpoint then fills them;
-* :func:`make_sketch` / :func:`make_gin` - the one gin builder of the loop's phases, the sample
+* :func:`make_sketch` / :func:`gin_with_edges` - the gin builder of the loop's phases, the sample
   grids and (through :class:`EdgeSketchEXEGAN`) the in-loop metrics: edges of the ground truth
   inside the hole, emptied per sample with probability ``sketch.drop_prob`` when a seeded
   generator is given (training), never in evaluation (no generator: deterministic).
-
-Without it, :func:`make_gin` is the paper's ``cat(real * (1 - mask), mask - 0.5)``.
 """
 from __future__ import annotations
 
@@ -37,30 +36,20 @@ def check_base(cfg) -> None:
                           f"e.g. runs/<run>/checkpoints/latest.pt), so point it at one.")
 
 
-def generator_kwargs(cfg) -> dict:
-    m = cfg.model
-    return dict(size=m.size, style_dim=m.style_dim, n_mlp=m.n_mlp, channel_multiplier=m.channel_multiplier,
-                channel_max=m.channel_max, lr_mlp=m.lr_mlp,
-                exemplar_slots=tuple(m.exemplar_slots) if m.exemplar_slots else None)
-
-
 def build_networks(cfg, device, *, resuming: bool, log) -> tuple:
-    """(G in train mode, G_ema in eval mode, D in train mode) on ``device``.
-
-    Plain networks drawn from the current (seeded) torch RNG without a sketch; with one, from the
-    base checkpoint (fresh run) or SketchGenerator shapes to be filled by the resumed checkpoint.
-    """
-    from models import Discriminator, Generator
+    """(G in train mode, G_ema in eval mode or None, D in train mode) on ``device``: from the
+    base checkpoint (fresh run), or SketchGenerator shapes drawn as a plain run draws its
+    networks, to be filled by the resumed checkpoint (G_ema None: the loop copies G)."""
     from models.checkpoint import load_discriminator, load_generator
 
+    from .loop import build_networks as plain_networks, generator_kwargs
+
     m = cfg.model
-    kw = generator_kwargs(cfg)
-    if not cfg.sketch.enabled or resuming:
-        G = (SketchGenerator if cfg.sketch.enabled else Generator)(**kw).to(device)
-        D = Discriminator(m.size, channel_multiplier=m.channel_multiplier, channel_max=m.channel_max).to(device)
+    if resuming:
+        G, D = plain_networks(cfg, device, generator_cls=SketchGenerator)
         return G, None, D
     path = cfg.sketch.base_checkpoint
-    expect = {k: v for k, v in kw.items() if k != "lr_mlp"}  # what the checkpoint must match
+    expect = {k: v for k, v in generator_kwargs(cfg).items() if k != "lr_mlp"}  # what the checkpoint must match
     G = upgrade_generator(load_generator(path, device, which="g", **expect)).train()
     G_ema = upgrade_generator(load_generator(path, device, which="g_ema", **expect)).eval()
     D = load_discriminator(path, device, which="d", size=m.size, channel_multiplier=m.channel_multiplier,
@@ -82,11 +71,9 @@ def make_sketch(cfg, real: torch.Tensor, mask: torch.Tensor,
     return sk
 
 
-def make_gin(cfg, real: torch.Tensor, mask: torch.Tensor,
+def gin_with_edges(cfg, real: torch.Tensor, mask: torch.Tensor,
              g: Optional[np.random.Generator] = None) -> torch.Tensor:
-    """The generator input of the loop and the sample grids (4 channels, 5 with a sketch)."""
-    if not cfg.sketch.enabled:
-        return torch.cat([real * (1 - mask), mask - 0.5], 1)
+    """The fine-tune's generator input [B, 5, S, S] for the loop and the sample grids."""
     return sketch_gin(real, mask, make_sketch(cfg, real, mask, g))
 
 
@@ -105,7 +92,5 @@ class EdgeSketchEXEGAN(SketchEXEGAN):
 
 
 def eval_model(cfg, generator, style_encoder):
-    """What the in-loop evaluation passes to ``metrics.protocol.evaluate``."""
-    if cfg.sketch.enabled:
-        return EdgeSketchEXEGAN(generator, style_encoder, cfg)
-    return (generator, style_encoder)
+    """What the in-loop evaluation of a fine-tune passes to ``metrics.protocol.evaluate``."""
+    return EdgeSketchEXEGAN(generator, style_encoder, cfg)

@@ -17,7 +17,7 @@ from models.sketch import SketchGenerator, extract_edges, load_sketch_generator
 from training import cli, distributed as dist_utils
 from training.checkpointing import load_training_checkpoint
 from training.loop import Trainer, run
-from training.sketch import make_gin, make_sketch
+from training.sketch import gin_with_edges as make_gin, make_sketch
 from trainutil import SIZE, tiny_config, tiny_dict, write_yaml
 
 SKETCH_STEPS = dict(train={"iters": 4, "ckpt_every": 2, "deterministic": True},
