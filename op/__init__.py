@@ -10,6 +10,8 @@ Public API (docs/ops.md):
 * ``set_impl('auto'|'cuda'|'ref')`` / ``get_impl()``, environment variable ``EXEGAN_OPS``
 * ``set_upfirdn2d_kernel('default'|'tiled')`` / ``get_upfirdn2d_kernel()``, environment variable
   ``EXEGAN_UPFIRDN2D_KERNEL`` (which compiled upfirdn2d kernel CUDA tensors use)
+* ``set_upfirdn2d_naive(True|False)`` / ``get_upfirdn2d_naive()`` (every device runs
+  ``upfirdn2d_naive``: a benchmark baseline)
 
 CPU tensors always run the pure-PyTorch reference. CUDA tensors run compiled kernels (built
 lazily by ``op._loader`` on the first CUDA call) unless the reference is selected. Importing this
@@ -17,7 +19,7 @@ package never compiles anything.
 """
 from . import conv2d_gradfix
 from ._impl import (ENV_VAR, KERNEL_ENV_VAR, OpImplError, get_impl, get_upfirdn2d_kernel,
-                    set_impl, set_upfirdn2d_kernel)
+                    get_upfirdn2d_naive, set_impl, set_upfirdn2d_kernel, set_upfirdn2d_naive)
 from .fused_act import FusedLeakyReLU, fused_bias_act, fused_bias_act_ref, fused_leaky_relu
 from .upfirdn2d import upfirdn2d, upfirdn2d_naive, upfirdn2d_ref
 
@@ -26,4 +28,5 @@ __all__ = [
     'fused_bias_act', 'fused_bias_act_ref', 'fused_leaky_relu', 'FusedLeakyReLU',
     'conv2d_gradfix', 'set_impl', 'get_impl', 'ENV_VAR', 'OpImplError',
     'set_upfirdn2d_kernel', 'get_upfirdn2d_kernel', 'KERNEL_ENV_VAR',
+    'set_upfirdn2d_naive', 'get_upfirdn2d_naive',
 ]

@@ -31,6 +31,7 @@ VALID_KERNELS = ('default', 'tiled')
 _override = None  # set by set_impl(); None means "read the environment variable"
 _kernel_override = None  # set by set_upfirdn2d_kernel(); None: the environment variable
 _warned = []      # non-empty once a build failure was reported in auto mode
+_naive_upfirdn2d = False  # set by set_upfirdn2d_naive(): a benchmark baseline, never a default
 
 
 class OpImplError(ValueError):
@@ -76,6 +77,19 @@ def get_upfirdn2d_kernel():
         raise OpImplError(f"environment variable {KERNEL_ENV_VAR}={kernel!r} is not one of "
                           f"{', '.join(VALID_KERNELS)}; set it to one of those or unset it.")
     return kernel
+
+
+def set_upfirdn2d_naive(flag):
+    """With ``True``, :func:`op.upfirdn2d` runs :func:`op.upfirdn2d_naive` on every device (the
+    single-channel formulation: the baseline ``scripts/benchmark.py``'s naive_upfirdn variant
+    times); ``False`` (the default) restores the usual dispatch. Same values up to float rounding."""
+    global _naive_upfirdn2d
+    _naive_upfirdn2d = bool(flag)
+
+
+def get_upfirdn2d_naive():
+    """Whether :func:`set_upfirdn2d_naive` selected the naive formulation."""
+    return _naive_upfirdn2d
 
 
 def cuda_extension(*tensors):

@@ -85,6 +85,8 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     ``up``/``down`` int or (x, y); ``pad`` (p0, p1) for both axes or (x0, x1, y0, y1).
     Returns [B, C, out_h, out_w].
     """
+    if _impl._naive_upfirdn2d:  # op.set_upfirdn2d_naive(True): a benchmark baseline
+        return upfirdn2d_naive(input, kernel, up, down, pad)
     ux, uy, dx, dy, px0, px1, py0, py1 = _parse(input, kernel, up, down, pad)
     # The kernel is a fixed buffer in every network; a trainable kernel takes the reference
     # path, whose autograd also differentiates with respect to it.

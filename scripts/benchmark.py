@@ -206,8 +206,9 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
 # ----------------------------------------------------------------------------------------------
 
 def _full_size_pretrained(cfg, generator, device, log_):
-    """Drop-in for ``training.pretrained.build``: the released architectures at full size with
-    random weights (pSp IR-SE50 with 18 heads, ResNet-101 ArcFace, LPIPS VGG16), built in memory.
+    """The trainer's ``pretrained_factory`` (in place of ``training.pretrained.build``): the
+    released architectures at full size with random weights (pSp IR-SE50 with 18 heads,
+    ResNet-101 ArcFace, LPIPS VGG16), built in memory.
     Only the networks a positive loss weight needs are built, as the real ``build`` does."""
     from losses.perceptual import load_lpips
     from models.identity import IdentityNet
@@ -226,16 +227,6 @@ def _full_size_pretrained(cfg, generator, device, log_):
     names = ("style encoder", "identity net", "LPIPS VGG16")
     random = tuple(n for n, m in zip(names, (enc, ident, lp)) if m is not None)
     return pretrained.Pretrained(enc.to(device), None if ident is None else ident.to(device), lp, random)
-
-
-@contextlib.contextmanager
-def _patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def tiny_config_dict() -> dict:
@@ -270,7 +261,6 @@ def make_config(opts, settings: dict):
 def build_trainer(opts, settings: dict, device: torch.device):
     """A ``training.loop.Trainer`` for the benchmark config (full-size pretrained networks
     unless ``--tiny``)."""
-    from training import pretrained
     from training.distributed import DistInfo
     from training.loop import Trainer
 
@@ -281,10 +271,7 @@ def build_trainer(opts, settings: dict, device: torch.device):
     quiet.propagate = False
     # The random-LPIPS-trunk warning: the JSON records which networks are random stand-ins.
     logging.getLogger("losses.perceptual").disabled = True
-    if opts.tiny:
-        return Trainer(cfg, info, quiet)
-    with _patched(pretrained, "build", _full_size_pretrained):
-        return Trainer(cfg, info, quiet)
+    return Trainer(cfg, info, quiet, pretrained_factory=None if opts.tiny else _full_size_pretrained)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,8 +345,8 @@ def _param_counts(trainer) -> dict:
 def apply_settings(trainer, settings: dict, device: torch.device) -> list:
     """Apply a variant's module-level settings to a built trainer; returns notes for the JSON.
 
-    Settings that patch library functions (upfirdn, modconv) are undone by ``restore``
-    (they only matter inside this benchmark process).
+    Library implementation switches (ops, upfirdn, modconv) are set and undone by
+    ``library_switches`` (they only matter inside this benchmark process).
     """
     notes = []
     if settings.get("channels_last"):
@@ -374,8 +361,9 @@ def apply_settings(trainer, settings: dict, device: torch.device) -> list:
 
 
 @contextlib.contextmanager
-def library_patches(settings: dict):
-    """Patch op / model implementations a variant selects, for the duration of the block."""
+def library_switches(settings: dict):
+    """Select the op / model implementations a variant chooses (through the switches op and
+    models.stylegan2 offer), for the duration of the block."""
     import op
     from models import stylegan2
 
@@ -389,7 +377,9 @@ def library_patches(settings: dict):
             op.set_upfirdn2d_kernel(settings["upfirdn_kernel"])
             stack.callback(op.set_upfirdn2d_kernel, old_kernel)
         if settings.get("upfirdn") == "naive":
-            stack.enter_context(_patched(stylegan2, "upfirdn2d", op.upfirdn2d_naive))
+            old_naive = op.get_upfirdn2d_naive()
+            op.set_upfirdn2d_naive(True)
+            stack.callback(op.set_upfirdn2d_naive, old_naive)
         if settings.get("modconv"):
             if not hasattr(stylegan2, "set_modconv_impl"):
                 raise BenchmarkError("this checkout's models.stylegan2 has no set_modconv_impl; "
@@ -431,7 +421,7 @@ def run_variant(opts, name: str) -> dict:
     result = {"status": "ok", "settings": settings, "threads": torch.get_num_threads(),
               "load_avg_start": os.getloadavg(), "phases": {}, "errors": {}, "notes": []}
     t_build = time.perf_counter()
-    with library_patches(settings):
+    with library_switches(settings):
         trainer = build_trainer(opts, settings, device)
         result["build_s"] = time.perf_counter() - t_build
         result["notes"] += apply_settings(trainer, settings, device)
@@ -494,15 +484,15 @@ SWITCHABLE = ("modconv", "upfirdn", "upfirdn_kernel", "recompute_exemplar", "cha
 @contextlib.contextmanager
 def switched(trainer, settings: dict):
     """Apply a switchable variant to a built trainer for the duration of the block."""
-    with library_patches(settings):
+    with library_switches(settings):
         if settings.get("channels_last"):
             _set_memory_format(trainer, torch.channels_last)
         amp = trainer.amp
-        trainer.amp = settings.get("amp", "off") == "bf16"  # the loop's autocast switch
+        trainer.set_amp(settings.get("amp", "off") == "bf16")  # the loop's autocast switch
         try:
             yield
         finally:
-            trainer.amp = amp
+            trainer.set_amp(amp)
             if settings.get("channels_last"):
                 _set_memory_format(trainer, torch.contiguous_format)
 

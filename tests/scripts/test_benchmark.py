@@ -168,3 +168,21 @@ def test_single_measurements_write_json(tmp_path):
                                     "confidence_map_conv2d"}
     assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in data["results"].values())
     assert data["settings"]["mask_size"] == 32 and data["machine"]["cpu_count"] >= 1
+
+
+def test_switched_variant_uses_the_library_and_trainer_switches_and_restores_them():
+    """naive_upfirdn / modconv / bf16 go through op.set_upfirdn2d_naive, the modconv switch and
+    Trainer.set_amp (no module attribute is replaced), and are undone after the block."""
+    import op
+    from models import stylegan2
+
+    t = bench.build_trainer(_opts(), {}, torch.device("cpu"))
+    before = (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), t.amp, stylegan2.upfirdn2d)
+    other = "batched" if before[1] != "batched" else "grouped"
+    settings = bench.parse_variant(f"naive_upfirdn+bf16+modconv_{other}")
+    with bench.switched(t, settings):
+        assert op.get_upfirdn2d_naive() is True
+        assert stylegan2.get_modconv_impl() == other
+        assert t.amp is True
+        assert stylegan2.upfirdn2d is op.upfirdn2d
+    assert (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), t.amp, stylegan2.upfirdn2d) == before
