@@ -12,7 +12,8 @@ One iteration, split by phase as in the StyleGAN2 releases:
     EMA:     G_ema <- decay * G_ema + (1 - decay) * G      (decay = 0.5 ** (32 / 10000))
 
 with ``gin = cat(real * (1 - mask), mask - 0.5)`` and ``completed = real * (1 - mask) +
-G(gin) * mask``. Steps are counted from 0 (R1 and path length also run at step 0); a checkpoint
+G(gin) * mask`` (``models.exegan.make_gin`` / ``composite``, the one definition of each; the
+composite keeps known pixels bit-exact). Steps are counted from 0 (R1 and path length also run at step 0); a checkpoint
 "at step s" holds the state after s iterations and resumes with iteration s.
 
 The loop owns data, DDP, phases, EMA, checkpoints and logging; the loss math is in losses/.
