@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def train_attribute_encoder(encoder: nn.Module, images: torch.Tensor,
         with torch.no_grad():
             dim = encoder(images[:1].to(device)).flatten(1).shape[1]
         heads = nn.ModuleDict({k: nn.Linear(dim, len(ATTRIBUTES[k])) for k in labels}).to(device)
-        params = [p for p in encoder.parameters()] + list(heads.parameters())
+        params = list(encoder.parameters()) + list(heads.parameters())
         for p in encoder.parameters():
             p.requires_grad_(True)
         opt = torch.optim.Adam(params, lr=lr)
@@ -113,11 +113,11 @@ def train_attribute_encoder(encoder: nn.Module, images: torch.Tensor,
         try:
             for step in range(steps):
                 idx = torch.randint(0, n, (min(batch, n),), generator=g)
-                x = images[idx]
+                x = images[idx]                                     # [B, 3, S, S] in [-1, 1]
                 flip = torch.rand(x.shape[0], generator=g) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
                 # A third whole, a third with a box hidden, a third with only a box visible.
-                box = _random_boxes(x, g)
+                box = _random_boxes(x, g)                           # [B, 1, S, S]
                 view = torch.arange(x.shape[0]).view(-1, 1, 1, 1) % 3
                 keep = torch.where(view == 0, torch.ones_like(box), torch.where(view == 1, 1 - box, box))
                 x = (x * keep).to(device)
@@ -142,6 +142,3 @@ def train_attribute_encoder(encoder: nn.Module, images: torch.Tensor,
             encoder.eval()
     return {k: v / max(seen, 1) for k, v in hits.items()}
 
-
-def attribute_names() -> List[str]:
-    return list(ATTRIBUTES)
