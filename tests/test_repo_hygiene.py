@@ -1,10 +1,12 @@
-"""The repository explains itself: no file points a reader at a document outside it, and every
-in-repo document it points at exists (docs/architecture.md is the map the others hang from).
+"""The repository explains itself: no file points a reader at a document outside it, every
+in-repo document it points at exists (docs/architecture.md is the map the others hang from), the
+imports follow the layers that document draws, and the lint configuration catches what it is for.
 
 The scan covers the repository's own Python and Markdown files (not the virtual environment, run
 directories or the data folder). The forbidden phrases are spelled in pieces below so that this
 file does not match itself.
 """
+import ast
 import os
 import re
 import shutil
@@ -155,3 +157,34 @@ def test_the_installed_ruff_is_the_pinned_one():
         pins = [line.split("==", 1)[1].strip() for line in f if line.startswith("ruff==")]
     assert len(pins) == 1, "requirements.txt pins ruff exactly once (ruff==X.Y.Z)"
     assert ruff("--version").stdout.split()[-1] == pins[0]
+
+
+# The layers of docs/architecture.md, bottom (0) to top: a package imports only packages below it.
+LAYERS = {"op": 0, "common": 0, "models": 1, "losses": 1, "datasets": 1, "metrics": 2, "training": 3,
+          "evaluation": 4}
+
+
+def _imported_packages(path):
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in ast.walk(tree):  # function-level imports count too
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+def test_imports_point_down_the_layers():
+    wrong = []
+    for package, level in LAYERS.items():
+        for dirpath, _, filenames in os.walk(os.path.join(ROOT, package)):
+            for name in filenames:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, name)
+                for lineno, target in _imported_packages(path):
+                    if target != package and target in LAYERS and LAYERS[target] >= level:
+                        wrong.append(f"{os.path.relpath(path, ROOT)}:{lineno} imports {target}")
+    assert not wrong, ("imports that run up or across the layers of docs/architecture.md:\n"
+                       + "\n".join(wrong))
