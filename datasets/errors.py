@@ -13,3 +13,7 @@ class DatasetError(UserError, ValueError):
 
 class MaskError(UserError, ValueError):
     """A mask (tensor or file) has the wrong size, shape or values."""
+
+
+class ProtocolError(UserError, ValueError):
+    """An evaluation that cannot run as asked (bad option, too few images, output dir exists)."""
