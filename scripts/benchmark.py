@@ -1,4 +1,4 @@
-"""Benchmark of EXE-GAN training and inference (issue 9; the figures are in docs/benchmarks.md).
+"""Benchmark of EXE-GAN training and inference (the figures are in docs/benchmarks.md).
 
 Times, as the median of ``--repeats`` runs after ``--warmup`` runs, each phase of one training
 iteration of ``training.loop.Trainer`` — prep (masks, exemplars, the exemplar's style codes and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a CUDA machine (issue 13): build the ops, run every CUDA test, benchmark the
+# One command for a CUDA machine: build the ops, run every CUDA test, benchmark the
 # default and the tiled upfirdn2d kernel (training at batch 4 and 16, fp32 and bf16; inference
 # at batch 16 and 64, eager and compiled), write runs/gpu_check/gpu_check.{json,md}.
 # Budget: about 5 minutes on one H100 / H200 (scripts/gpu_check.py has the steps).

@@ -27,6 +27,7 @@ OUTSIDE = [
     re.compile(r"\.\./" + "shared" + r"\b"),                 # the folder beside the repository
     re.compile(r"/work/" + "shared"),
     re.compile("team" + r"\s+" + "brief", re.IGNORECASE),
+    re.compile(r"\b" + "issue" + r"\s+\d+", re.IGNORECASE),  # the project's private tracker
 ]
 DOC_PATH = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md)")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -58,7 +59,8 @@ def test_the_scan_sees_the_code_and_the_docs():
 def test_the_patterns_catch_what_they_are_for():
     # The checks below are only as good as these patterns: each must flag its example.
     examples = ["(" + "DES" + "IGN.md section 4)", "see " + "DES" + "IGN section 5",
-                "../" + "shared/STYLE.md", "the " + "team " + "brief"]
+                "../" + "shared/STYLE.md", "the " + "team " + "brief",
+                "(" + "issue" + " 15 item 7)"]
     for text in examples:
         assert any(p.search(text) for p in OUTSIDE), text
     assert not any(p.search("designed by the authors; docs/architecture.md") for p in OUTSIDE)

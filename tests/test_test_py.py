@@ -322,7 +322,7 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         (["--masks", "irregular", empty], "contains no image files"),
         (["--masks", "irregular"], "--masks irregular needs a folder"),
         (["--masks", "paired", big], "is 24x24 but its image is 16x16"),
-        # issue 15 item 5: a mask without a hole is refused (it was scored with NaN hole metrics)
+        # a mask without a hole is refused (it was scored with NaN hole metrics)
         (["--masks", "paired", holeless], f"{ds.names[2]}' has no hole pixel at 16x16"),
         (["--n-images", 9], "Asked for 9 test images but the test set has 4"),
         (["--exemplars", "folder", one_ex], "has no exemplar for 3 of 4 image(s)"),
@@ -393,7 +393,7 @@ def _strict_json(path):
 
 def test_results_files_are_strict_json_and_csv_without_nan(files, entry, capsys, caplog,
                                                            tmp_path):
-    """issue 15 item 5: FID of one image is NaN; it used to be written as NaN (invalid JSON)."""
+    """FID of one image is NaN; it used to be written as NaN (invalid JSON)."""
     out = tmp_path / "one"
     rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp,
                       "--data", files.faces, "--inception", files.inception, "--n-images", 1,
@@ -415,7 +415,7 @@ def test_results_files_are_strict_json_and_csv_without_nan(files, entry, capsys,
 
 def test_warns_on_small_sets_and_on_a_resolution_mismatch(files, entry, capsys, caplog,
                                                           tmp_path):
-    """issue 15 item 5: FID / IDS on a few images and 8-px data fed to a 16-px checkpoint (upsampled
+    """FID / IDS on a few images and 8-px data fed to a 16-px checkpoint (upsampled
     x2) were silent."""
     small = tmp_path / "small"
     small.mkdir()
@@ -441,7 +441,7 @@ def test_warns_on_small_sets_and_on_a_resolution_mismatch(files, entry, capsys, 
     assert "evaluation size" not in caplog.text and "fewer than 2000" not in caplog.text
 
 
-# -- test.py --pred / --gt: scoring completions that exist (issue 18) ---------------------------
+# -- test.py --pred / --gt: scoring completions that exist ---------------------------
 
 PAPER_AND_EXTRA = ("fid", "ids", "lpips", "psnr", "ssim", "l1", "ssim_gauss11", "l1_mean")
 
@@ -500,7 +500,7 @@ def test_pred_gt_gives_the_in_memory_numbers(files, entry, capsys, in_memory, tm
 
 
 def test_pred_gt_pair_by_patterns_in_one_folder(files, entry, capsys, in_memory, tmp_path):
-    """issue 15 item 7: 1_real / 1_mask / 1_out in one folder, paired through --pair-by; without
+    """1_real / 1_mask / 1_out in one folder, paired through --pair-by; without
     it the error shows the names it looked for and the option that pairs them."""
     import shutil
     mem_dir, mem = in_memory
@@ -568,7 +568,7 @@ def test_pred_mode_refuses_flags_it_would_ignore_and_holeless_masks(files, entry
 
 
 def test_paired_masks_and_exemplars_pair_by_pattern(files, entry, capsys, tmp_path):
-    """issue 15 item 7: masks named <image>_mask and exemplars <image>_exe pair through --pair-by,
+    """masks named <image>_mask and exemplars <image>_exe pair through --pair-by,
     with the same numbers as masks / exemplars named like their images."""
     ds, _ = _real_images(files.faces)
     plain_m, plain_e, pat = tmp_path / "pm", tmp_path / "pe", tmp_path / "pat"

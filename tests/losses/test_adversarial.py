@@ -1,4 +1,4 @@
-"""Adversarial losses, R1 and path-length regularisation (issue 4)."""
+"""Adversarial losses, R1 and path-length regularisation."""
 import math
 
 import pytest

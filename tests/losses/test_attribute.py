@@ -1,4 +1,4 @@
-"""Attribute loss: MSE of style codes, optional slot subset phi (issue 4)."""
+"""Attribute loss: MSE of style codes, optional slot subset phi."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""The project's generator objective equals a literal transcription of the authors' (issue 14).
+"""The project's generator objective equals a literal transcription of the authors'.
 
 ``_authors_objective`` below is written from the authors' recipe as docs/losses.md states it, not
 from ``losses/``: it shares no code with the project beyond the frozen networks themselves (the

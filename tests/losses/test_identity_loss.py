@@ -1,4 +1,4 @@
-"""Identity loss 1 - cos(F(pred), F(exemplar)) (issue 4)."""
+"""Identity loss 1 - cos(F(pred), F(exemplar))."""
 import pytest
 import torch
 import torch.nn.functional as F

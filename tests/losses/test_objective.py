@@ -1,4 +1,4 @@
-"""The assembled generator objective (issue 4): only terms with weight > 0, total = weighted sum,
+"""The assembled generator objective: only terms with weight > 0, total = weighted sum,
 LPIPS only on self-exemplar samples."""
 import pytest
 import torch

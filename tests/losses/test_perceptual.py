@@ -1,4 +1,4 @@
-"""LPIPS loader and loss (issue 4). The VGG16 trunk is a random torchvision VGG16 saved to a temp
+"""LPIPS loader and loss. The VGG16 trunk is a random torchvision VGG16 saved to a temp
 file in the real format and loaded through ``load_lpips``."""
 import logging
 import os

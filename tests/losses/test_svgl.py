@@ -1,4 +1,4 @@
-"""SVGL: identity forward, gradient scaled by the weight map (issue 4)."""
+"""SVGL: identity forward, gradient scaled by the weight map."""
 import pytest
 import torch
 

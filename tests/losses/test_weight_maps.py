@@ -1,4 +1,4 @@
-"""Confidence map M_w and the reverse map (docs/losses.md, SVGL and the weight maps; issue 4)."""
+"""Confidence map M_w and the reverse map (docs/losses.md, SVGL and the weight maps)."""
 import numpy as np
 import pytest
 import torch

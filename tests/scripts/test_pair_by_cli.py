@@ -1,4 +1,4 @@
-"""--pair-by in scripts/inpaint.py (issue 15 item 7): paired sets named ``x.png`` + ``x_mask.png``
+"""--pair-by in scripts/inpaint.py: paired sets named ``x.png`` + ``x_mask.png``
 or ``1_real.png`` + ``1_mask.png`` + ``1_exe.png`` (also all in one folder) pair through the same
 rule as test.py (datasets/pairing.py); without the option the error names the file it looked for
 and the option that pairs the folder."""

@@ -115,7 +115,7 @@ def test_missing_files_fail_before_a_run_directory_exists(face_dirs, tmp_path, c
     assert not out.exists()
 
 
-# -- issue 15: every numeric key range-checked in one place ------------------------------------
+# -- every numeric key range-checked in one place ------------------------------------
 
 @pytest.mark.parametrize("override, fragment", [
     ("optim.lr=-1", "optim.lr must be > 0"),

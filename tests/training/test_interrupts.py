@@ -100,7 +100,7 @@ def test_sigterm_saves_and_exits_cleanly(face_dirs, tmp_path):
     assert summary["stopped_by"] == "SIGTERM" and summary["step"] == last
 
 
-# -- issue 15: what a Ctrl-C / SIGTERM does, seen from the terminal -------------------------------
+# -- what a Ctrl-C / SIGTERM does, seen from the terminal -------------------------------
 
 # train.py whose step BLOCK_AT (0-based) waits until the file GO exists: a long step, during which
 # the test sends its signals.

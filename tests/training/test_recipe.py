@@ -1,4 +1,4 @@
-"""The authors' training recipe (issue 14): the three paper configs hold it value for value (as
+"""The authors' training recipe: the three paper configs hold it value for value (as
 ``--dry-run`` prints them), every recipe value carries its source, the improved config differs
 only where it says, and the loop really honours the switches the recipe depends on (one mask
 per batch, exemplar chosen per batch, style-mixing probability, path length on half the batch)."""
