@@ -7,20 +7,9 @@ a protocol and feeds :class:`metrics.evaluator.Evaluator`; ``test.py`` and the t
 periodic evaluation both call it, so the numbers of a run and of ``test.py`` are computed by
 the same code.
 
-Masks (:func:`make_mask_protocol`):
-
-* ``center``: the centred square of side S/2 (25 % hole) for every image;
-* ``free_form`` / ``large``: the training mask generators of the 256 / 512 settings, drawn
-  per image from the mask seed — image ``i`` of repeat ``r`` gets the mask of
-  ``(mask_seed + r, i)`` whatever the batch size;
-* ``irregular DIR``: mask files (e.g. the NVIDIA irregular mask test set) grouped by hole ratio
-  into the buckets 0-10 %, ..., 50-60 %; **each bucket is evaluated separately** on all test
-  images. In repeat ``r`` the masks of a bucket are dealt to the images in a random order drawn
-  from ``(mask_seed + r, bucket)``, without repetition while the bucket has enough files; files
-  are centre-cropped to a square and resized (nearest) to S; ratios are measured at the file's
-  own resolution. Masks above 60 % are not part of the protocol;
-* ``paired DIR``: one mask file per image, matched by file name; it must be S x S or the size
-  of its own image file.
+Masks (``center``, ``free_form`` / ``large``, ``irregular DIR`` evaluated per hole-ratio bucket,
+``paired DIR``) are defined in ``datasets/protocols.py`` (:func:`make_mask_protocol`), which
+says how each is drawn or read.
 
 Exemplars: ``reverse`` (image ``b`` of a batch is guided by image ``B-1-b``: the pairing
 depends on the batch size, which is recorded), ``self``, or ``folder DIR`` (paired by file

@@ -21,7 +21,7 @@ from .protocol import (PROTOCOL_VERSION, STD_RECORD, _hole_keys, _hole_scores, _
                        build_evaluator)
 from .results import _write_results
 from .settings import (TestSettings, _banner, _check_metric_files, _check_out_dir, _device,
-                       _file_record, _git, _make_out_dir, _patterns, _versions, warn_small_sets)
+                       _make_out_dir, _patterns, run_record, warn_small_sets)
 
 log = logging.getLogger("exegan.test")
 
@@ -228,18 +228,8 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
         "std_ddof": STD_DDOF,
         "hole_metrics": list(hole_keys),
         "evaluator": evaluator.protocol(),
-        "files": {"inception": _file_record(s.inception) if need_inc else None,
-                  "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
-        "random_standins": random_used,
-        "warnings": warnings,
-        "device": str(device),
-        "versions": _versions(),
-        "code": _git(),
-        "config": os.path.abspath(s.config) if s.config else None,
-        "command": s.command,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "seconds": round((finished - started).total_seconds(), 1),
+        **run_record(s, need_inception=need_inc, random_used=random_used, warnings=warnings,
+                     device=device, started=started, finished=finished),
     }
     result = {"summary": aggregate_repeats([x["results"] for x in runs]), "repeats": runs,
               "protocol": record, "pairs": pairs}

@@ -112,6 +112,29 @@ def _git() -> dict:
         return {"commit": None}
 
 
+def run_record(s: "TestSettings", *, need_inception: bool, random_used, warnings, device,
+               started, finished, files: Optional[dict] = None, **extra) -> dict:
+    """The part of results.json's protocol record that every test.py run writes: the weight
+    files (``files`` first, then Inception and LPIPS when used), stand-ins, warnings, ``extra``
+    fields, device, versions, code, command and times."""
+    return {
+        "files": {**(files or {}),
+                  "inception": _file_record(s.inception) if need_inception else None,
+                  "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
+        "random_standins": random_used,
+        "warnings": warnings,
+        **extra,
+        "device": str(device),
+        "versions": _versions(),
+        "code": _git(),
+        "config": os.path.abspath(s.config) if s.config else None,
+        "command": s.command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - started).total_seconds(), 1),
+    }
+
+
 def _check_out_dir(out: Optional[str]) -> None:
     if out is not None and os.path.exists(out) and (
             not os.path.isdir(out) or os.listdir(out)):

@@ -16,7 +16,7 @@ from .evaluator import ALL_METRICS
 from .protocol import _require, build_evaluator, evaluate
 from .results import _write_results
 from .settings import (TestSettings, _banner, _check_metric_files, _check_out_dir, _device,
-                       _file_record, _git, _make_out_dir, _patterns, _precheck, _versions,
+                       _file_record, _make_out_dir, _patterns, _precheck, run_record,
                        warn_resolution, warn_small_sets)
 
 log = logging.getLogger("exegan.test")
@@ -154,24 +154,12 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
     finished = datetime.datetime.now(datetime.timezone.utc)
 
     record = result["protocol"]
-    record.update({
-        "files": {"checkpoint": {**_file_record(s.ckpt), "entry": s.which},
-                  "psp": _file_record(s.psp),
-                  "inception": _file_record(s.inception) if need_inc else None,
-                  "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
-        "random_standins": random_used,
-        "warnings": warnings,
-        "data": {"path": os.path.abspath(s.data), "kind": type(dataset).__name__,
-                 "n_available": len(dataset)},
-        "device": str(device),
-        "compiled": bool(s.compile),
-        "versions": _versions(),
-        "code": _git(),
-        "config": os.path.abspath(s.config) if s.config else None,
-        "command": s.command,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "seconds": round((finished - started).total_seconds(), 1),
-    })
+    record.update(run_record(
+        s, need_inception=need_inc, random_used=random_used, warnings=warnings, device=device,
+        started=started, finished=finished,
+        files={"checkpoint": {**_file_record(s.ckpt), "entry": s.which}, "psp": _file_record(s.psp)},
+        data={"path": os.path.abspath(s.data), "kind": type(dataset).__name__,
+              "n_available": len(dataset)},
+        compiled=bool(s.compile)))
     _write_results(out_dir, result)
     return out_dir, result
