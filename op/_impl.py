@@ -38,33 +38,40 @@ class OpImplError(ValueError):
     """An invalid implementation name was given (by set_impl or EXEGAN_OPS)."""
 
 
+def _checked(value, valid, what, setter):
+    """``value`` (None allowed) if it is one of ``valid``, else one sentence naming ``setter``."""
+    if value is not None and value not in valid:
+        raise OpImplError(f"{what} {value!r} is not one of {', '.join(valid)}; "
+                          f"pass one of those to op.{setter}().")
+    return value
+
+
+def _from_env(var, default, valid):
+    """The environment variable's choice (``default`` when unset or empty), checked."""
+    value = os.environ.get(var, default).strip().lower() or default
+    if value not in valid:
+        raise OpImplError(f"environment variable {var}={value!r} is not one of "
+                          f"{', '.join(valid)}; set it to one of those or unset it.")
+    return value
+
+
 def set_impl(impl):
     """Select the op implementation for CUDA tensors: 'auto', 'cuda' or 'ref' (None = env var)."""
     global _override
-    if impl is not None and impl not in VALID_IMPLS:
-        raise OpImplError(f"op implementation {impl!r} is not one of {', '.join(VALID_IMPLS)}; "
-                          f"pass one of those to op.set_impl().")
-    _override = impl
+    _override = _checked(impl, VALID_IMPLS, "op implementation", "set_impl")
 
 
 def get_impl():
     """The implementation currently selected: set_impl's value, else $EXEGAN_OPS, else 'auto'."""
     if _override is not None:
         return _override
-    impl = os.environ.get(ENV_VAR, 'auto').strip().lower() or 'auto'
-    if impl not in VALID_IMPLS:
-        raise OpImplError(f"environment variable {ENV_VAR}={impl!r} is not one of "
-                          f"{', '.join(VALID_IMPLS)}; set it to one of those or unset it.")
-    return impl
+    return _from_env(ENV_VAR, 'auto', VALID_IMPLS)
 
 
 def set_upfirdn2d_kernel(kernel):
     """Select the compiled upfirdn2d kernel: 'default' | 'tiled' (None = the env variable)."""
     global _kernel_override
-    if kernel is not None and kernel not in VALID_KERNELS:
-        raise OpImplError(f"upfirdn2d kernel {kernel!r} is not one of {', '.join(VALID_KERNELS)}; "
-                          f"pass one of those to op.set_upfirdn2d_kernel().")
-    _kernel_override = kernel
+    _kernel_override = _checked(kernel, VALID_KERNELS, "upfirdn2d kernel", "set_upfirdn2d_kernel")
 
 
 def get_upfirdn2d_kernel():
@@ -72,11 +79,7 @@ def get_upfirdn2d_kernel():
     $EXEGAN_UPFIRDN2D_KERNEL, else 'default'."""
     if _kernel_override is not None:
         return _kernel_override
-    kernel = os.environ.get(KERNEL_ENV_VAR, 'default').strip().lower() or 'default'
-    if kernel not in VALID_KERNELS:
-        raise OpImplError(f"environment variable {KERNEL_ENV_VAR}={kernel!r} is not one of "
-                          f"{', '.join(VALID_KERNELS)}; set it to one of those or unset it.")
-    return kernel
+    return _from_env(KERNEL_ENV_VAR, 'default', VALID_KERNELS)
 
 
 def set_upfirdn2d_naive(flag):

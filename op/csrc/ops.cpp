@@ -150,6 +150,17 @@ static void upfirdn2d_host(const at::Tensor& out, const at::Tensor& xc, const at
   });
 }
 
+// The general kernel (one output sample per thread) on the tensors' device.
+static void upfirdn2d_general(const at::Tensor& out, const at::Tensor& xc, const at::Tensor& kc,
+                              const UpFirDn2dParams& p) {
+  if (xc.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    upfirdn2d_launch(out, xc, kc, p);
+  } else {
+    upfirdn2d_host(out, xc, kc, p);
+  }
+}
+
 static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
                             int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
                             int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
@@ -157,13 +168,7 @@ static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64
   UpFirDn2dParams p;
   at::Tensor out = upfirdn2d_prepare(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1,
                                      pad_y0, pad_y1, xc, kc, p);
-  if (p.total == 0) return out;
-  if (xc.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
-    upfirdn2d_launch(out, xc, kc, p);
-    return out;
-  }
-  upfirdn2d_host(out, xc, kc, p);
+  if (p.total > 0) upfirdn2d_general(out, xc, kc, p);
   return out;
 }
 
@@ -181,17 +186,13 @@ static at::Tensor upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel,
                                      pad_y0, pad_y1, xc, kc, p);
   if (p.total == 0) return out;
   const int tiled_case = upfirdn2d_tiled_case(p);
-  if (xc.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
-    if (tiled_case < 0) {
-      upfirdn2d_launch(out, xc, kc, p);
-    } else {
-      upfirdn2d_tiled_launch(out, xc, kc, p, tiled_case);
-    }
+  if (tiled_case < 0) {
+    upfirdn2d_general(out, xc, kc, p);
     return out;
   }
-  if (tiled_case < 0) {
-    upfirdn2d_host(out, xc, kc, p);
+  if (xc.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    upfirdn2d_tiled_launch(out, xc, kc, p, tiled_case);
     return out;
   }
   upfirdn2d_tiled_dispatch(tiled_case, [&](auto tile) {
