@@ -28,21 +28,49 @@ folders, and the application scripts' ``--mask`` / ``--exemplar`` / ``--sketch``
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
 from datasets.errors import DatasetError
 from datasets.imaging import IMAGE_EXTENSIONS, rel_stem, scan_images
 
 __all__ = ["NAME", "NamePattern", "NamedFiles", "FolderPairing", "parse_pair_by",
-           "suggest_pair_by", "PAIR_BY_HELP"]
+           "suggest_pair_by", "suggest_roles", "roles_named", "PAIR_BY_HELP", "ROLE_WORDS"]
 
 #: The placeholder of the key in a pattern.
 NAME = "{name}"
+
+#: Words in a name's fixed part that say which role a file plays (``1_real`` is an image,
+#: ``1_mask`` a mask, ``1_out`` a completion). ``--pair-by`` hints only give a role a suffix that
+#: names it or no other role, so ``1_mask`` is never suggested as ground truth.
+ROLE_WORDS: Dict[str, Tuple[str, ...]] = {
+    "image": ("real", "gt", "image", "img", "orig", "original", "target", "input", "clean",
+              "truth", "groundtruth"),
+    "mask": ("mask", "masks", "hole", "holes", "masked"),
+    "exemplar": ("exe", "exemplar", "ref", "reference", "style"),
+    "pred": ("out", "output", "pred", "result", "comp", "completed", "completion", "inpainted",
+             "fake", "fill", "filled"),
+    "sketch": ("sketch", "edge", "edges", "line", "lines"),
+}
+_ROLE_ALIAS = {"gt": "image"}
 
 PAIR_BY_HELP = ("how file names pair across folders, as ROLE=PATTERN with {name} standing for "
                 "the shared part, e.g. mask={name}_mask (x.png + x_mask.png) or image={name}_real "
                 "mask={name}_mask exemplar={name}_exe (1_real.png + 1_mask.png + 1_exe.png); "
                 "default {name} for every role (same name, any extension)")
+
+
+def roles_named(text: str) -> set:
+    """The roles whose words (ROLE_WORDS) appear as tokens of ``text`` (e.g. ``'_mask'`` ->
+    ``{'mask'}``; ``'_unmasked'`` names none)."""
+    tokens = {t for t in re.split(r"[^a-z0-9]+", text.lower()) if t}
+    return {role for role, words in ROLE_WORDS.items() if tokens & set(words)}
+
+
+def _fits_role(affix: str, role: str) -> bool:
+    """False when ``affix`` names another role and not ``role`` itself."""
+    named = roles_named(affix)
+    return not named or _ROLE_ALIAS.get(role, role) in named
 
 
 class NamePattern:
@@ -130,6 +158,8 @@ class NamedFiles:
         names = scan_images(root, extensions) if names is None else list(names)
         self.stems = [rel_stem(n) for n in names]
         specific = [p for p in exclude if not p.generic and p != self.pattern]
+        # Stems another role's specific pattern claims: never offered to this role in hints.
+        self.others_stems = {s for s in self.stems if any(p.key(s) is not None for p in specific)}
         self.by_key: Dict[str, str] = {}
         for n, stem in zip(names, self.stems):
             if self.pattern.generic and any(p.key(stem) is not None for p in specific):
@@ -181,7 +211,8 @@ class NamedFiles:
                f"{len(all_keys)} image(s) ({shown}): looked for '{self.pattern.stem(first)}.*'")
         if image_pattern.stem(first) != first:
             msg += f" (the partner of '{image_pattern.stem(first)}.*')"
-        hint = suggest_pair_by([image_pattern.stem(k) for k in all_keys], self.stems,
+        hint = suggest_pair_by([image_pattern.stem(k) for k in all_keys],
+                               [s for s in self.stems if s not in self.others_stems],
                                image_role, self.role)
         if hint:
             msg += f"; the names there suggest --pair-by {hint}"
@@ -194,7 +225,9 @@ class NamedFiles:
 def suggest_pair_by(image_stems: Sequence[str], other_stems: Sequence[str], image_role: str,
                     other_role: str, tries: int = 5) -> Optional[str]:
     """A ``--pair-by`` value that pairs at least half of ``image_stems`` with ``other_stems`` by
-    a shared prefix and role suffixes (``1_real`` / ``1_mask``), or None."""
+    a shared prefix and role suffixes (``1_real`` / ``1_mask``), or None. A suffix that names
+    another role (ROLE_WORDS) is never given to a role (``gt={name}_mask`` is not suggested);
+    among equally good suffixes, the ones that name their roles win."""
     if not image_stems or not other_stems:
         return None
     others = set(other_stems)
@@ -214,14 +247,39 @@ def suggest_pair_by(image_stems: Sequence[str], other_stems: Sequence[str], imag
                 continue
             if "/" in a or "/" in b or len(a) > 16 or len(b) > 16:
                 continue
+            if not (_fits_role(a, image_role) and _fits_role(b, other_role)):
+                continue
             hits = sum(1 for s in image_stems if s.endswith(a)
                        and (s[:len(s) - len(a)] if a else s) + b in others)
-            # Among equally good suffixes, one that names the role (_mask for masks) wins.
-            score = 2 * hits + (other_role[:3].lower() in b.lower())
+            # Among equally good suffixes, ones that name their roles (_mask for masks) win.
+            score = 4 * hits + 2 * (bool(roles_named(b)) or other_role[:3].lower() in b.lower()) \
+                + bool(a and roles_named(a))
             if score > best[0]:
                 parts = ([f"{image_role}={NAME}{a}"] if a else []) + [f"{other_role}={NAME}{b}"]
                 best = (score, " ".join(parts))
-    return best[1] if (best[0] // 2) * 2 >= len(image_stems) else None
+    return best[1] if (best[0] // 4) * 2 >= len(image_stems) else None
+
+
+def suggest_roles(stems: Sequence[str], roles: Sequence[str]) -> Optional[str]:
+    """For one folder that holds every role (``1_real``, ``1_mask``, ``1_out``): the
+    ``--pair-by`` patterns of ``roles`` from the suffixes that name them, e.g. ``gt={name}_real
+    pred={name}_out``; None unless every role finds a suffix shared by at least two names (or
+    all of them)."""
+    counts: Dict[str, int] = {}
+    for stem in stems:
+        base = stem.replace(os.sep, "/").rsplit("/", 1)[-1]
+        cut = max(base.rfind(c) for c in "_-. ")
+        if cut > 0:
+            counts[base[cut:]] = counts.get(base[cut:], 0) + 1
+    parts = []
+    for role in roles:
+        named = [(n, suffix) for suffix, n in counts.items()
+                 if _ROLE_ALIAS.get(role, role) in roles_named(suffix)
+                 and len(roles_named(suffix)) == 1 and n >= min(2, len(stems))]
+        if not named:
+            return None
+        parts.append(f"{role}={NAME}{max(named)[1]}")
+    return " ".join(parts)
 
 
 class FolderPairing:

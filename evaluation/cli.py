@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score existing completions instead of running a checkpoint: one folder "
                         "per repeat, paired with --gt (and --masks DIR) by name")
     f.add_argument("--gt", help="with --pred: the ground-truth images (default: --data)")
+    f.add_argument("--allow-subset", action="store_true",
+                   help="with --pred: score completions of only part of the ground truth on "
+                        "purpose (recorded in results.json); otherwise every ground-truth image "
+                        "needs a completion")
     f.add_argument("--pair-by", nargs="+", default=[], metavar="ROLE=PATTERN",
                    help="roles image (alias gt), mask, exemplar, pred; "
                         + PAIR_BY_HELP.replace("%", "%%"))
@@ -187,6 +191,9 @@ def resolve(args, argv=None):
     if args.gt:
         raise ProtocolError("--gt is the ground truth of --pred; without --pred give the test "
                             "images with --data.")
+    if args.allow_subset:
+        raise ProtocolError("--allow-subset only applies to --pred (scoring existing "
+                            "completions); without --pred choose the images with --n-images.")
     if args.masks:
         masks, mask_dir = _kind_and_dir(args.masks, MASK_CHOICES, "--masks")
     else:
@@ -251,6 +258,7 @@ def _resolve_scoring(args, argv, files, allow_random, data, sources):
         metrics=list(args.metrics) if args.metrics else list(DEFAULT_METRICS),
         fid_resize=args.fid_resize, out=args.out, progress=not args.no_progress,
         config=args.config, pair_by=list(args.pair_by), pred=list(args.pred),
+        allow_subset=args.allow_subset,
         command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
 
 

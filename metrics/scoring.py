@@ -41,6 +41,91 @@ def _image_size(path: str) -> Tuple[int, int]:
         raise ProtocolError(f"Cannot read image '{path}' ({e}); remove or replace it.") from None
 
 
+def _listed(names, limit: int = 3) -> str:
+    return ", ".join(f"'{n}'" for n in names[:limit]) + \
+        (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _unmatched(files, keys) -> list:
+    """Names (relative to the folder) of ``files`` that no key of ``keys`` pairs with."""
+    used = {files.get(k) for k in keys}
+    return sorted(n for n in files.by_key.values() if os.path.join(files.root, n) not in used)
+
+
+def _check_one_to_one(s: TestSettings, keys, preds, gt) -> None:
+    """Every ground-truth image and every completion of each repeat is paired once: two
+    completions that find the same ground truth (``01.png`` and ``sub/01.png`` -> ``01.png``)
+    would score it twice, and a completion of a later repeat that no name of the first one
+    pairs with would be left out silently."""
+    for files, option, what in [(gt, "--gt", "ground-truth image")] + \
+            [(p, "--pred", "completion") for p in preds[1:]]:
+        by_file: Dict[str, list] = {}
+        for k in keys:
+            by_file.setdefault(files.get(k), []).append(preds[0].by_key[k])
+        double = [(path, names) for path, names in sorted(by_file.items()) if len(names) > 1]
+        if double:
+            path, names = double[0]
+            raise ProtocolError(
+                f"{len(double)} {what}(s) of {option} '{files.root}' pair with more than one "
+                f"completion of --pred '{s.pred[0]}' (e.g. '{os.path.relpath(path, files.root)}'"
+                f" with {_listed(names)}), so they would be scored more than once; remove or "
+                f"rename the extra completions so that each name occurs once.")
+    for p, d in zip(preds[1:], s.pred[1:]):
+        extra = _unmatched(p, keys)
+        if extra:
+            raise ProtocolError(
+                f"--pred '{d}' has {len(extra)} completion(s) that no completion of --pred "
+                f"'{s.pred[0]}' pairs with ({_listed(extra)}); every --pred folder is one repeat "
+                f"of the same images, so remove them or add their partners to every folder.")
+
+
+def _looks_like_mask(path: str) -> bool:
+    """True for a black-and-white image (grey, nearly every pixel near 0 or 255, both present):
+    a mask, not a photo."""
+    import numpy as np
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB"), dtype=np.int16)
+    except OSError:
+        return False
+    if int(np.abs(a - a[..., :1]).max()) > 2:
+        return False
+    g = a[..., 0]
+    low, high = g <= 8, g >= 247
+    return bool(low.any() and high.any() and (low | high).mean() >= 0.99)
+
+
+def _refuse_masks_as_ground_truth(s: TestSettings, keys, gt, masks, patterns) -> None:
+    """A pairing that takes mask files as ground truth (a pattern that names masks, files the
+    ``--masks`` pattern claims, or black-and-white images) would score completions against
+    masks and exit 0: refuse it with the pattern that pairs the real images."""
+    from datasets.imaging import rel_stem, scan_images
+    from datasets.pairing import NAME, roles_named, suggest_roles
+    template = patterns["image"].template
+    reason = None
+    if "mask" in roles_named(template.replace(NAME, " ")):
+        reason = f"its pattern '{template}' names mask files"
+    elif masks is not None:
+        claimed = {masks.get(k) for k in keys} & {gt.get(k) for k in keys}
+        if claimed:
+            reason = (f"'{os.path.relpath(sorted(claimed)[0], s.data)}' is also the mask of "
+                      f"--masks")
+    if reason is None:
+        for k in keys[:32]:
+            if _looks_like_mask(gt.get(k)):
+                reason = f"'{os.path.relpath(gt.get(k), s.data)}' is a black-and-white mask image"
+                break
+    if reason is None:
+        return
+    hint = suggest_roles([rel_stem(n) for n in scan_images(s.data)], ("gt",))
+    raise ProtocolError(
+        f"--gt '{s.data}' pairs the completions with mask files as ground truth ({reason}), so "
+        f"the scores would compare completions with masks; give the ground-truth images "
+        + (f"(e.g. --pair-by {hint})." if hint else "(their folder with --gt, or their name "
+           "pattern with --pair-by gt=...)."))
+
+
 def score_folders(s: TestSettings) -> Tuple[str, dict]:
     """``test.py --pred DIR [DIR ...] --gt DIR [--masks DIR]``: score existing completions.
 
@@ -90,31 +175,45 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
     for d in s.pred:
         if os.path.realpath(d) == os.path.realpath(s.data) and \
                 patterns["pred"] == patterns["image"]:
+            from datasets.imaging import rel_stem, scan_images
+            from datasets.pairing import suggest_roles
+            roles = ("gt", "pred") + (("mask",) if s.mask_dir and os.path.realpath(s.mask_dir)
+                                      == os.path.realpath(d) else ())
+            hint = suggest_roles([rel_stem(n) for n in scan_images(d)], roles) or \
+                "gt={name}_real pred={name}_out"
             raise ProtocolError(f"--pred and --gt are the same folder '{d}' with the same name "
                                 f"pattern, so every image would be scored against itself; tell "
-                                f"them apart with --pair-by (e.g. gt={{name}}_real "
-                                f"pred={{name}}_out).")
+                                f"them apart with --pair-by (e.g. {hint}).")
     preds = [files(d, "pred", "completion", "--pred") for d in s.pred]
     keys = sorted(preds[0].keys())
-    if s.n_images is not None:
-        if s.n_images > len(keys):
-            raise ProtocolError(f"Asked for {s.n_images} images but --pred '{s.pred[0]}' has "
-                                f"{len(keys)}; lower --n-images.")
-        keys = keys[:s.n_images]
-    for d, p in zip(s.pred[1:], preds[1:]):
-        missing = p.missing(keys)
-        if missing:
-            raise ProtocolError(p.missing_message(missing, patterns["pred"], "pred", keys))
     gt = files(s.data, "image", "ground-truth image", "--gt")
     missing = gt.missing(keys)
     if missing:
         raise ProtocolError(gt.missing_message(missing, patterns["pred"], "pred", keys))
+    for d, p in zip(s.pred[1:], preds[1:]):
+        missing = p.missing(keys)
+        if missing:
+            raise ProtocolError(p.missing_message(missing, patterns["pred"], "pred", keys))
     masks = None
     if s.mask_dir:
         masks = files(s.mask_dir, "mask", "mask", "--masks")
         missing = masks.missing(keys)
         if missing:
             raise ProtocolError(masks.missing_message(missing, patterns["pred"], "pred", keys))
+    _check_one_to_one(s, keys, preds, gt)
+    unscored = _unmatched(gt, keys)
+    if unscored and not s.allow_subset:
+        raise ProtocolError(
+            f"--gt '{s.data}' has {len(unscored)} of {len(gt)} ground-truth image(s) without a "
+            f"completion in --pred '{s.pred[0]}' ({_listed(unscored)}), so the scores would "
+            f"describe a subset; add the missing completions, or pass --allow-subset to score "
+            f"only the completed images on purpose.")
+    _refuse_masks_as_ground_truth(s, keys, gt, masks, patterns)
+    if s.n_images is not None:
+        if s.n_images > len(keys):
+            raise ProtocolError(f"Asked for {s.n_images} images but --pred '{s.pred[0]}' has "
+                                f"{len(keys)}; lower --n-images.")
+        keys = keys[:s.n_images]
 
     # Sizes: one size for all completions; ground truth at that size (or read at S when the
     # completions are S x S, as a test set is read).
@@ -139,6 +238,11 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
         msg = (f"{len(resized)} ground-truth image(s) (e.g. '{gt.get(resized[0])}', {w}x{h}) "
                f"are not {size[0]}x{size[1]}: they are centre-cropped and resized (Lanczos) to "
                f"the completions' size, as a test set is read")
+        log.warning("%s.", msg)
+        warnings.append(msg)
+    if unscored:
+        msg = (f"--allow-subset: {len(unscored)} of {len(gt)} ground-truth image(s) have no "
+               f"completion and are not scored (e.g. '{unscored[0]}')")
         log.warning("%s.", msg)
         warnings.append(msg)
     small = warn_small_sets(len(keys), s.metrics)
@@ -218,6 +322,9 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
             "resize": "centre crop to square, nearest-neighbour resize to the completions' size"},
         "pair_by": {r: patterns[r].template for r in ("image", "pred", "mask")},
         "n_images": len(keys),
+        "subset": {"allow_subset": bool(s.allow_subset), "gt_images": len(gt),
+                   "gt_without_completion": len(unscored),
+                   "first_without_completion": unscored[:20]},
         "image_names_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "first_image": keys[0], "last_image": keys[-1],
         "image_size": list(size),

@@ -71,6 +71,9 @@ class TestSettings:
     # Scoring existing completions (test.py --pred): one folder per repeat; ``data`` is the
     # ground truth, ``mask_dir`` the optional masks (white = hole, or per ``hole_value``).
     pred: Optional[List[str]] = None
+    # With ``pred``: score completions of only part of the ground truth on purpose (recorded);
+    # otherwise a ground-truth image without a completion is an error.
+    allow_subset: bool = False
 
 
 def _file_record(path: Optional[str]) -> Optional[dict]:

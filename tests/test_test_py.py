@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -596,3 +597,110 @@ def test_paired_masks_and_exemplars_pair_by_pattern(files, entry, capsys, tmp_pa
     # Without the option: the expected name and the option in one sentence.
     rc, _, err = _run(entry, capsys, *common, "--masks", "paired", pat, "--out", tmp_path / "no")
     assert rc == 2 and "looked for" in err and "--pair-by" in err and "mask={name}_mask" in err
+
+
+def _copy_tree(src, dst, rename=lambda stem: stem):
+    import shutil
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in sorted(os.listdir(src)):
+        stem, ext = os.path.splitext(name)
+        shutil.copy(src / name, dst / f"{rename(stem)}{ext}")
+    return dst
+
+
+def test_pred_unmatched_or_doubly_matched_files_are_errors(files, entry, capsys, in_memory,
+                                                          tmp_path):
+    """Fewer completions than ground truth, a completion in a sub-folder that falls back to a
+    ground truth already paired, and an extra file in a later repeat: each one sentence that
+    lists the files, nothing written; --allow-subset scores a subset on purpose, recorded."""
+    mem_dir, mem = in_memory
+    r0, r1 = mem_dir / "images" / "all" / "r0", mem_dir / "images" / "all" / "r1"
+    names = sorted(os.listdir(r0))
+    common = ["--gt", files.faces, "--metrics", "l1", "--batch", 2, "--no-progress"]
+
+    fewer = _copy_tree(r0, tmp_path / "fewer")
+    os.remove(fewer / names[-1])
+    rc, _, err = _run(entry, capsys, "--pred", fewer, *common, "--out", tmp_path / "o1")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert "has 1 of 4 ground-truth image(s) without a completion" in lines[0]
+    assert f"'{names[-1]}'" in lines[0] and "--allow-subset" in lines[0]
+    assert not (tmp_path / "o1").exists()
+    rc, _, err = _run(entry, capsys, "--pred", fewer, *common, "--allow-subset",
+                      "--out", tmp_path / "o2")
+    assert rc == 0, err
+    doc = _strict_json(tmp_path / "o2" / "results.json")
+    assert doc["protocol"]["n_images"] == 3
+    assert doc["protocol"]["subset"] == {"allow_subset": True, "gt_images": 4,
+                                         "gt_without_completion": 1,
+                                         "first_without_completion": [names[-1]]}
+    assert any("--allow-subset" in w for w in doc["protocol"]["warnings"])
+    # A full set records that it is not a subset.
+    rc, _, err = _run(entry, capsys, "--pred", r0, *common, "--out", tmp_path / "o3")
+    assert rc == 0, err
+    assert _strict_json(tmp_path / "o3" / "results.json")["protocol"]["subset"][
+        "gt_without_completion"] == 0
+
+    twice = _copy_tree(r0, tmp_path / "twice")
+    _copy_tree(r0, twice / "sub")
+    rc, _, err = _run(entry, capsys, "--pred", twice, *common, "--out", tmp_path / "o4")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert "4 ground-truth image(s)" in lines[0] and "more than one completion" in lines[0]
+    assert f"'{names[0]}', 'sub/{names[0]}'" in lines[0]
+    assert not (tmp_path / "o4").exists()
+
+    extra = _copy_tree(r1, tmp_path / "r1_extra")
+    _copy_tree(r1, extra, rename=lambda stem: stem + "_copy")
+    rc, _, err = _run(entry, capsys, "--pred", r0, extra, *common, "--out", tmp_path / "o5")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert "has 4 completion(s) that no completion of --pred" in lines[0]
+    assert not (tmp_path / "o5").exists()
+
+    rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp, "--data",
+                      files.faces, "--allow-subset", "--out", tmp_path / "o6")
+    assert rc == 2 and "--allow-subset only applies to --pred" in err
+
+
+def test_pred_pairing_hint_follows_the_roles_and_masks_are_no_ground_truth(
+        files, entry, capsys, in_memory, tmp_path):
+    """The layout 1_real / 1_mask / 1_out: the hint gives the ground truth the '_real' files,
+    never the '_mask' ones, and a pairing that takes masks as ground truth is refused."""
+    mem_dir, _ = in_memory
+    ds, _ = _real_images(files.faces)
+    both = tmp_path / "both"
+    _copy_tree(mem_dir / "images" / "all" / "r0", both, rename=lambda s: s + "_out")
+    _copy_tree(mem_dir / "masks" / "all" / "r0", both, rename=lambda s: s + "_mask")
+    _copy_tree(pathlib.Path(files.faces), both, rename=lambda s: s + "_real")
+    common = ["--pred", both, "--gt", both, "--metrics", "l1", "--no-progress"]
+    rc, _, err = _run(entry, capsys, *common, "--pair-by", "pred={name}_out",
+                      "--out", tmp_path / "h")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
+    assert "suggest --pair-by pred={name}_out gt={name}_real" in lines[0]
+    assert "gt={name}_mask" not in lines[0]
+    # Following the old hint scored the completions against the masks and exited 0.
+    for k, extra in enumerate((["--pair-by", "pred={name}_out", "gt={name}_mask"],
+                               ["--masks", both, "--pair-by", "pred={name}_out",
+                                "mask={name}_m", "gt={name}_m"])):
+        if k == 1:
+            _copy_tree(mem_dir / "masks" / "all" / "r0", both, rename=lambda s: s + "_m")
+        out = tmp_path / f"m{k}"
+        rc, _, err = _run(entry, capsys, *common, *extra, "--out", out)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1, (extra, err)
+        assert "pairs the completions with mask files as ground truth" in lines[0]
+        assert "(e.g. --pair-by gt={name}_real)" in lines[0]
+        assert not out.exists()
+    # Masks named like the images in a folder of their own: refused by their content.
+    as_gt = _copy_tree(mem_dir / "masks" / "all" / "r0", tmp_path / "masks_as_gt")
+    rc, _, err = _run(entry, capsys, "--pred", mem_dir / "images" / "all" / "r0", "--gt", as_gt,
+                      "--metrics", "l1", "--no-progress", "--out", tmp_path / "m2")
+    assert rc == 2 and "is a black-and-white mask image" in err, err
+    assert not (tmp_path / "m2").exists()
+    # The correct pairing scores.
+    rc, _, err = _run(entry, capsys, *common, "--pair-by", "pred={name}_out", "gt={name}_real",
+                      "--out", tmp_path / "ok")
+    assert rc == 0, err
+    assert len(ds) == 4

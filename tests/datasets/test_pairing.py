@@ -7,7 +7,7 @@ from datasets.errors import DatasetError, MaskError
 from datasets.exemplars import ExemplarFolder
 from datasets.masks import PairedMasks
 from datasets.pairing import (FolderPairing, NamedFiles, NamePattern, parse_pair_by,
-                              suggest_pair_by)
+                              suggest_pair_by, suggest_roles, roles_named)
 
 
 def _touch(path, value=0, size=8):
@@ -97,3 +97,20 @@ def test_folder_pairing_excludes_roles_in_the_same_folder(tmp_path):
     assert fp.exclude("image", str(tmp_path / "elsewhere")) == []
     assert fp.key_of_file("mask", "/x/a_mask.png") == "a"
     assert fp.key_of_file("image", "b.jpg") == "b"
+
+
+def test_suggestions_give_each_role_the_suffix_that_names_it():
+    """1_real / 1_mask / 1_out in one folder: the ground truth gets '_real', never '_mask'
+    (which sorts first), and a completion named '_mask' is not offered either."""
+    folder = [f"{i}_{s}" for i in (1, 2) for s in ("mask", "out", "real")]
+    assert suggest_pair_by(["1_out", "2_out"], folder, "pred", "gt") == \
+        "pred={name}_out gt={name}_real"
+    assert suggest_pair_by(["1_mask", "1_out", "2_mask", "2_out"], ["1_real", "2_real"],
+                           "pred", "gt") == "pred={name}_out gt={name}_real"
+    assert suggest_pair_by(["1"], ["1_mask"], "pred", "gt") is None
+    assert suggest_roles(folder, ("gt", "pred", "mask")) == \
+        "gt={name}_real pred={name}_out mask={name}_mask"
+    assert suggest_roles(["a_target", "a_result", "b_target", "b_result"], ("gt", "pred")) == \
+        "gt={name}_target pred={name}_result"
+    assert suggest_roles(["1", "2"], ("gt",)) is None
+    assert roles_named("_unmasked") == set() and roles_named("{name}_mask") == {"mask"}
