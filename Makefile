@@ -1,19 +1,21 @@
 # Three commands: `make demo`, `make test` and `make editor` (after `make demo`: the interactive
 # editor on the demo model); `make test` runs `make lint` (ruff, configured in pyproject.toml)
-# first. Each one creates or refreshes the local virtual environment from requirements.txt and
-# requirements-editor.txt when needed, then runs.
+# first. Each one creates or refreshes the local virtual environment from requirements.txt,
+# requirements-editor.txt and (without their dependency pins) requirements-nodeps.txt when
+# needed, then runs.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements.stamp
-REQS   := requirements.txt requirements-editor.txt
+REQS   := requirements.txt requirements-editor.txt requirements-nodeps.txt
 
 .PHONY: demo test lint editor venv clean-venv gpu-check
 
 # Rebuilt only when a requirements file changed (or the venv is missing): fast when nothing did.
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQS))
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-editor.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)

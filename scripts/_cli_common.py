@@ -1,43 +1,23 @@
-"""Shared pieces of the application scripts (inpaint.py, style_mix.py, align_faces.py).
+"""Command-line pieces of the application scripts (inpaint.py, style_mix.py, align_faces.py, the
+editor): input collection and pairing by file name (relative path without extension, or the
+``--pair-by`` patterns; the rule is :mod:`datasets.pairing`, shared with test.py), PNG writing that
+never overwrites (:class:`OutputWriter`), side-by-side sheets, model loading, devices, the shared
+flags, and the ``main`` wrapper that prints a user-fixable error as one sentence (exit status 2).
 
-* input collection and pairing by file name (relative path without extension, or the
-  ``--pair-by`` patterns; the rule is :mod:`datasets.pairing`, shared with test.py);
-* reading images, masks and sketches at their original resolution;
-* the any-size round trip: original image -> model-size input -> completed model-size output ->
-  result at the original size in which only hole pixels change (:func:`prepare`, :func:`paste_back`);
-* PNG writing that never overwrites (:class:`OutputWriter`), model loading, devices, and the
-  ``main`` wrapper that prints a user-fixable error as one sentence (exit status 2).
-
-Resizing rules (the model runs at S x S):
-
-* **image** -> hole pixels set to the known pixels' mean colour (below), padded to a square (the short side is extended on both sides by repeating its edge
-  pixels; the padding counts as known), then resized to S x S with Pillow's **Lanczos** filter
-  (the filter the datasets use); not resampled when already S x S.
-* **mask** -> read at the image's own resolution (grayscale; a pixel is a hole when it is brighter
-  than half the value range, ``--mask-hole black`` flips that; more than 25 % mid-grey pixels is
-  an error), padded with "known", then reduced to S x S by **any-pooling**: a model pixel is a
-  hole when any original pixel in its footprint is (``adaptive_max_pool2d``), so the model's hole
-  covers every original hole pixel.
-* **prediction** -> the completed S x S image (8-bit) is resized back to the padded square with
-  Lanczos, the padding is cropped, and it is pasted **only where the original-resolution mask is a
-  hole**: every known pixel of the output is the input's decoded 8-bit RGB value, bit for bit.
-* **exemplar** -> centre-cropped to a square and resized to S x S with Lanczos (as the datasets).
-
-Before the image is resized its hole pixels are set to the mean colour of its known pixels: the
-resize filter reaches about three model pixels around the hole, and what the hole held (an object
-to remove, a scribble) should not leak into the known pixels the model reads there.
+The library they call lives in :mod:`inference`: reading photos, masks and exemplars
+(:mod:`inference.io`), the any-size round trip (:mod:`inference.roundtrip`, whose docstring has the
+resizing rules), face alignment (:mod:`inference.align`, :mod:`inference.detect`) and the photo
+pipeline of ``--align`` (:mod:`inference.photo`). Its names are re-exported here for the scripts.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -46,12 +26,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from common.errors import UserError  # noqa: E402
-from datasets.imaging import (IMAGE_EXTENSIONS, load_image, open_rgb, pil_to_tensor,  # noqa: E402
-                              rel_stem, scan_images)
-from datasets.masks import read_mask_file  # noqa: E402
-
-#: Resampling filter for images and predictions.
-RESIZE_FILTER = Image.LANCZOS
+from datasets.imaging import IMAGE_EXTENSIONS, open_rgb, rel_stem, scan_images  # noqa: E402,F401
+from inference.errors import InferenceInputError  # noqa: E402
+from inference.io import (LARGE_HOLE, article, mask_warnings, read_binary, read_exemplar,  # noqa: E402,F401
+                          read_rgb, to_uint8, warn)
+from inference.roundtrip import (RESIZE_FILTER, Prepared, any_pool, complete, model_sketch,  # noqa: E402,F401
+                                 paste_back, prepare, with_hole)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -66,8 +46,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class CLIError(UserError, ValueError):
-    """An input a user can fix; printed as one sentence without a traceback."""
+#: An input a user can fix; printed as one sentence without a traceback.
+CLIError = InferenceInputError
 
 
 def user_errors() -> tuple:
@@ -168,157 +148,6 @@ def pair(images: Dict[str, str], path: str, what: str, option: str, pairing=None
     return {k: others.get(k) for k in images}
 
 
-# -------------------------------------------------------------------------------------- reading
-def read_rgb(path: str) -> np.ndarray:
-    """Decoded 8-bit RGB [H, W, 3] (EXIF orientation applied, alpha composited on white)."""
-    return np.asarray(open_rgb(path), dtype=np.uint8).copy()
-
-
-def read_binary(path: str, shape: tuple, what: str, option: str, white_is_on: bool = True) -> np.ndarray:
-    """A black-and-white file as bool [H, W] (True = white, or black with ``white_is_on=False``),
-    thresholded at half of its value range; it must have the image's size ``shape``."""
-    on = read_mask_file(path, hole_value=1 if white_is_on else 0)
-    if on.shape != tuple(shape):
-        raise CLIError(f"{option} {path} is {on.shape[1]}x{on.shape[0]} but its image is {shape[1]}x{shape[0]}; "
-                       f"give {article(what)} {what} of the image's size (width x height).")
-    return on
-
-
-def article(word: str) -> str:
-    """'a' or 'an' before ``word`` (by its first letter: an exemplar, a mask)."""
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-#: Masks whose hole covers more than this fraction of the image get a warning.
-LARGE_HOLE = 0.70
-
-
-def mask_warnings(hole: np.ndarray, hole_colour: str = "white") -> List[str]:
-    """Sentences about a mask that is valid but implausible (empty list when it looks fine):
-
-    * the hole covers more than ``LARGE_HOLE`` of the image (little is left to go on);
-    * it looks inverted: the hole covers most of the image and runs round its whole border while
-      the known pixels form an island inside - what a hole drawn in the other colour gives.
-
-    ``hole_colour`` is the --mask-hole value used to read it (for the suggested fix).
-    """
-    frac = float(hole.mean())
-    out = []
-    border = np.concatenate([hole[0], hole[-1], hole[1:-1, 0], hole[1:-1, -1]])
-    if frac > 0.5 and float(border.mean()) > 0.95:
-        other = "black" if hole_colour == "white" else "white"
-        out.append(f"the mask looks inverted: the hole covers {100 * frac:.0f} % of the image and "
-                   f"surrounds the known pixels; if {other} marks the hole in your masks, pass "
-                   f"--mask-hole {other}.")
-    elif frac > LARGE_HOLE:
-        out.append(f"the hole covers {100 * frac:.0f} % of the image (more than {100 * LARGE_HOLE:.0f} %); "
-                   f"with so little of the face known the results will be poor.")
-    return out
-
-
-def warn(message: str) -> None:
-    """One ``warning: ...`` line on stderr (the run goes on)."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def read_exemplar(path: str, size: int) -> torch.Tensor:
-    """Exemplar [3, S, S] in [-1, 1]: centre crop + Lanczos, as the datasets read images."""
-    return pil_to_tensor(load_image(path, size))
-
-
-# -------------------------------------------------------------------------- model-size round trip
-@dataclass
-class Prepared:
-    """One image on its way to the model and back."""
-    original: np.ndarray          # [H, W, 3] uint8, as decoded
-    hole: np.ndarray              # [H, W] bool at the original resolution (True = hole)
-    top: int                      # padding added above / left to make a square of side `side`
-    left: int
-    side: int
-    image: torch.Tensor           # [3, S, S] in [-1, 1]
-    mask: torch.Tensor            # [1, S, S] float, 1 = hole
-
-    @property
-    def size(self) -> int:
-        return int(self.image.shape[-1])
-
-
-def _pad_square(a: np.ndarray, side: int, top: int, left: int, mode: str) -> np.ndarray:
-    h, w = a.shape[:2]
-    pads = [(top, side - h - top), (left, side - w - left)] + [(0, 0)] * (a.ndim - 2)
-    return np.pad(a, pads, mode=mode) if mode == "edge" else np.pad(a, pads, mode="constant")
-
-
-def any_pool(on: np.ndarray, size: int) -> torch.Tensor:
-    """bool [N, N] -> float [1, S, S]: 1 where any pixel of the footprint is on."""
-    t = torch.from_numpy(on.astype(np.float32))[None, None]
-    if t.shape[-1] != size:
-        t = F.adaptive_max_pool2d(t, size)
-    return t[0]
-
-
-def prepare(original: np.ndarray, hole: np.ndarray, size: int) -> Prepared:
-    """Model-size input for an image of any size (see the module docstring)."""
-    h, w = hole.shape
-    if not hole.any():
-        raise CLIError("the mask has no hole pixels (nothing to fill); white marks the hole "
-                       "(use --mask-hole black for black holes).")
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    filled = original.copy()
-    filled[hole] = np.round(original[~hole].reshape(-1, 3).mean(0)).astype(np.uint8) if (~hole).any() else 128
-    square = _pad_square(filled, side, top, left, "edge")
-    if side != size:
-        square = np.asarray(Image.fromarray(square).resize((size, size), RESIZE_FILTER))
-    image = pil_to_tensor(Image.fromarray(square))
-    mask = any_pool(_pad_square(hole, side, top, left, "constant"), size)
-    return Prepared(original, hole, top, left, side, image, mask)
-
-
-def model_sketch(prep: Prepared, strokes: np.ndarray) -> torch.Tensor:
-    """User strokes (bool [H, W], original resolution) -> [1, S, S] in {0, 1}: restricted to the
-    hole, padded like the image and any-pooled, so a 1-pixel stroke survives the downscale."""
-    on = strokes & prep.hole
-    return any_pool(_pad_square(on, prep.side, prep.top, prep.left, "constant"), prep.size)
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """[3, H, W] in [-1, 1] -> [H, W, 3] uint8 (rounded)."""
-    a = ((t.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return a.permute(1, 2, 0).numpy()
-
-
-def paste_back(prep: Prepared, completed: torch.Tensor) -> np.ndarray:
-    """Completed model-size image [3, S, S] -> result [H, W, 3] uint8 at the original size whose
-    known pixels are ``prep.original``'s exactly."""
-    up = to_uint8(completed)
-    if prep.side != prep.size:
-        up = np.asarray(Image.fromarray(up).resize((prep.side, prep.side), RESIZE_FILTER))
-    h, w = prep.hole.shape
-    up = up[prep.top:prep.top + h, prep.left:prep.left + w]
-    return np.where(prep.hole[..., None], up, prep.original)
-
-
-def with_hole(original: np.ndarray, hole: np.ndarray, fill=(255, 255, 255)) -> np.ndarray:
-    """The input as the model sees it: hole pixels painted ``fill`` (for the sheets)."""
-    out = original.copy()
-    out[hole] = fill
-    return out
-
-
-def complete(model, prep: Prepared, codes: torch.Tensor, *, seed: int, truncation: float,
-             sketch: Optional[torch.Tensor] = None) -> np.ndarray:
-    """One result [H, W, 3] uint8 at the original size: ``model.complete`` on the model-size input
-    with exemplar ``codes`` [1, n, style_dim] (from ``model.encode_exemplars``, computed once per
-    exemplar rather than once per sample as ``inpaint`` / ``style_mix`` would), z and noise drawn
-    from ``seed``; then :func:`paste_back`. ``sketch`` [1, S, S] needs a SketchEXEGAN."""
-    dev = model.device
-    kw = {} if sketch is None else {"sketch": sketch[None].to(dev)}
-    out = model.complete(prep.image[None].to(dev), prep.mask[None].to(dev), codes.to(dev),
-                         seed=seed, truncation=truncation, **kw)[0]
-    return paste_back(prep, out)
-
-
 # ---------------------------------------------------------------------------------------- sheets
 def tile(a: np.ndarray, height: int, nearest: bool = False) -> Image.Image:
     """[H, W(, 3)] uint8 (or bool) -> RGB image of the given height, aspect kept."""
@@ -387,6 +216,19 @@ class OutputWriter:
         self.written.append(path)
         return path
 
+    def save_json(self, record: dict, path: str) -> str:
+        """``record`` as indented JSON at ``path`` (exclusive create, like :meth:`save`)."""
+        import json
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                json.dump(record, f, indent=1)
+        except FileExistsError:
+            raise CLIError(f"{path} appeared while this run was writing; results are never overwritten, "
+                           f"run again (or use another --out).") from None
+        self.written.append(path)
+        return path
+
 
 # -------------------------------------------------------------------------------------- models
 def load_model(ckpt: str, psp: str, device: torch.device, sketch: bool = False, which: str = "g_ema"):
@@ -418,3 +260,97 @@ def add_model_args(p) -> None:
     p.add_argument("--mask-hole", choices=("white", "black"), default="white",
                    help="which colour of the mask files is the hole (default white)")
     p.add_argument("--out", required=True, help="output folder (created; existing files are never overwritten)")
+
+
+# ------------------------------------------------------------------------------ --align (photos)
+def add_align_args(p, exemplar_options: Sequence[str] = ("--exemplar",)) -> None:
+    """The flags of the photo pipeline (:mod:`inference.photo`)."""
+    g = p.add_argument_group("your own photos (--align)")
+    g.add_argument("--align", action="store_true",
+                   help="the images are ordinary photos: find the face (--landmarks or the detector), "
+                        "complete its aligned crop and put the result back into the photo, inside the "
+                        "hole only (every other pixel is the photo's, bit for bit)")
+    g.add_argument("--landmarks", help="with --align: landmark file / folder / JSON map of the photos (5 points: "
+                                       "left eye, right eye, nose tip, left and right mouth corners; else the "
+                                       "detector finds them)")
+    g.add_argument("--face", default="auto",
+                   help="with --align and several faces: auto (default: the face whose crop holds the hole), "
+                        "largest, or N (0 = the largest face, 1 = the next, ...)")
+    g.add_argument("--crop-scale", type=float, default=1.0,
+                   help="with --align: a crop this many times larger around the same face, for holes that "
+                        "reach past the standard aligned crop (default 1)")
+    g.add_argument("--feather", type=int, default=0, metavar="PX",
+                   help="with --align: blend the outermost PX pixels inside the hole edge with the photo "
+                        "(a distance ramp; never outside the hole; default 0: a hard composite)")
+    g.add_argument("--exemplar-aligned", action="store_true",
+                   help=f"with --align: {'/'.join(exemplar_options)} already aligned face crops (centre-"
+                        f"cropped as without --align) instead of photos whose face is found and aligned")
+    g.add_argument("--exemplar-landmarks",
+                   help="with --align: landmark file / folder / JSON map of the exemplars (else the detector)")
+    g.add_argument("--save-transform", action="store_true",
+                   help="with --align: also write <name>_transform.json (transform, landmarks, face box; "
+                        "the PNGs carry it in their 'exegan:transform' text chunk either way)")
+
+
+def check_align_args(args) -> None:
+    """The --align flags make sense together (one sentence otherwise)."""
+    from inference.photo import check_settings, parse_face
+    import math
+    if not args.align:
+        used = [f for f, v in (("--landmarks", args.landmarks), ("--face", args.face != "auto"),
+                               ("--crop-scale", args.crop_scale != 1.0), ("--feather", args.feather != 0),
+                               ("--exemplar-aligned", args.exemplar_aligned),
+                               ("--exemplar-landmarks", args.exemplar_landmarks),
+                               ("--save-transform", args.save_transform)) if v]
+        if used:
+            raise CLIError(f"{', '.join(used)} only {'apply' if len(used) > 1 else 'applies'} with --align; add "
+                           f"--align to complete a photo through its aligned face crop.")
+        return
+    if args.exemplar_aligned and args.exemplar_landmarks:
+        raise CLIError("--exemplar-aligned and --exemplar-landmarks contradict each other: aligned exemplars "
+                       "need no landmarks; give one of them.")
+    if not math.isfinite(args.crop_scale):
+        raise CLIError(f"--crop-scale must be a finite number, got {args.crop_scale}.")
+    args.face = parse_face(args.face)
+    check_settings(args.crop_scale, args.feather)
+
+
+def photo_landmarks(images: Dict[str, str], path: Optional[str], option: str) -> Optional[Dict[str, np.ndarray]]:
+    """{key: [5, 2]} from a landmark file / folder / JSON map, or None (the detector finds them)."""
+    if not path:
+        return None
+    from inference.align import landmarks_from_files
+    try:
+        return landmarks_from_files(images, path)
+    except CLIError as e:
+        raise CLIError(str(e).replace("--landmarks", option, 1)) from None
+
+
+class PhotoFaces:
+    """Faces of photos and exemplars for --align, from landmark files or the detector, found once per
+    file (the checks before the first write find them; the run reuses them)."""
+
+    def __init__(self, aligner, photo_marks=None, exemplar_marks=None):
+        self.aligner = aligner
+        self.photo_marks, self.exemplar_marks = photo_marks or {}, exemplar_marks or {}
+        self._found: Dict[str, list] = {}
+
+    def of(self, path: str, rgb: np.ndarray, marks: Optional[np.ndarray], source: str) -> list:
+        if path not in self._found:
+            self._found[path] = self.aligner.faces(rgb, marks, source)
+        return self._found[path]
+
+    def photo(self, key: str, path: str, rgb: np.ndarray, hole: np.ndarray, landmarks_path: Optional[str]):
+        faces = self.of(path, rgb, self.photo_marks.get(key), landmarks_path or "")
+        return self.aligner.photo(rgb, hole, path, faces)
+
+    def exemplar(self, key: str, path: str, landmarks_path: Optional[str]):
+        """(aligned exemplar [3, S, S], its record)."""
+        rgb = read_rgb(path)
+        faces = self.of(path, rgb, self.exemplar_marks.get(key), landmarks_path or "")
+        return self.aligner.exemplar(rgb, path, faces)
+
+
+def transform_json(record: dict) -> str:
+    import json
+    return json.dumps(record, separators=(",", ":"))

@@ -34,6 +34,8 @@ detector if one is installed: facenet-pytorch's MTCNN, whose weights ship inside
 (``pip install requests && pip install --no-deps facenet-pytorch``: ``--no-deps`` because the
 package pins an old torch; ``requests`` because it imports it at import time).
 Nothing is ever downloaded. With neither, the script stops with an error saying so.
+The geometry, the landmark readers and the detector are library code (:mod:`inference.align`,
+:mod:`inference.detect`); this file is the command line.
 
 File formats: TXT = 10 (or 136) numbers, whitespace / comma separated, read as x y pairs; JSON = a
 list of [x, y] pairs (or a flat list), or ``{"landmarks": ...}``, or ``{"<image name>": ..., ...}``.
@@ -42,207 +44,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from inference.align import (LANDMARK_NAMES, PAD_MODES, TEMPLATE, align, apply,  # noqa: E402,F401
+                             landmarks_from_files, lookup, read_points, template, to_five, umeyama, warp)
+from inference.detect import Detector, make_detector  # noqa: E402,F401
 from scripts import _cli_common as cli  # noqa: E402
 
-#: Template of the 5 landmarks as fractions of the output side (see the module docstring).
-TEMPLATE = np.array([
-    [0.375, 0.4725],   # left eye
-    [0.625, 0.4725],   # right eye
-    [0.5, 0.6225],     # nose tip
-    [0.4, 0.7475],     # left mouth corner
-    [0.6, 0.7475],     # right mouth corner
-])
-LANDMARK_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")
-PAD_MODES = {"reflect": "reflection", "edge": "border", "black": "zeros"}
-
-
-def template(size: int) -> np.ndarray:
-    """Template positions in pixels of a ``size`` x ``size`` output (pixel centres at integers)."""
-    return TEMPLATE * size - 0.5
-
-
-# ------------------------------------------------------------------------------------ geometry
-def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (no reflection) with dst ~ M @ [src, 1].
-
-    Umeyama (1991), "Least-squares estimation of transformation parameters between two point
-    patterns": with centred points, covariance C = dst_c^T src_c / n = U D V^T, R = U S V^T where
-    S = diag(1, det(U) det(V)) rules out a reflection, scale = trace(D S) / var(src), and
-    t = mean(dst) - scale R mean(src). Returns the 2x3 matrix [scale R | t].
-    """
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc ** 2).sum(1).mean()
-    if var_s <= 0:
-        raise cli.CLIError("the landmarks all lie at one point; check the landmark file.")
-    u, d, vt = np.linalg.svd(dc.T @ sc / len(src))
-    s = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
-    r = u @ s @ vt
-    scale = float(np.trace(np.diag(d) @ s) / var_s)
-    t = mu_d - scale * r @ mu_s
-    return np.concatenate([scale * r, t[:, None]], 1)
-
-
-def apply(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Points [N, 2] through a 2x3 affine matrix."""
-    pts = np.asarray(pts, np.float64)
-    return pts @ matrix[:, :2].T + matrix[:, 2]
-
-
-def warp(image: np.ndarray, matrix: np.ndarray, size: int, pad: str = "reflect") -> np.ndarray:
-    """Resample ``image`` [H, W, 3] uint8 so that output pixel q shows source point M^-1 q.
-
-    Bicubic ``grid_sample``; when the transform shrinks by 2x or more the photo is first reduced
-    with Lanczos by the integer part of the shrink, so the bicubic step never skips pixels.
-    ``pad``: what lies outside the photo (reflect | edge | black).
-    """
-    h, w = image.shape[:2]
-    a, t = matrix[:, :2], matrix[:, 2]
-    scale = math.sqrt(abs(np.linalg.det(a)))
-    src = Image.fromarray(image)
-    factor = int(1.0 / scale) if scale < 0.5 else 1
-    if factor > 1:
-        src = src.resize((max(1, round(w / factor)), max(1, round(h / factor))), Image.LANCZOS)
-    sx, sy = src.width / w, src.height / h  # source pixel u -> (u + 0.5) * sx - 0.5 after the reduce
-
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
-                            indexing="ij")
-    q = torch.stack([xs, ys], -1).reshape(-1, 2) - torch.from_numpy(t)
-    p = q @ torch.from_numpy(np.linalg.inv(a)).T                      # source pixel coordinates
-    u = (p[:, 0] + 0.5) * sx - 0.5
-    v = (p[:, 1] + 0.5) * sy - 0.5
-    # grid_sample, align_corners=False: normalised -1 is the left edge of pixel 0 (u = -0.5).
-    grid = torch.stack([(2 * u + 1) / src.width - 1, (2 * v + 1) / src.height - 1], -1)
-    grid = grid.reshape(1, size, size, 2).float()
-    x = torch.from_numpy(np.asarray(src, np.float32).copy()).permute(2, 0, 1)[None]
-    out = F.grid_sample(x, grid, mode="bicubic", padding_mode=PAD_MODES[pad], align_corners=False)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def align(image: np.ndarray, landmarks: np.ndarray, size: int, pad: str = "reflect"):
-    """(aligned [size, size, 3] uint8, 2x3 matrix image -> aligned) for 5 landmarks [5, 2]."""
-    matrix = umeyama(landmarks, template(size))
-    return warp(image, matrix, size, pad), matrix
-
-
-# ------------------------------------------------------------------------------------ landmarks
-def to_five(points, where: str) -> np.ndarray:
-    """[5, 2] landmarks from 5 or 68 (x, y) points (flat or paired)."""
-    try:
-        a = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    except (TypeError, ValueError):
-        raise cli.CLIError(f"{where} does not hold numbers as x y pairs; give 5 landmarks "
-                           f"({', '.join(LANDMARK_NAMES)}).") from None
-    if len(a) == 68:
-        a = np.stack([a[36:42].mean(0), a[42:48].mean(0), a[30], a[48], a[54]])
-    if len(a) != 5 or not np.isfinite(a).all():
-        raise cli.CLIError(f"{where} holds {len(a)} points; give 5 landmarks as x y pairs "
-                           f"({', '.join(LANDMARK_NAMES)}) or 68 iBUG points.")
-    return a
-
-
-def _read_points(path: str):
-    """Contents of a landmark file: points (a list) or, for a JSON name map, a dict."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise cli.CLIError(f"cannot read landmark file {path} ({e.strerror}).") from None
-    if path.lower().endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise cli.CLIError(f"landmark file {path} is not valid JSON ({e.msg}, line {e.lineno}).") from None
-        if isinstance(data, dict) and "landmarks" in data:
-            data = data["landmarks"]
-        return data
-    try:
-        return [float(v) for v in re.split(r"[\s,;]+", text.strip()) if v]
-    except ValueError:
-        raise cli.CLIError(f"landmark file {path} holds something other than numbers; give 10 numbers "
-                           f"(x y for {', '.join(LANDMARK_NAMES)}).") from None
-
-
-def _lookup(data: dict, key: str, image_path: str, path: str):
-    """Entry of a JSON name -> points map for an image (by relative name, file name or stem)."""
-    base = os.path.basename(image_path)
-    for k in (key, base, cli.rel_stem(base), image_path):
-        if k in data:
-            entry = data[k]
-            return entry["landmarks"] if isinstance(entry, dict) and "landmarks" in entry else entry
-    raise cli.CLIError(f"landmark file {path} has no entry for image {image_path} (looked up {key!r} "
-                       f"and {base!r}).")
-
-
-def landmarks_from_files(images: Dict[str, str], path: str) -> Dict[str, np.ndarray]:
-    """{image key: [5, 2]} from --landmarks (file, folder paired by name, or JSON name map)."""
-    if not os.path.exists(path):
-        raise cli.CLIError(f"--landmarks {path} does not exist.")
-    out = {}
-    if os.path.isdir(path):
-        for key in images:
-            found = [c for c in (os.path.join(path, key + e) for e in (".json", ".txt")) if os.path.isfile(c)]
-            if not found:
-                raise cli.CLIError(f"--landmarks folder {path} has no {key}.json or {key}.txt for image "
-                                   f"{images[key]}; landmark files are paired with images by name.")
-            data = _read_points(found[0])
-            if isinstance(data, dict):
-                data = _lookup(data, key, images[key], found[0])
-            out[key] = to_five(data, found[0])
-        return out
-    data = _read_points(path)
-    if not isinstance(data, dict) and len(images) > 1:
-        raise cli.CLIError(f"--landmarks {path} holds one set of landmarks but --image has {len(images)} "
-                           f"images; give a folder of <name>.json/.txt files or a JSON name -> points map.")
-    for key, image_path in images.items():
-        pts = _lookup(data, key, image_path, path) if isinstance(data, dict) else data
-        out[key] = to_five(pts, path)
-    return out
-
-
-class Detector:
-    """facenet-pytorch's MTCNN (weights shipped in the package; nothing is downloaded)."""
-
-    def __init__(self, device: torch.device):
-        from facenet_pytorch import MTCNN  # noqa: WPS433 (optional extra)
-        self.mtcnn = MTCNN(keep_all=True, device=device)
-
-    def __call__(self, image: np.ndarray) -> list:
-        """All faces' 5 landmarks [5, 2], largest face first."""
-        boxes, _, points = self.mtcnn.detect(Image.fromarray(image), landmarks=True)
-        if boxes is None:
-            return []
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return [np.asarray(points[i], np.float64) for i in np.argsort(-area)]
-
-
-def make_detector(device: torch.device) -> Detector:
-    try:
-        import facenet_pytorch  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name != "facenet_pytorch":  # installed, but one of its imports is missing
-            raise cli.CLIError(f"facenet-pytorch is installed but cannot be imported (no module "
-                               f"{e.name!r}); install it with `pip install {e.name}`, or pass --landmarks.") from None
-        raise cli.CLIError("no --landmarks given and no face detector is installed; pass --landmarks "
-                           "(5 points per image: left eye, right eye, nose tip, left and right mouth "
-                           "corners) or install the optional detector with "
-                           "`pip install requests && pip install --no-deps facenet-pytorch`.") from None
-    return Detector(device)
-
+#: Largest --size: 4096 x 4096 is four times FFHQ's 1024 (a larger one would allocate gigabytes).
+MAX_SIZE = 4096
 
 # ------------------------------------------------------------------------------------------ main
 EPILOG = """\
@@ -272,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.size < 8:
-        raise cli.CLIError(f"--size must be at least 8 pixels, got {args.size}.")
+    if not 8 <= args.size <= MAX_SIZE:
+        raise cli.CLIError(f"--size must be from 8 to {MAX_SIZE} pixels, got {args.size}.")
     images = cli.collect(args.image, "image", "--image")
     marks = landmarks_from_files(images, args.landmarks) if args.landmarks else None
     detector = make_detector(cli.resolve_device(args.device)) if marks is None else None
@@ -284,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if marks is not None:
             faces = [marks[key]]
         else:
-            faces = detector(image)
+            faces = [face.landmarks for face in detector(image)]
             if not faces:
                 print(f"{path}: no face found, skipped", file=sys.stderr)
                 continue

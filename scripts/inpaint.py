@@ -8,8 +8,16 @@ attributes, K diverse results per image, plus a side-by-side sheet.
 
 Images may have any size: they are brought to the model size and the prediction is pasted back
 at the original size inside the hole only (the known pixels of every output are the input's,
-bit for bit). See scripts/_cli_common.py for the resizing and thresholding rules and
-docs/applications.md for the whole workflow (alignment, sketches).
+bit for bit). See inference/roundtrip.py for the resizing and thresholding rules and
+docs/applications.md for the whole workflow (sketches, your own photos).
+
+Ordinary photos (not aligned face crops) go through the face's aligned crop with ``--align``:
+
+    python scripts/inpaint.py --ckpt EXE_GAN_model_256.pt --psp psp_ffhq_encode.pt --align \\
+        --image photo.jpg --mask photo_mask.png --exemplar other_photo.jpg --out results/
+
+the face is found (``--landmarks`` or the detector), photo, hole and exemplar are aligned, the crop
+is completed and warped back into the photo inside the hole only (inference/photo.py).
 """
 from __future__ import annotations
 
@@ -46,6 +54,12 @@ its image's size, is black-and-white and has a hole, every image has its exempla
 problems are listed at once. Masks whose hole covers more than 70 % of the image, or that look
 inverted (the hole runs round the border, the known pixels form an island), get a warning.
 
+--align (ordinary photos): the face whose aligned crop holds the hole is completed (--face to
+choose); a hole that reaches outside the crop is an error that suggests a --crop-scale; exemplars
+are aligned too (their own landmarks or detection) unless --exemplar-aligned; every result is at
+the photo's size and carries the transform in its 'exegan:transform' PNG text chunk
+(--save-transform also writes <name>_transform.json).
+
 --skip-existing resumes an interrupted folder run in the same --out: images whose outputs are all
 there are skipped, missing files of a set are written (sample k is always drawn with seed + k, so
 the set is what an uninterrupted run writes); an existing file made with another checkpoint,
@@ -69,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume an interrupted run into the same --out: skip images whose outputs "
                         "exist, write only the missing files (instead of a new '-N' set)")
     cli.add_model_args(p)
+    cli.add_align_args(p)
     return p
 
 
-def inpaint_one(model, prep: cli.Prepared, exemplar, *, samples: int, seed: int, truncation: float,
+def inpaint_one(model, prep, exemplar, *, samples: int, seed: int, truncation: float,
                 sketch=None) -> list:
-    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k.
+    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k. ``prep`` is a
+    :class:`cli.Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`.
 
     Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
     it); the exemplar is encoded once for all K samples.
@@ -86,7 +102,7 @@ def inpaint_one(model, prep: cli.Prepared, exemplar, *, samples: int, seed: int,
 
 # Metadata written into every PNG and compared by --skip-existing with the files already there.
 _SETTINGS_META = ("exegan:ckpt", "exegan:image", "exegan:mask", "exegan:exemplar", "exegan:sketch",
-                  "exegan:truncation", "exegan:seed")
+                  "exegan:truncation", "exegan:seed", "exegan:align")
 
 
 def _file_meta(args, key, image_path, masks, exemplars, sketches) -> dict:
@@ -95,6 +111,9 @@ def _file_meta(args, key, image_path, masks, exemplars, sketches) -> dict:
             "exegan:truncation": args.truncation}
     if sketches is not None:
         meta["exegan:sketch"] = sketches[key]
+    if args.align:
+        meta["exegan:align"] = (f"face={args.face};crop_scale={args.crop_scale:g};feather={args.feather};"
+                                f"exemplar_aligned={int(args.exemplar_aligned)}")
     return meta
 
 
@@ -118,11 +137,13 @@ def _differs(path: str, want: dict) -> Optional[str]:
     return None
 
 
-def precheck(images, masks, exemplars, sketches, args, todo) -> List[str]:
+def precheck(images, masks, exemplars, sketches, args, todo, faces=None) -> List[str]:
     """Read every input of the images in ``todo`` before anything is written: a list of problems
-    (``<file>: <what is wrong>``; empty when all is well). Warnings are printed as they are found."""
+    (``<file>: <what is wrong>``; empty when all is well). Warnings are printed as they are found.
+    With --align (``faces``, a :class:`cli.PhotoFaces`) every photo's face is found and its crop
+    checked to hold the hole, and every exemplar's face is found."""
     problems, seen_exemplars = [], {}
-    for key in todo:
+    for key in _progress(todo, "checking inputs", faces is not None):
         image_path = images[key]
         try:
             shape = cli.read_rgb(image_path).shape[:2]
@@ -137,6 +158,8 @@ def precheck(images, masks, exemplars, sketches, args, todo) -> List[str]:
                                     f"marks the hole (use --mask-hole black for black holes).")
                 for w in cli.mask_warnings(hole, args.mask_hole):
                     cli.warn(f"{masks[key]}: {w}")
+                if faces is not None and hole.any():
+                    faces.photo(key, image_path, cli.read_rgb(image_path), hole, args.landmarks)
             except cli.user_errors() as e:
                 problems.append(str(e))
             if sketches is not None:
@@ -147,7 +170,10 @@ def precheck(images, masks, exemplars, sketches, args, todo) -> List[str]:
         ex = exemplars[key]
         if ex not in seen_exemplars:
             try:
-                cli.open_rgb(ex)
+                if faces is not None and not args.exemplar_aligned:
+                    faces.exemplar(key, ex, args.exemplar_landmarks)
+                else:
+                    cli.open_rgb(ex)
                 seen_exemplars[ex] = None
             except cli.user_errors() as e:
                 seen_exemplars[ex] = str(e)
@@ -155,10 +181,19 @@ def precheck(images, masks, exemplars, sketches, args, todo) -> List[str]:
     return problems
 
 
+def _progress(keys, desc: str, show: bool):
+    """``keys`` with a tqdm progress bar on stderr for folder runs (more than one image)."""
+    if not show or len(keys) < 2:
+        return keys
+    from tqdm import tqdm
+    return tqdm(keys, desc=desc, unit="image", leave=False)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.samples < 1:
         raise cli.CLIError(f"--samples must be at least 1, got {args.samples}.")
+    cli.check_align_args(args)
     device = cli.resolve_device(args.device)
 
     pairing = cli.folder_pairing(args.pair_by, {"image": args.image, "mask": args.mask,
@@ -179,6 +214,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     masks, exemplars, sketches = paired["mask"], paired["exemplar"], paired.get("sketch")
     writer = cli.OutputWriter(args.out)
     suffixes = [f"_sample{k}.png" for k in range(args.samples)] + ([] if args.no_sheet else ["_sheet.png"])
+    if args.save_transform:
+        suffixes.append("_transform.json")
+    faces = model = None
+    if args.align:  # the crop geometry needs the model's size before the checks
+        photo_marks = cli.photo_landmarks(images, args.landmarks, "--landmarks")
+        exemplar_marks = None if args.exemplar_aligned else \
+            cli.photo_landmarks(exemplars, args.exemplar_landmarks, "--exemplar-landmarks")
+        model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which)
+        from inference.photo import PhotoAligner
+        aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
+                               device=device)
+        faces = cli.PhotoFaces(aligner, photo_marks, exemplar_marks)
 
     # --skip-existing: the images whose whole first set is there are done; the files of a set
     # that exist must come from these settings (sample k is seed + k, so the rest completes it).
@@ -199,48 +246,74 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if len(todo) < len(images):
             print(f"--skip-existing: {len(images) - len(todo)} of {len(images)} image(s) already done in "
                   f"{args.out}")
-    problems += precheck(images, masks, exemplars, sketches, args, todo)
+    problems += precheck(images, masks, exemplars, sketches, args, todo, faces)
     if problems:
         if len(problems) == 1:
             raise cli.CLIError(f"{problems[0].rstrip('.')}; nothing was written.")
         raise cli.CLIError(f"{len(problems)} problems with the inputs, nothing was written:\n  "
                            + "\n  ".join(problems))
 
-    model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which)
+    if model is None:
+        model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which)
     size = model.size
 
-    for key in todo:
+    for key in _progress(todo, "inpainting", True):
         image_path = images[key]
         original = cli.read_rgb(image_path)
         hole = cli.read_binary(masks[key], original.shape[:2], "mask", "--mask", args.mask_hole == "white")
-        try:
-            prep = cli.prepare(original, hole, size)
-        except cli.CLIError as e:
-            raise cli.CLIError(f"{masks[key]}: {e}") from None
-        exemplar = cli.read_exemplar(exemplars[key], size)
+        record = None
+        if faces is not None:
+            prep = faces.photo(key, image_path, original, hole, args.landmarks)
+            record = prep.record()
+            if args.exemplar_aligned:
+                exemplar = cli.read_exemplar(exemplars[key], size)
+            else:
+                exemplar, record["exemplar"] = faces.exemplar(key, exemplars[key], args.exemplar_landmarks)
+        else:
+            try:
+                prep = cli.prepare(original, hole, size)
+            except cli.CLIError as e:
+                raise cli.CLIError(f"{masks[key]}: {e}") from None
+            exemplar = cli.read_exemplar(exemplars[key], size)
         sketch = strokes = None
         if sketches is not None:
             strokes = cli.read_binary(sketches[key], original.shape[:2], "sketch", "--sketch",
                                       args.sketch_strokes == "white")
-            sketch = cli.model_sketch(prep, strokes)
+            sketch = prep.model_sketch(strokes) if faces is not None else cli.model_sketch(prep, strokes)
         results = inpaint_one(model, prep, exemplar, samples=args.samples, seed=args.seed,
                               truncation=args.truncation, sketch=sketch)
 
         paths = writer.first_set(key, suffixes) if args.skip_existing else writer.reserve(key, suffixes)
         meta = _file_meta(args, key, image_path, masks, exemplars, sketches)
+        if record is not None:
+            meta["exegan:transform"] = cli.transform_json(record)
+            if args.save_transform and not os.path.exists(paths["_transform.json"]):
+                writer.save_json({**record, "source": image_path}, paths["_transform.json"])
         for k, res in enumerate(results):
             if not os.path.exists(paths[f"_sample{k}.png"]):
                 writer.save(res, paths[f"_sample{k}.png"], {**meta, "exegan:seed": args.seed + k})
         if not args.no_sheet and not os.path.exists(paths["_sheet.png"]):
             h = max(size, 64)
             tiles = [cli.tile(cli.with_hole(original, hole), h), cli.tile(hole, h, nearest=True)]
+            if faces is not None:  # what the model saw: the aligned crop and its hole
+                tiles.append(cli.tile(cli.with_hole(prep.crop, prep.crop_hole), h))
             if strokes is not None:
                 tiles.append(cli.tile(strokes & hole, h, nearest=True))
             tiles.append(cli.tile(cli.to_uint8(exemplar), h))
             tiles += [cli.tile(r, h) for r in results]
             writer.save(cli.hstack(tiles), paths["_sheet.png"], meta)
-        print(f"{image_path} -> {', '.join(paths[s] for s in suffixes)}")
+        where = "" if record is None else f" (face {record['face_index']} of {record['faces_found']})"
+        _say(f"{image_path}{where} -> {', '.join(paths[s] for s in suffixes)}", len(todo) > 1)
     return 0
+
+
+def _say(line: str, folder: bool) -> None:
+    """One line per image, written so that a progress bar stays intact."""
+    if folder:
+        from tqdm import tqdm
+        tqdm.write(line)
+    else:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -106,4 +106,4 @@ def test_no_landmarks_and_no_detector_is_a_clear_error(h, tmp_path, monkeypatch,
     monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import fails as if not installed
     assert cli.run(af.main, ["--image", str(tmp_path / "p.png"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "no face detector is installed" in err and "pip install --no-deps facenet-pytorch" in err
+    assert "the face detector is not installed" in err and "pip install --no-deps facenet-pytorch" in err
