@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.torchfile import not_a_torch_file
 
 from .svgl import svgl
 
@@ -109,6 +110,11 @@ def load_lpips(vgg_path=None, *, allow_random_backbone=False, device='cpu'):
     trunk = None
     if vgg_path is not None:
         # Read and check the file before building LPIPS, so a wrong file fails fast.
+        why = not_a_torch_file(vgg_path)
+        if why is not None:
+            raise LPIPSWeightsError(
+                f'{vgg_path} is not a PyTorch checkpoint ({why}); {CONFIG_KEY} must name a '
+                f'torchvision VGG16 state dict ({VGG16_FILE}).')
         try:
             sd = torch.load(vgg_path, map_location='cpu', weights_only=True)
         except Exception as e:  # unpickling / format errors: one clear sentence

@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.errors import UserError
+from common.torchfile import not_a_torch_file
 
 __all__ = [
     "FIDInceptionV3",
@@ -334,6 +335,11 @@ def load_inception(path: Optional[str], device="cpu", *, resize: str = "pytorch_
             f"FID Inception weights not found at {path!r}: set {config_key} to a local copy of "
             f"{STANDARD_WEIGHTS_NAME} (the pytorch-fid / torch-fidelity FID weights; see "
             f"checkpoints/README.md), nothing is downloaded.")
+    why = not_a_torch_file(path)
+    if why is not None:
+        raise InceptionWeightsError(
+            f"{path!r} is not a PyTorch checkpoint ({why}); {config_key} must point at "
+            f"{STANDARD_WEIGHTS_NAME}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or a pickle needing non-tensor globals

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.torchfile import not_a_torch_file
 from models.discriminator import Discriminator
 from models.generator import Generator
 
@@ -78,6 +79,11 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint file {path} does not exist; check the path.")
+    why = not_a_torch_file(path)
+    if why is not None:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({why}); point at the .pt file "
+                              f"that torch.save wrote (a failed download often leaves a text or "
+                              f"HTML page under the checkpoint's name).")
     # Fail early with the complete list of offending globals (zip-format files only; older
     # files are still guarded by the weights-only unpickler below).
     try:
@@ -98,8 +104,8 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling "
                               f"failed: {detail.group(1) if detail else 'unsupported content'}).") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # a damaged archive or pickle: IndexError, KeyError ... as well
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first}).") from None
 
 

@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from common.torchfile import not_a_torch_file
 from models.checkpoint import CheckpointError, safe_load
 
 IRSE50_UNITS = (3, 4, 14, 3)  # units per stage of IR-SE50 (50 = 3 * (3 + 4 + 14 + 3) + 2)
@@ -168,6 +169,10 @@ def read_weights_file(path: str | os.PathLike | None, *, what: str, config_key: 
         raise WeightsFileError(
             f"{what} weights not found at {str(path)!r}: download the released {expected_file} "
             f"and point the config key `{config_key}` at it (nothing is downloaded at run time).")
+    why = not_a_torch_file(path)
+    if why is not None:
+        raise WeightsFileError(f"{what} file {os.fspath(path)!r} is not a PyTorch checkpoint ({why}); "
+                               f"expected {expected_file}.")
     try:
         return safe_load(os.fspath(path))   # weights_only=True plus the project's allow-list
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a usable weights file"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from typing import Optional
 
@@ -41,6 +42,29 @@ def _link_atomic(src: str, dst: str) -> None:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
     _fsync_dir(os.path.dirname(dst))
+
+
+# The temporary names this module's writers use: save_checkpoint's mkstemp (".<name>.<8 random
+# chars>.tmp") and _link_atomic (".<name>.tmp-<pid>"). Nothing else in checkpoints/ is touched.
+_TEMP_RE = re.compile(r"^\.[^/]+\.pt\.(?:[A-Za-z0-9_]{8}\.tmp|tmp-\d+)$")
+
+
+def remove_stale_temporaries(ckpt_dir: str) -> list:
+    """Delete the temporary files that checkpoint writes killed mid-way left in ``ckpt_dir``;
+    returns [(name, bytes)]. Only safe while holding the run directory's lock: then no other
+    process can be writing one of them."""
+    removed = []
+    try:
+        names = sorted(os.listdir(ckpt_dir))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(ckpt_dir, name)
+        if _TEMP_RE.match(name) and os.path.isfile(path) and not os.path.islink(path):
+            size = os.path.getsize(path)
+            os.remove(path)
+            removed.append((name, size))
+    return removed
 
 
 def resolve_resume(path: str) -> str:

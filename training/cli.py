@@ -5,13 +5,18 @@ fit the data) are printed as one sentence and exit with status 2, without a trac
 
 Exit status: 0 the run finished its train.iters; 75 (EX_TEMPFAIL of sysexits.h, "try again")
 stopped early by SIGTERM / Ctrl-C after saving a checkpoint, continue with --resume; 130 aborted
-by a second Ctrl-C (or a Ctrl-C before the first step) without saving; 2 a user error; 1 a crash.
+by a second Ctrl-C (or a Ctrl-C before the first step) without saving; 143 (128 + SIGTERM) stopped
+by SIGTERM before the first step, without saving; 2 a user error; 1 a crash.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
+
+from .errors import Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args):
     """The Config of this invocation (and the checkpoint path when resuming)."""
     from .checkpointing import load_training_checkpoint, resolve_resume
-    from .config import ConfigError, load_config
+    from .config import ConfigError, check_resume_model, load_config
 
     overrides = list(args.overrides)
     if args.outdir:
@@ -45,7 +50,9 @@ def resolve_config(args):
                               "(change single values with --set).")
         ckpt_path = resolve_resume(args.resume)
         ckpt = load_training_checkpoint(ckpt_path)
-        return load_config(None, overrides, base=ckpt["config"]), ckpt_path
+        cfg = load_config(None, overrides, base=ckpt["config"])
+        check_resume_model(cfg, ckpt["config"], args.resume)
+        return cfg, ckpt_path
     if not args.config:
         raise ConfigError("No config given; pass --config configs/<name>.yaml (or --resume RUN_DIR).")
     return load_config(args.config, overrides), None
@@ -54,9 +61,27 @@ def resolve_config(args):
 EXIT_FINISHED = 0
 EXIT_STOPPED = 75      # stopped by a signal with a checkpoint saved; resume later
 EXIT_ABORTED = 130     # 128 + SIGINT, the shell's status for a process ended by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by SIGTERM before the first step, nothing saved
+
+
+def _terminate_now(signum, frame):
+    raise Terminated()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        # From the first line on (imports and config included), so that a SIGTERM never ends
+        # the process without a word; the loop takes the signal over while steps run.
+        old = signal.signal(signal.SIGTERM, _terminate_now)
+    try:
+        return _main(argv)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     try:
         from common.errors import UserError, report
@@ -73,7 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as e:
         # TrainingAborted carries its own sentence; a bare KeyboardInterrupt is a Ctrl-C before
         # the loop took over the signals (start-up): nothing was trained, no run directory is left.
-        msg = str(e) or "interrupted by Ctrl-C before training started; nothing was saved."
+        what = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted by Ctrl-C"
+        msg = str(e) or f"{what} before training started; nothing was saved."
         print(f"\n{msg}", file=sys.stderr)
-        return EXIT_ABORTED
+        return getattr(e, "exit_status", EXIT_ABORTED)
     return EXIT_STOPPED if result.stopped_by else EXIT_FINISHED

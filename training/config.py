@@ -347,10 +347,12 @@ def from_dict(data: dict) -> Config:
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
+    # Nested dicts are copied, never shared: overrides are applied to the result in place and
+    # must not reach into the caller's dict (e.g. the config stored in a checkpoint).
+    out = {k: _deep_merge({}, v) if isinstance(v, dict) else v for k, v in base.items()}
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+        if isinstance(v, dict):
+            out[k] = _deep_merge(out[k] if isinstance(out.get(k), dict) else {}, v)
         else:
             out[k] = v
     return out
@@ -582,3 +584,24 @@ def check_ignored(cfg: Config) -> None:
     if e.exemplar_folder is not None and e.exemplar != "folder":
         raise ConfigError(f"eval.exemplar_folder = {e.exemplar_folder!r} is only read when eval.exemplar "
                           f"is folder (it is {e.exemplar!r}); drop it or set eval.exemplar=folder.")
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming: the architecture is the checkpoint's
+# --------------------------------------------------------------------------------------------
+
+def check_resume_model(cfg: Config, saved: dict, source: str) -> None:
+    """Refuse a resume whose ``model`` section differs from the run's own (``saved``: the
+    checkpoint's config dict): its weights only fit the architecture they were trained with."""
+    try:
+        before = from_dict({"model": dict((saved or {}).get("model") or {})}).model
+    except ConfigError:
+        return  # a config this version cannot read is reported where it is loaded
+    now = dataclasses.asdict(cfg.model)
+    was = dataclasses.asdict(before)
+    diff = [f"model.{k} ({was[k]!r} in the run, {now[k]!r} now)" for k in now if now[k] != was[k]]
+    if diff:
+        raise ConfigError(
+            f"--resume {source}: the run was trained with another architecture than asked for "
+            f"({', '.join(diff)}), and its weights only fit their own; drop the --set model.* "
+            f"overrides to continue it, or start a new run with --config.")

@@ -8,3 +8,11 @@ from common.errors import UserError
 
 class NonFiniteLossError(UserError, RuntimeError):
     """A loss became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM before the first training step (start-up) or before the loop took over the
+    signals: the run ends at once without saving (exit status 143, 128 + SIGTERM). A
+    KeyboardInterrupt, so that it passes ``except Exception`` on its way out, as a Ctrl-C does."""
+
+    exit_status = 143

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import seeding as rng
+from common.rundir import RunDirBusyError, RunDirLock, lock_run_dir, unlock_run_dir
 from common.seeding import derive_rng
 from datasets.augment import DiffAugment
 from datasets.demo import make_demo_faces
@@ -52,10 +53,11 @@ from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
 from . import pretrained
-from .checkpointing import CheckpointManager, load_training_checkpoint, run_dir_of
-from .config import Config, ema_decay, lazy_ratio, sketch_addon
+from .checkpointing import (CheckpointManager, load_training_checkpoint, remove_stale_temporaries,
+                            run_dir_of)
+from .config import Config, check_resume_model, ema_decay, lazy_ratio, sketch_addon
 from .data import StepBatchSampler
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, Terminated
 from .evaluation import InLoopEvaluator
 from .rundir import StatsWriter, close_logger, create_run_dir, setup_logger
 
@@ -478,6 +480,33 @@ class StopFlag:
         return False
 
 
+class _StartupStop:
+    """SIGTERM outside the training steps. Before the first step there is nothing to save, and
+    start-up (demo faces, the stand-in encoder's training, the dataset scan, the step-0
+    evaluation) can take minutes, longer than a scheduler waits after its SIGTERM: it ends the
+    run at once (``Terminated``), and ``run`` cleans up and says what is left. After the steps the
+    run is only writing its summary: the signal is ignored. The loop's ``StopFlag`` takes over in
+    between and restores this handler after it."""
+
+    def __init__(self, fresh: "_FreshRunDir"):
+        self.fresh = fresh
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if not self.fresh.stepped:
+            raise Terminated()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
 # ----------------------------------------------------------------------------------------------
 # Run
 # ----------------------------------------------------------------------------------------------
@@ -495,16 +524,20 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 @dataclass
 class _FreshRunDir:
-    """The run directory this session created, removed again when the run fails before its first
-    training step (so a typo or an unreadable file leaves no empty runs/NNNNN-* behind)."""
-    path: Optional[str] = None
+    """The run directory of this session: removed again when a run this session created fails
+    before its first training step (so a typo or an unreadable file leaves no empty
+    runs/NNNNN-* behind); unlocked when the session ends."""
+    path: Optional[str] = None             # set only when this session created the directory
+    run_dir: Optional[str] = None          # the directory written, fresh or resumed
     made_outdir: Optional[str] = None      # log.outdir, when this session created it
     stepped: bool = False                  # a training step completed: keep everything
     closers: list = field(default_factory=list)
+    lock: Optional[RunDirLock] = None
 
-    def remove_if_unused(self) -> None:
+    def remove_if_unused(self) -> bool:
+        """True when the directory was removed."""
         if self.path is None or self.stepped:
-            return
+            return False
         import shutil
 
         for close in self.closers:
@@ -520,6 +553,34 @@ class _FreshRunDir:
                 os.rmdir(self.made_outdir)  # only if empty
             except OSError:
                 pass
+        return True
+
+
+def _interrupted(e: KeyboardInterrupt, fresh: _FreshRunDir, removed: bool) -> "TrainingAborted":
+    """The one line of a run ended by a signal without a stop after a step: what stopped it and
+    what is left, written after the run directory was (or was not) removed, so it never points
+    at a directory that is gone."""
+    if isinstance(e, Terminated):
+        what = "stopped by SIGTERM before the first training step of this session"
+    elif isinstance(e, TrainingAborted) and str(e):
+        what = str(e)
+    elif fresh.stepped:
+        what = "interrupted by Ctrl-C while the run was finishing"
+    else:
+        what = "interrupted by Ctrl-C before the first training step of this session"
+    run_dir = fresh.run_dir
+    latest = os.path.join(run_dir, "checkpoints", "latest.pt") if run_dir else None
+    if removed:
+        kept = f"the run directory {run_dir} was removed (no training step had finished)"
+    elif latest and os.path.isfile(latest):
+        kept = f"the last checkpoint is {latest} (continue with: python train.py --resume {run_dir})"
+    elif run_dir:
+        kept = f"there is no checkpoint in {run_dir}"
+    else:
+        kept = "no run directory was created"
+    out = TrainingAborted(f"{what}; nothing was saved, {kept}.")
+    out.exit_status = getattr(e, "exit_status", 130)
+    return out
 
 
 def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = None) -> RunResult:
@@ -532,14 +593,20 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
     modconv = get_modconv_impl()
     fresh = _FreshRunDir()
     try:
-        return _run(cfg, info, resume, stop_at, fresh)
-    except BaseException:
+        with _StartupStop(fresh):
+            return _run(cfg, info, resume, stop_at, fresh)
+    except KeyboardInterrupt as e:
         close_logger()  # release log.txt before the directory goes
+        removed = fresh.remove_if_unused()
+        raise _interrupted(e, fresh, removed) from None
+    except BaseException:
+        close_logger()
         fresh.remove_if_unused()
         raise
     finally:
         set_modconv_impl(modconv)  # a process-wide switch: leave it as found
         close_logger()
+        unlock_run_dir(fresh.lock)
         dist_utils.shutdown(info)
 
 
@@ -557,16 +624,30 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         sketch_addon(cfg).check_base(cfg)
     # Run directory: fresh and numbered, or the resumed run's own.
     ckpt = load_training_checkpoint(resume) if resume else None
-    run_dir = None
+    if ckpt is not None:
+        check_resume_model(cfg, ckpt.get("config"), resume)  # before anything is written
+    run_dir, refusal = None, None
     if info.is_main:
-        if resume:
-            run_dir = run_dir_of(resume) or create_run_dir(cfg.log.outdir, cfg.name)
-        else:
-            fresh.made_outdir = None if os.path.isdir(cfg.log.outdir) else cfg.log.outdir
-            run_dir = fresh.path = create_run_dir(cfg.log.outdir, cfg.name)
-    run_dir = dist_utils.broadcast_object(run_dir)
+        try:
+            if resume:
+                run_dir = fresh.run_dir = run_dir_of(resume) or create_run_dir(cfg.log.outdir, cfg.name)
+            else:
+                fresh.made_outdir = None if os.path.isdir(cfg.log.outdir) else cfg.log.outdir
+                run_dir = fresh.path = fresh.run_dir = create_run_dir(cfg.log.outdir, cfg.name)
+            fresh.lock = lock_run_dir(run_dir)  # one writer per run directory (rank 0 writes)
+        except RunDirBusyError as e:
+            refusal = str(e)
+    # The other ranks learn of a refusal here instead of waiting for rank 0 until the timeout.
+    run_dir, refusal = dist_utils.broadcast_object((run_dir, refusal))
+    if refusal is not None:
+        raise RunDirBusyError(refusal)
     log = setup_logger(run_dir if info.is_main else None, info.is_main)
     if info.is_main:
+        stale = remove_stale_temporaries(os.path.join(run_dir, "checkpoints"))
+        if stale:
+            log.warning("removed %d temporary file(s) of checkpoint writes that never finished "
+                        "(an earlier process was killed while saving), %.1f MB: %s", len(stale),
+                        sum(size for _, size in stale) / 1e6, ", ".join(name for name, _ in stale))
         with open(os.path.join(run_dir, "config.yaml" if not resume else "config.resumed.yaml"), "w") as f:
             yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
 
@@ -693,11 +774,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                              step, result.stopped_by, run_dir)
                     break
     except TrainingAborted:
-        latest = os.path.join(run_dir, "checkpoints", "latest.pt")
-        kept = (f"the last checkpoint is {latest} (continue with: python train.py --resume {run_dir})"
-                if os.path.isfile(latest) else "there is no checkpoint")
-        raise TrainingAborted(f"aborted by a second Ctrl-C during step {step + 1}; nothing was saved, "
-                              f"{kept}.") from None
+        # run() adds what is left, once it knows whether the run directory stays.
+        raise TrainingAborted(f"aborted by a second Ctrl-C during step {step + 1}") from None
     finally:
         pbar.close()
         stats_w.close()

@@ -258,7 +258,7 @@ def test_missing_garbage_and_wrong_content_files(tmp_path):
         load_generator(tmp_path / "nope.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"not a PyTorch checkpoint \(it holds text\)"):
         safe_load(junk)
     other = tmp_path / "other.pt"
     torch.save({"g_ema": {"encoder.weight": torch.zeros(2)}}, other)
