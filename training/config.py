@@ -506,22 +506,85 @@ def check_ranges(cfg: "Config") -> None:
                               f"got {value}.")
 
 
+# --------------------------------------------------------------------------------------------
+# Enumerations (one place; validate() checks them all, --dry-run included)
+# --------------------------------------------------------------------------------------------
+
+def _mask_kinds() -> tuple:
+    from datasets.masks import _KINDS
+    return tuple(_KINDS)
+
+
+def _eval_masks() -> tuple:
+    from datasets.protocols import MASK_KINDS
+    return MASK_KINDS + ("mixed", "files")  # the aliases make_mask_protocol reads
+
+
+def _eval_exemplars() -> tuple:
+    from datasets.exemplars import EVAL_MODES
+    return EVAL_MODES
+
+
+# key -> the valid values (a tuple, or a function giving them from the code that reads the key).
+# tests/training/test_config.py checks that the errors list them.
+CHOICES: dict = {
+    "data.kind": ("folder", "demo"),
+    "mask.kind": _mask_kinds,
+    "pretrained.identity_kind": ("resnet101", "ir_se50"),
+    "pretrained.standin_lpips": ("random_vgg", "pixel_l1"),
+    "train.amp": ("off", "bf16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.modconv": MODCONV_IMPLS,
+    "eval.mask": _eval_masks,
+    "eval.exemplar": _eval_exemplars,
+    "dist.backend": ("auto", "nccl", "gloo"),
+}
+
+
+def choices_of(key: str) -> tuple:
+    valid = CHOICES[key]
+    return tuple(valid() if callable(valid) else valid)
+
+
+def check_choices(cfg: "Config") -> None:
+    """Every key of CHOICES one of its values, else one sentence listing them."""
+    for key in CHOICES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        valid = choices_of(key)
+        if value not in valid:
+            raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {value!r}.")
+
+
+def check_mask_options(cfg: "Config") -> None:
+    """mask.options are the keyword arguments of mask.kind's generator: build it once, so that a
+    misspelt or out-of-range option fails now and not at the first step."""
+    import inspect
+
+    from datasets.masks import _KINDS, make_mask_generator
+
+    cls = _KINDS[cfg.mask.kind]
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(k for k in cfg.mask.options if k not in params and k != "per_sample")
+    if unknown:
+        raise ConfigError(f"mask.options has unknown key(s) {', '.join(unknown)} for mask.kind "
+                          f"{cfg.mask.kind}; its options are {', '.join(params)}.")
+    try:
+        make_mask_generator(dict(cfg.mask.options, kind=cfg.mask.kind))
+    except UserError as e:
+        raise ConfigError(f"mask.options: {str(e).rstrip('.')}.") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"mask.options for mask.kind {cfg.mask.kind} are not usable: "
+                          f"{str(e).rstrip('.')}; see docs/datasets.md for each kind's options.") from None
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a user can fix."""
     check_ranges(cfg)
+    check_choices(cfg)
     s = cfg.model.size
     if s < 8 or s & (s - 1):
         raise ConfigError(f"model.size must be a power of two >= 8, got {s}.")
-    if cfg.train.amp not in ("off", "bf16"):
-        raise ConfigError(f"train.amp must be 'off' or 'bf16', got {cfg.train.amp!r}.")
-    if cfg.train.modconv not in MODCONV_IMPLS:
-        raise ConfigError(f"train.modconv must be one of {', '.join(MODCONV_IMPLS)}, got {cfg.train.modconv!r}.")
-    if cfg.train.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}.")
-    if cfg.data.kind not in ("folder", "demo"):
-        raise ConfigError(f"data.kind must be 'folder' or 'demo', got {cfg.data.kind!r}.")
-    if cfg.dist.backend not in ("auto", "nccl", "gloo"):
-        raise ConfigError(f"dist.backend must be 'auto', 'nccl' or 'gloo', got {cfg.dist.backend!r}.")
     if cfg.train.diffaug:
         from datasets.augment import POLICIES
         bad = [p.strip() for p in cfg.train.diffaug_policy.split(",") if p.strip() not in POLICIES]
@@ -539,13 +602,21 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"eval.best_metric '{cfg.eval.best_metric}' is not computed; pick one of "
                               f"{', '.join(sorted(known))} or add it to eval.metrics.")
     slots = cfg.model.exemplar_slots
+    n_latent = 2 * int(math.log2(s)) - 2
     if slots is not None and not (len(slots) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                          for v in slots) and slots[0] >= 0 and slots[1] >= 1):
-        raise ConfigError(f"model.exemplar_slots must be null or [start, n] with start >= 0 and n >= 1, "
-                          f"got {slots}.")
-    if cfg.pretrained.standin_lpips not in ("random_vgg", "pixel_l1"):
-        raise ConfigError(f"pretrained.standin_lpips must be 'random_vgg' or 'pixel_l1', got "
-                          f"{cfg.pretrained.standin_lpips!r}.")
+                                                          for v in slots) and slots[0] >= 0 and slots[1] >= 1
+                                  and slots[0] + slots[1] <= n_latent):
+        raise ConfigError(f"model.exemplar_slots must be null or [start, n] with start >= 0, n >= 1 and "
+                          f"start + n <= {n_latent} (the w slots at model.size {s}), got {slots}.")
+    check_mask_options(cfg)
+    e = cfg.eval
+    kind = {"mixed": "free_form", "files": "irregular"}.get(e.mask, e.mask)
+    if kind in ("irregular", "paired") and not e.mask_dir:
+        raise ConfigError(f"eval.mask {e.mask} reads mask files: set eval.mask_dir to their folder, or "
+                          f"choose a generated protocol (center, free_form, large).")
+    if e.exemplar == "folder" and not e.exemplar_folder:
+        raise ConfigError("eval.exemplar folder reads exemplar images: set eval.exemplar_folder to "
+                          "their folder, or use eval.exemplar reverse or self.")
     if cfg.pretrained.standin_lpips != "random_vgg" and not cfg.pretrained.allow_random:
         raise ConfigError("pretrained.standin_lpips chooses a stand-in of the LPIPS network, used only "
                           "with pretrained.allow_random=true; drop it or set allow_random.")

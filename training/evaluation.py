@@ -31,6 +31,29 @@ class InLoopEvaluator:
         self.cfg, self.test_set, self.trainer, self.info, self.log = cfg, test_set, trainer, info, log
         self._samples = None
         self._metrics = None
+        if info.is_main:
+            self.check()
+
+    def check(self) -> None:
+        """Build the eval.mask protocol and the eval.exemplar pairing against the test images
+        now, so that a missing mask folder or unpaired file fails before the first step, not at
+        the first evaluation thousands of steps later."""
+        from metrics.protocol import make_mask_protocol
+
+        cfg = self.cfg
+        n = max(cfg.log.n_samples if cfg.log.sample_every > 0 else 0,
+                cfg.eval.n_images if cfg.eval.every > 0 else 0)
+        n = min(n, len(self.test_set))
+        if n == 0:
+            return
+        names = list(getattr(self.test_set, "names", [f"{i:06d}.png" for i in range(n)]))[:n]
+        paths = getattr(self.test_set, "paths", None)
+        protocol = make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir)
+        protocol.check(names, cfg.model.size, list(paths)[:n] if paths is not None else None)
+        if cfg.eval.every > 0 and cfg.eval.exemplar == "folder":
+            from datasets.protocols import as_pairing
+            as_pairing(("folder", cfg.eval.exemplar_folder), cfg.model.size).folder_for(
+                cfg.model.size).check(names)
 
     # -- sample grids -----------------------------------------------------------------------------
     def _sample_inputs(self):

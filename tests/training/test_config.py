@@ -47,7 +47,7 @@ def test_yaml_base_include_and_override_precedence(tmp_path):
     ("train.batch=two", "train.batch must be an integer"),
     ("train.batch=0", "train.batch must be >= 1"),
     ("loss.d_reg_every=0", "loss.d_reg_every must be >= 1"),
-    ("train.amp=fp8", "train.amp must be 'off' or 'bf16'"),
+    ("train.amp=fp8", "train.amp must be one of off, bf16"),
     ("train.modconv=fused", "train.modconv must be one of auto, grouped, batched"),
     ("lambda_id", "must look like section.key=value"),
 ])

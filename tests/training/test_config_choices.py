@@ -1,0 +1,54 @@
+"""Every check before the first step and under --dry-run: enumerations are typed choices in one
+table (CHOICES) whose error lists the valid values; mask options, exemplar slots and the eval
+protocol's files are checked at start-up, not at the first evaluation."""
+import os
+
+import pytest
+
+from training import cli
+from training.config import CHOICES, ConfigError, choices_of, load_config
+from training.loop import run
+from trainutil import REPO, tiny_config
+
+DEMO = os.path.join(REPO, "configs", "demo.yaml")
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+def test_every_choice_error_lists_the_valid_values(key):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, [f"{key}=bogus"])
+    msg = str(e.value)
+    assert msg.startswith(f"{key} must be one of ") and msg.endswith(", got 'bogus'.")
+    assert all(v in msg for v in choices_of(key)) and "\n" not in msg
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("eval.mask=centre", "eval.mask must be one of center, free_form, large, irregular, paired"),
+    ("eval.exemplar=reversed", "eval.exemplar must be one of reverse, self, folder"),
+    ("mask.kind=blobs", "mask.kind must be one of free_form, mixed, center, large"),
+    ("mask.options={hole_rnge: [0.1, 0.3]}",
+     "mask.options has unknown key(s) hole_rnge for mask.kind free_form; its options are hole_range"),
+    ("mask.options={hole_range: [0.9, 0.1]}", "mask.options"),
+    ("model.exemplar_slots=[4, 5]", "start + n <= 8 (the w slots at model.size 32), got [4, 5]"),
+    ("eval.mask=irregular", "eval.mask irregular reads mask files: set eval.mask_dir"),
+    ("eval.exemplar=folder", "eval.exemplar folder reads exemplar images: set eval.exemplar_folder"),
+])
+def test_dry_run_refuses_what_used_to_fail_at_the_first_step_or_evaluation(override, fragment, capsys):
+    assert cli.main(["--config", DEMO, "--set", override, "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+def test_eval_mask_files_are_checked_before_the_first_step(face_dirs, tmp_path):
+    empty = tmp_path / "no_masks"
+    empty.mkdir()
+    cfg = tiny_config(face_dirs, tmp_path / "runs", eval={"every": 1000, "mask": "irregular",
+                                                          "mask_dir": str(empty)})
+    with pytest.raises(Exception) as e:
+        run(cfg)
+    assert "Traceback" not in str(e.value) and str(empty) in str(e.value)
+    from common.errors import UserError
+    assert isinstance(e.value, UserError)
+    assert not os.path.exists(tmp_path / "runs" / "00000-tiny")  # nothing trained, nothing left
