@@ -76,19 +76,30 @@ class Detector:
         return [Face(points[i], boxes[i], float(scores[i])) for i in np.argsort(-area, kind="stable")]
 
 
+class DetectorUnavailable(InferenceInputError):
+    """The detector cannot be used; ``reason`` says why in a few words (for callers that phrase their
+    own sentence, like the editor)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def make_detector(device: torch.device | str = "cpu", detect_side: int = DETECT_SIDE) -> Detector:
     """The detector, or one sentence saying what to install (or to pass landmark files instead)."""
     try:
         import facenet_pytorch  # noqa: F401 - the check that it and its imports work with our torch
     except ModuleNotFoundError as e:
         if e.name != "facenet_pytorch":
-            raise InferenceInputError(f"the face detector facenet-pytorch is installed but cannot be imported "
-                                      f"(no module {e.name!r}); install it with `pip install {e.name}`, or "
-                                      f"pass --landmarks.") from None
-        raise InferenceInputError(f"no --landmarks given and the face detector is not installed; run `make "
+            reason = f"facenet-pytorch is installed but cannot be imported (no module {e.name!r})"
+            raise DetectorUnavailable(f"the face detector {reason}; install it with `pip install {e.name}`, or "
+                                      f"pass --landmarks.", reason) from None
+        raise DetectorUnavailable(f"no --landmarks given and the face detector is not installed; run `make "
                                   f"venv` (or `{INSTALL}`), or pass --landmarks (5 points per image: left "
-                                  f"eye, right eye, nose tip, left and right mouth corners).") from None
+                                  f"eye, right eye, nose tip, left and right mouth corners).",
+                                  "facenet-pytorch is not installed") from None
     except ImportError as e:
-        raise InferenceInputError(f"the face detector facenet-pytorch cannot be imported with this PyTorch "
-                                  f"({e}); reinstall it with `{INSTALL}`, or pass --landmarks.") from None
+        reason = f"facenet-pytorch cannot be imported with this PyTorch ({e})"
+        raise DetectorUnavailable(f"the face detector {reason}; reinstall it with `{INSTALL}`, or pass "
+                                  f"--landmarks.", reason) from None
     return Detector(device, detect_side)

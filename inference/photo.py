@@ -56,6 +56,16 @@ CONVENTION = ("crop_xy = matrix @ [x, y, 1] maps photo pixels to aligned-crop pi
 
 FaceChoice = Union[str, int]  # "auto", "largest" or a face index (largest face first)
 
+#: How the messages name the user's controls: the command line's flags (the editor passes the
+#: names of its page's controls instead).
+CLI_NAMES = {"landmarks": "pass --landmarks with the face's 5 landmarks (left eye, right eye, nose tip, "
+                          "left and right mouth corners)",
+             "crop_scale": "pass --crop-scale {value:g}", "crop_scale_name": "--crop-scale",
+             "face": "choose one with --face N and a larger --crop-scale",
+             "exemplar": "pass --exemplar-landmarks with its 5 landmarks, or --exemplar-aligned if it is an "
+                         "aligned face crop",
+             "mask_hole": "use --mask-hole black for black holes"}
+
 
 def parse_face(value: str) -> FaceChoice:
     """``--face`` value: auto (the face whose crop holds the hole), largest, or N (0 = largest)."""
@@ -182,13 +192,14 @@ def feather_weights(hole: np.ndarray, ys: np.ndarray, xs: np.ndarray, feather: i
 
 # ------------------------------------------------------------------------------- face choice
 def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size: int, crop_scale: float,
-                choice: FaceChoice, name: str) -> int:
+                choice: FaceChoice, name: str, names: Optional[dict] = None) -> int:
     """Index of the face to complete: ``choice`` N or "largest" (faces are largest first), or for
     "auto" the face whose crop holds the whole hole (the hole nearest its crop's centre when
-    several do). ``uv_of(i)`` maps the hole pixels into face i's crop."""
+    several do). ``uv_of(i)`` maps the hole pixels into face i's crop. ``names``: how the messages
+    name the controls (:data:`CLI_NAMES`)."""
+    names = names or CLI_NAMES
     if not faces:
-        raise InferenceInputError(f"no face was found in {name}; pass --landmarks with the face's 5 landmarks "
-                                  f"(left eye, right eye, nose tip, left and right mouth corners).")
+        raise InferenceInputError(f"no face was found in {name}; {names['landmarks']}.")
     n = len(faces)
     if choice == "largest":
         choice = 0
@@ -197,7 +208,7 @@ def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size:
             raise InferenceInputError(f"--face {choice} but {n} face{'s were' if n > 1 else ' was'} found in "
                                       f"{name} (numbered from 0, the largest); pass --face 0"
                                       f"{f'..{n - 1}' if n > 1 else ''}, largest or auto.")
-        _check_inside(uv_of(choice), size, crop_scale, choice, name)
+        _check_inside(uv_of(choice), size, crop_scale, choice, name, names)
         return choice
     uvs = [uv_of(i) for i in range(n)]
     holding = [i for i in range(n) if outside(uvs[i], size) == 0]
@@ -209,9 +220,9 @@ def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size:
         listed = ", ".join(str(i) for i in touching[:-1]) + f" and {touching[-1]}"
         raise InferenceInputError(f"the hole of {name} spreads over {len(touching)} faces (faces {listed}, "
                                   f"numbered from 0, the largest); paint the hole on one face at a time, or "
-                                  f"choose one with --face N and a larger --crop-scale.")
+                                  f"{names['face']}.")
     best = touching[0] if touching else min(range(n), key=lambda i: outside(uvs[i], size))
-    _check_inside(uvs[best], size, crop_scale, best, name)
+    _check_inside(uvs[best], size, crop_scale, best, name, names)
     return best  # not reached: _check_inside raised
 
 
@@ -219,14 +230,15 @@ def _inside_count(uv: np.ndarray, size: int) -> int:
     return int(((uv >= -0.5) & (uv <= size - 0.5)).all(1).sum())
 
 
-def _check_inside(uv: np.ndarray, size: int, crop_scale: float, index: int, name: str) -> None:
+def _check_inside(uv: np.ndarray, size: int, crop_scale: float, index: int, name: str, names: dict) -> None:
     over = outside(uv, size)
     if over == 0:
         return
     need = needed_crop_scale(uv, size, crop_scale)
     hi = CROP_SCALE_RANGE[1]
-    fix = (f"pass --crop-scale {need:g} for a larger crop around the same face, or make the hole smaller"
-           if need <= hi else f"make the hole smaller (even --crop-scale {hi:g}, the largest, would not hold it)")
+    fix = (f"{names['crop_scale'].format(value=need)} for a larger crop around the same face, or make the "
+           f"hole smaller" if need <= hi else
+           f"make the hole smaller (even {names['crop_scale_name']} {hi:g}, the largest, would not hold it)")
     raise InferenceInputError(f"the hole of {name} reaches {over * 100 / size:.0f} % of the crop's side "
                               f"({over / crop_scale:.0f} pixels at the model's {size}x{size}) outside the "
                               f"aligned crop of face {index} (crop scale {crop_scale:g}); {fix}.")
@@ -307,8 +319,9 @@ class AlignedPhoto:
 
 def align_photo(photo: np.ndarray, hole: np.ndarray, faces: Sequence[Face], size: int, *,
                 crop_scale: float = 1.0, face: FaceChoice = "auto", feather: int = 0,
-                name: str = "the photo") -> AlignedPhoto:
+                name: str = "the photo", names: Optional[dict] = None) -> AlignedPhoto:
     """Steps 1-2 of the module docstring for a photo [H, W, 3] uint8 and its hole [H, W] bool."""
+    names = names or CLI_NAMES
     check_settings(crop_scale, feather)
     if hole.shape != photo.shape[:2]:
         raise InferenceInputError(f"the mask of {name} is {hole.shape[1]}x{hole.shape[0]} but the photo is "
@@ -316,7 +329,7 @@ def align_photo(photo: np.ndarray, hole: np.ndarray, faces: Sequence[Face], size
     ys, xs = np.nonzero(hole)
     if not len(ys):
         raise InferenceInputError(f"the mask of {name} has no hole pixels (nothing to fill); white marks the "
-                                  f"hole (use --mask-hole black for black holes).")
+                                  f"hole ({names['mask_hole']}).")
     pts = np.stack([xs, ys], 1).astype(np.float64)
     matrices = {}
 
@@ -324,7 +337,7 @@ def align_photo(photo: np.ndarray, hole: np.ndarray, faces: Sequence[Face], size
         matrices[i] = crop_matrix(faces[i].landmarks, size, crop_scale)
         return apply(matrices[i], pts)
 
-    index = choose_face(faces, uv_of, size, crop_scale, face, name)
+    index = choose_face(faces, uv_of, size, crop_scale, face, name, names)
     matrix = matrices[index] if index in matrices else crop_matrix(faces[index].landmarks, size, crop_scale)
     uv = apply(matrix, pts)
     crop = warp_region(photo, matrix, size, hole, mean_colour(photo, hole))
@@ -343,9 +356,11 @@ class PhotoAligner:
     with the same settings; what the CLIs and the editor hold for ``--align``."""
 
     def __init__(self, size: int, *, crop_scale: float = 1.0, face: FaceChoice = "auto", feather: int = 0,
-                 device: torch.device | str = "cpu", detector: Optional[Callable] = None):
+                 device: torch.device | str = "cpu", detector: Optional[Callable] = None,
+                 names: Optional[dict] = None):
         check_settings(crop_scale, feather)
         self.size, self.crop_scale, self.face, self.feather = size, crop_scale, face, feather
+        self.names = names or CLI_NAMES
         self.device = device
         self._detector = detector
 
@@ -363,12 +378,11 @@ class PhotoAligner:
 
     def photo(self, rgb: np.ndarray, hole: np.ndarray, name: str, faces: Sequence[Face]) -> AlignedPhoto:
         return align_photo(rgb, hole, faces, self.size, crop_scale=self.crop_scale, face=self.face,
-                           feather=self.feather, name=name)
+                           feather=self.feather, name=name, names=self.names)
 
     def exemplar(self, rgb: np.ndarray, name: str, faces: Sequence[Face]) -> Tuple[torch.Tensor, dict]:
         """(aligned exemplar [3, S, S], its record) from the largest of ``faces``."""
         if not faces:
-            raise InferenceInputError(f"no face was found in exemplar {name}; pass --exemplar-landmarks with "
-                                      f"its 5 landmarks, or --exemplar-aligned if it is an aligned face crop.")
+            raise InferenceInputError(f"no face was found in exemplar {name}; {self.names['exemplar']}.")
         tensor, matrix = align_exemplar(rgb, faces[0], self.size)
         return tensor, {"face": faces[0].record(), "matrix": np.round(matrix, 10).tolist()}

@@ -13,8 +13,10 @@ anywhere else) sends the photo, the painted mask and the exemplar(s) as JSON to 
 validates the files and does the any-size round trip (:func:`_cli_common.prepare` /
 :func:`_cli_common.paste_back`: every known pixel of a result is the photo's, bit for bit),
 ``inpaint.inpaint_one`` draws sample k with seed + k, ``style_mix.mix`` takes exemplar slots i..j
-from exemplar B, and ``align_faces.align`` aligns a face from landmarks. Results come back as PNGs
-at the photo's own resolution.
+from exemplar B, and ``inference.align.align`` aligns a face from landmarks. With "align
+automatically" the user paints on the original photo and the run goes through the face's aligned
+crop and back (``inference.photo``, as ``--align`` in the command-line tools; ``/api/faces`` gives
+the face boxes the page draws). Results come back as PNGs at the photo's own resolution.
 
 The web layer is a small Starlette app served by uvicorn (see docs/applications.md for why not
 Gradio). It binds 127.0.0.1 unless told otherwise, refuses requests above ``--max-upload-mb``,
@@ -34,7 +36,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import traceback
 from typing import Callable, Dict, Optional, Sequence
@@ -58,6 +59,14 @@ PAINTED = "painted mask"
 #: Content-Security-Policy of every response: the page may talk to this server only.
 CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
        "img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; base-uri 'none'")
+
+
+#: How the photo pipeline's messages name the page's controls (inference.photo.CLI_NAMES).
+PAGE_NAMES = {"landmarks": "upload a landmark file (5 points: left eye, right eye, nose tip, left and right "
+                           "mouth corners)",
+              "crop_scale": "set 'crop scale' to {value:g}", "crop_scale_name": "crop scale",
+              "face": "paint on one face only", "exemplar": "tick 'exemplars are aligned crops' if it is one",
+              "mask_hole": "paint over the part of the photo to fill"}
 
 
 class EditorError(cli.CLIError):
@@ -171,15 +180,18 @@ class Editor:
 
     # ---------------------------------------------------------------- reading the uploads
     def _photo(self, payload: dict) -> np.ndarray:
-        f = upload(payload, "photo", "photo")
-        try:  # header only: refuse a huge photo before decoding it
+        return self._image(upload(payload, "photo", "photo"), "photo")
+
+    def _image(self, f: Upload, what: str) -> np.ndarray:
+        """Decoded RGB of an upload whose header says it is at most ``max_pixels`` pixels."""
+        try:  # header only: refuse a huge image before decoding it
             with Image.open(f) as img:
                 w, h = img.size
         except Exception:  # noqa: BLE001 - the shared reader below gives the sentence
             w = h = 0
         if w * h > self.max_pixels:
-            raise EditorError(f"photo {f} is {w}x{h} pixels, more than the editor's limit of "
-                              f"{self.max_pixels / 1e6:g} megapixels; use a smaller photo.")
+            raise EditorError(f"{what} {f} is {w}x{h} pixels, more than the editor's limit of "
+                              f"{self.max_pixels / 1e6:g} megapixels; use a smaller image.")
         f.seek(0)
         return cli.read_rgb(f)
 
@@ -221,51 +233,81 @@ class Editor:
     def exemplar(self, payload: dict) -> dict:
         """An uploaded exemplar, decoded, as the model sees it (centre square, resized)."""
         key = "exemplar_b" if payload.get("slot") == "b" else "exemplar_a"
-        f = upload(payload, key, "exemplar B" if key == "exemplar_b" else "exemplar")
-        preview = cli.read_exemplar(f, PREVIEW)
+        preview = self._exemplar(payload, key, "exemplar B" if key == "exemplar_b" else "exemplar", PREVIEW)
         return {"preview": png_data_url(cli.to_uint8(preview))}
 
+    def _landmarks(self, payload: dict, name: str):
+        """[5, 2] points of an uploaded landmark file for the photo ``name``, or None without one."""
+        from inference.align import lookup, parse_points, to_five
+        if not payload.get("landmarks"):
+            return None
+        f = upload(payload, "landmarks", "landmark file")
+        label = f"landmark file {f.label}"
+        try:
+            text = f.getvalue().decode("utf-8")
+        except UnicodeDecodeError:
+            raise EditorError(f"{label} is not a text file; upload 10 numbers or JSON.") from None
+        data = parse_points(text, f.label, f.label.lower().endswith(".json"))
+        if isinstance(data, dict):
+            data = lookup(data, cli.rel_stem(name), name, f.label)
+        return to_five(data, label)
+
+    def _find_faces(self, rgb: np.ndarray, name: str, landmarks=None, what: str = "photo") -> list:
+        """Faces of an image, largest first: the uploaded landmarks' face, or the detector's."""
+        from inference.detect import INSTALL, DetectorUnavailable, Face, make_detector
+        if landmarks is not None:
+            return [Face.from_landmarks(landmarks, "landmark file")]
+        if self._detector is None:
+            try:
+                self._detector = make_detector(self.model.device)
+            except DetectorUnavailable as e:
+                raise EditorError(f"no landmark file was given and the face detector cannot be used ({e.reason}); "
+                                  f"upload a landmark file (5 points: left eye, right eye, nose tip, left and "
+                                  f"right mouth corners), or install the detector with `{INSTALL}` and restart "
+                                  f"the editor.") from None
+        with self.lock:
+            faces = self._detector(rgb)
+        if not faces:
+            fix = ("upload a landmark file (5 points: left eye, right eye, nose tip, left and right mouth "
+                   "corners)" if what == "photo" else "tick 'exemplars are aligned crops' if it is one")
+            raise EditorError(f"no face was found in {what} {name}; {fix}.")
+        return faces
+
     def align(self, payload: dict) -> dict:
-        """The photo aligned and cropped like the training faces (``align_faces.align``), from an
-        uploaded landmark file or, without one, the optional face detector."""
-        from scripts import align_faces
+        """The photo aligned and cropped like the training faces (``inference.align.align``), from an
+        uploaded landmark file or, without one, the largest face the detector finds."""
+        from inference.align import align
         rgb = self._photo(payload)
         name = os.path.basename(str(payload.get("photo_name") or "photo"))
-        if payload.get("landmarks"):
-            f = upload(payload, "landmarks", "landmark file")
-            ext = ".json" if f.label.lower().endswith(".json") else ".txt"
-            with tempfile.TemporaryDirectory() as tmp:  # the CLI's reader takes a path
-                path = os.path.join(tmp, "landmarks" + ext)
-                with open(path, "wb") as out:
-                    out.write(f.getvalue())
-                try:
-                    data = align_faces._read_points(path)
-                    if isinstance(data, dict):
-                        data = align_faces._lookup(data, cli.rel_stem(name), name, path)
-                    points = align_faces.to_five(data, path)
-                except cli.CLIError as e:
-                    raise EditorError(str(e).replace(path, f"landmark file {f.label}")
-                                      .replace("landmark file landmark file", "landmark file")) from None
-        else:
-            if self._detector is None:
-                try:
-                    import facenet_pytorch  # noqa: F401 - the optional detector
-                except ModuleNotFoundError as e:
-                    if e.name != "facenet_pytorch":  # installed but broken: make_detector says what is missing
-                        align_faces.make_detector(self.model.device)
-                    raise EditorError("no landmark file was given and no face detector is installed; upload a "
-                                      "landmark file (5 points: left eye, right eye, nose tip, left and right "
-                                      "mouth corners), or install the optional detector (`pip install requests "
-                                      "&& pip install --no-deps facenet-pytorch`) and restart the editor.") from None
-                self._detector = align_faces.make_detector(self.model.device)
-            with self.lock:
-                faces = self._detector(rgb)
-            if not faces:
-                raise EditorError(f"no face was found in {name}; upload a landmark file (5 points: left eye, "
-                                  f"right eye, nose tip, left and right mouth corners).")
-            points = faces[0]
-        aligned, _ = align_faces.align(rgb, points, self.align_size)
+        faces = self._find_faces(rgb, name, self._landmarks(payload, name))
+        aligned, _ = align(rgb, faces[0].landmarks, self.align_size)
         return {"photo": png_data_url(aligned), "width": aligned.shape[1], "height": aligned.shape[0]}
+
+    def faces(self, payload: dict) -> dict:
+        """The faces "align automatically" can use in the photo (largest first), to draw their boxes."""
+        rgb = self._photo(payload)
+        name = os.path.basename(str(payload.get("photo_name") or "photo"))
+        found = self._find_faces(rgb, name, self._landmarks(payload, name))
+        return {"faces": [{"box": np.round(f.box, 1).tolist(), "landmarks": np.round(f.landmarks, 1).tolist(),
+                           "score": f.score} for f in found]}
+
+    def _aligner(self, payload: dict):
+        from inference.photo import PhotoAligner
+        crop_scale = _number(payload, "crop_scale", "crop scale", float, 0.5, 4.0, 1.0)
+        feather = _number(payload, "feather", "feather", int, 0, 256, 0)
+        return PhotoAligner(self.model.size, crop_scale=crop_scale, feather=feather, face="auto",
+                            names=PAGE_NAMES)
+
+    def _exemplar(self, payload: dict, key: str, what: str, size: int):
+        """Exemplar [3, S, S]: centre-cropped, or (``align`` on, ``exemplar_aligned`` off) its largest
+        face aligned like the training faces."""
+        f = upload(payload, key, what)
+        if not (payload.get("align") and not payload.get("exemplar_aligned")):
+            return cli.read_exemplar(f, size)
+        from inference.photo import align_exemplar
+        rgb = self._image(f, what)
+        faces = self._find_faces(rgb, f.label, None, what)
+        return align_exemplar(rgb, faces[0], size)[0]
 
     def run(self, payload: dict) -> dict:
         """K completions at the photo's resolution (sample k drawn with seed + k), plus the mask.
@@ -292,9 +334,16 @@ class Editor:
             raise EditorError("no hole is painted: paint over the part of the photo to fill (brush or "
                               "rectangle), or upload a mask.")
         size = self.model.size
-        prep = cli.prepare(original, hole, size)
-        ex_a = cli.read_exemplar(upload(payload, "exemplar_a", "exemplar"), size)
-        ex_b = cli.read_exemplar(upload(payload, "exemplar_b", "exemplar B"), size) if mixing else None
+        name = os.path.basename(str(payload.get("photo_name") or "photo"))
+        record = None
+        if payload.get("align"):  # the photo through its face's aligned crop (inference.photo)
+            aligner = self._aligner(payload)
+            prep = aligner.photo(original, hole, name, self._find_faces(original, name, self._landmarks(payload, name)))
+            record = prep.record()
+        else:
+            prep = cli.prepare(original, hole, size)
+        ex_a = self._exemplar(payload, "exemplar_a", "exemplar", size)
+        ex_b = self._exemplar(payload, "exemplar_b", "exemplar B", size) if mixing else None
 
         with self.lock:
             if mixing:
@@ -310,14 +359,21 @@ class Editor:
         meta = {"exegan:ckpt": os.path.basename(self.ckpt), "exegan:truncation": truncation}
         if mixing:
             meta["exegan:slots_from_b"] = f"{first}..{last}"
+        if record is not None:
+            meta["exegan:transform"] = cli.transform_json(record)
         out = []
         for k, res in enumerate(results):
             out.append({"name": f"{stem}{tag}_sample{k}.png", "seed": seed + k,
                         "png": png_data_url(res, {**meta, "exegan:seed": seed + k})})
         # The painted layer is always white = hole; whether it looks inverted was said at upload.
         warnings = [w for w in self._warnings(hole, "white") if "inverted" not in w]
-        return {"results": out, "width": original.shape[1], "height": original.shape[0], "warnings": warnings,
-                "mask": {"name": f"{stem}_mask.png", "png": png_data_url(hole.astype(np.uint8) * 255)}}
+        reply = {"results": out, "width": original.shape[1], "height": original.shape[0], "warnings": warnings,
+                 "mask": {"name": f"{stem}_mask.png", "png": png_data_url(hole.astype(np.uint8) * 255)}}
+        if record is not None:
+            reply["face"] = {"box": record["face"]["box"], "index": record["face_index"],
+                             "found": record["faces_found"]}
+            reply["transform"] = record
+        return reply
 
 
 # ------------------------------------------------------------------------------- web layer
@@ -371,7 +427,7 @@ def create_app(editor: Editor, max_upload_mb: float = 32.0):
 
     routes = [Route("/", index, methods=["GET"])]
     routes += [Route(f"/api/{name}", endpoint(getattr(editor, name)), methods=["POST"])
-               for name in ("info", "photo", "mask", "exemplar", "align", "run")]
+               for name in ("info", "photo", "mask", "exemplar", "align", "faces", "run")]
     return Starlette(routes=routes)
 
 

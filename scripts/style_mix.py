@@ -9,7 +9,9 @@ from B and all other exemplar slots from A (``EXEGAN.style_mix``), over a grid o
 Slots are generator layer indices inside the exemplar range [start, start + n) (4..13 at 256 px,
 4..15 at 512): low slots drive coarse structure (pose, face shape), high ones colour and texture.
 Every cell uses the same z and noise (``--seed``), so cells differ only by the exemplar codes.
-Images of any size are handled as in scripts/inpaint.py (known pixels are the input's, bit for bit).
+Images of any size are handled as in scripts/inpaint.py (known pixels are the input's, bit for bit);
+``--align`` completes an ordinary photo through its face's aligned crop and aligns both exemplars,
+as in scripts/inpaint.py (inference/photo.py).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="limit the grid to slots FIRST..LAST (default: every exemplar slot)")
     p.add_argument("--save-cells", action="store_true", help="also write every cell as its own PNG")
     cli.add_model_args(p)
+    cli.add_align_args(p, ("--exemplar-a", "--exemplar-b"))
     return p
 
 
@@ -58,7 +61,7 @@ def mix_codes(codes_a, codes_b, exemplar_start: int, first: int, last: int):
     return codes
 
 
-def mix(model, prep: cli.Prepared, ex_a, ex_b, first: int, last: int, *, seed: int,
+def mix(model, prep, ex_a, ex_b, first: int, last: int, *, seed: int,
         truncation: float, codes=None) -> np.ndarray:
     """Result [H, W, 3] uint8 with exemplar slots first..last (inclusive; empty when last < first)
     from B, the others from A; equal to ``EXEGAN.style_mix`` pasted back (the tests check it).
@@ -103,8 +106,30 @@ def grid_sheet(strip: list, cells: dict, slots: Sequence[int], height: int, gap:
     return sheet
 
 
+def _align_inputs(args, model, device, original, hole):
+    """--align: (the photo's AlignedPhoto, exemplar A, exemplar B, the transform record)."""
+    from inference.photo import PhotoAligner
+    aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
+                           device=device)
+    key = cli.rel_stem(os.path.basename(args.image))
+    marks = cli.photo_landmarks({key: args.image}, args.landmarks, "--landmarks")
+    faces = cli.PhotoFaces(aligner, marks)
+    prep = faces.photo(key, args.image, original, hole, args.landmarks)
+    record = prep.record()
+    exemplars = []
+    for tag, path in (("a", args.exemplar_a), ("b", args.exemplar_b)):
+        if args.exemplar_aligned:
+            exemplars.append(cli.read_exemplar(path, model.size))
+            continue
+        faces.exemplar_marks = cli.photo_landmarks({key: path}, args.exemplar_landmarks, "--exemplar-landmarks") or {}
+        tensor, record[f"exemplar_{tag}"] = faces.exemplar(key, path, args.exemplar_landmarks)
+        exemplars.append(tensor)
+    return prep, exemplars[0], exemplars[1], record
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.check_align_args(args)
     device = cli.resolve_device(args.device)
     for option, path in (("--image", args.image), ("--mask", args.mask),
                          ("--exemplar-a", args.exemplar_a), ("--exemplar-b", args.exemplar_b)):
@@ -125,9 +150,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     hole = cli.read_binary(args.mask, original.shape[:2], "mask", "--mask", args.mask_hole == "white")
     for w in cli.mask_warnings(hole, args.mask_hole):
         cli.warn(f"{args.mask}: {w}")
-    prep = cli.prepare(original, hole, model.size)
-    ex_a = cli.read_exemplar(args.exemplar_a, model.size)
-    ex_b = cli.read_exemplar(args.exemplar_b, model.size)
+    record = None
+    if args.align:
+        prep, ex_a, ex_b, record = _align_inputs(args, model, device, original, hole)
+    else:
+        prep = cli.prepare(original, hole, model.size)
+        ex_a = cli.read_exemplar(args.exemplar_a, model.size)
+        ex_b = cli.read_exemplar(args.exemplar_b, model.size)
     # Each exemplar is encoded once (EXEGAN.style_mix would encode both for every cell).
     kw = dict(seed=args.seed, truncation=args.truncation,
               codes=(model.encode_exemplars(ex_a[None]), model.encode_exemplars(ex_b[None])))
@@ -145,10 +174,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     suffixes = ["_mix_grid.png"]
     if args.save_cells:
         suffixes += ["_mix_A.png", "_mix_B.png"] + [f"_mix_{i}-{j}.png" for (i, j) in results]
+    if args.save_transform:
+        suffixes.append("_transform.json")
     paths = writer.reserve(key, suffixes)
     meta = {"exegan:ckpt": os.path.abspath(args.ckpt), "exegan:image": args.image, "exegan:mask": args.mask,
             "exegan:exemplar_a": args.exemplar_a, "exegan:exemplar_b": args.exemplar_b,
             "exegan:seed": args.seed, "exegan:truncation": args.truncation}
+    if record is not None:
+        meta["exegan:transform"] = cli.transform_json(record)
+        if args.save_transform:
+            writer.save_json({**record, "source": args.image}, paths["_transform.json"])
     writer.save(sheet, paths["_mix_grid.png"], {**meta, "exegan:slots": f"{first}..{last}"})
     if args.save_cells:
         writer.save(only_a, paths["_mix_A.png"], {**meta, "exegan:slots_from_b": "none"})

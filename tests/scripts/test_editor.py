@@ -8,11 +8,13 @@ import json
 import os
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from inference.detect import Face
 from scripts import _cli_common as cli
 from scripts import align_faces, editor, inpaint, style_mix
 
@@ -210,7 +212,8 @@ def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp
     model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
     pts = np.array([[30.5, 40.0], [52.0, 38.5], [41.0, 52.0], [33.0, 62.0], [50.0, 61.5]])
     found = []
-    ed = editor.Editor(model, align_size=48, detector=lambda rgb: found.append(rgb.shape) or [pts])
+    ed = editor.Editor(model, align_size=48,
+                       detector=lambda rgb: found.append(rgb.shape) or [Face.from_landmarks(pts, "test")])
     client = TestClient(editor.create_app(ed))
     photo = h.write_rgb(tmp_path / "p.png", 90, 80, seed=5)
     want, _ = align_faces.align(photo, pts, 48)
@@ -230,19 +233,17 @@ def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp
     assert r.json()["error"].startswith("landmark file bad.txt holds 2 points; give 5 landmarks"), r.json()
     ed._detector = lambda rgb: []
     r = client.post("/api/align", json=base)
-    assert r.json()["error"].startswith("no face was found in p.png; upload a landmark file")
+    assert r.json()["error"].startswith("no face was found in photo p.png; upload a landmark file")
 
 
-def test_align_without_landmarks_or_detector_says_how_to_get_one(app, h, tmp_path):
-    try:
-        import facenet_pytorch  # noqa: F401
-        pytest.skip("facenet-pytorch is installed here, so the detector is used")
-    except ModuleNotFoundError:
-        pass
+def test_align_without_landmarks_or_detector_says_how_to_get_one(app, h, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import fails as if it were removed
     h.write_rgb(tmp_path / "p.png", 20, 20, seed=5)
     r = app.post("/api/align", json={"photo": data_url(tmp_path / "p.png")})
     assert r.status_code == 400
-    assert r.json()["error"].startswith("no landmark file was given and no face detector is installed")
+    msg = r.json()["error"]
+    assert msg.startswith("no landmark file was given and the face detector cannot be used"), msg
+    assert "pip install --no-deps facenet-pytorch" in msg and "--landmarks" not in msg
 
 
 def test_page_needs_nothing_from_elsewhere(app):
