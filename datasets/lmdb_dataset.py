@@ -25,10 +25,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -96,6 +98,68 @@ def close_reader(path: str) -> None:
     env = _READERS.pop((os.path.abspath(path), os.getpid()), None)
     if env is not None:
         env.close()
+
+
+# --------------------------------------------------------------------------------- validation
+# LMDB maps data.mdb into memory and reads pages through the map: a page past the end of a
+# truncated file is a SIGBUS that kills the process without a word. So the file's size is checked
+# against the environment's own record (its meta pages, read with plain file reads) before
+# py-lmdb maps anything; flipped bytes then surface as lmdb errors or undecodable images, which
+# the opener turns into one sentence too.
+_META_MAGIC = 0xBEEFC0DE
+_META_AT = 16                   # the page header before MDB_meta
+_META = struct.Struct("<IIQQ")  # magic, version, address, map size
+_DB = struct.Struct("<IHHQQQQQ")  # pad (the page size, in the free DB), flags, depth, 4 counts, root
+_TAIL = struct.Struct("<QQ")    # last page used, transaction id
+SAMPLED_DECODES = 5             # images decoded when a pack is opened (first, last, middle, 2 more)
+
+
+def _parse_meta(page: bytes) -> Optional[Tuple[int, int, int]]:
+    """(page size, last page, txn id) of one meta page, None when it is not one."""
+    if len(page) < _META_AT + _META.size + 2 * _DB.size + _TAIL.size:
+        return None
+    magic, version, _, _ = _META.unpack_from(page, _META_AT)
+    if magic != _META_MAGIC or version != 1:
+        return None
+    psize = _DB.unpack_from(page, _META_AT + _META.size)[0]
+    last, txn = _TAIL.unpack_from(page, _META_AT + _META.size + 2 * _DB.size)
+    return psize, last, txn
+
+
+def pack_damage(path: str) -> Optional[str]:
+    """Why ``path/data.mdb`` cannot be mapped safely (empty, not LMDB, shorter than its own
+    record of the pages in use), as a short clause; None when its size and header agree."""
+    f = os.path.join(path, "data.mdb")
+    try:
+        size = os.path.getsize(f)
+        with open(f, "rb") as fh:
+            head = fh.read(256)
+            first = _parse_meta(head)
+            second = None
+            if first is not None and 512 <= first[0] <= 65536 and first[0] & (first[0] - 1) == 0:
+                fh.seek(first[0])
+                second = _parse_meta(fh.read(256))
+    except OSError as e:
+        return f"data.mdb cannot be read: {e.strerror or type(e).__name__}"
+    if size == 0:
+        return "data.mdb is empty"
+    if first is None or not (512 <= first[0] <= 65536 and first[0] & (first[0] - 1) == 0):
+        return "data.mdb does not start with an LMDB header"
+    psize = first[0]
+    # LMDB uses the meta page of the later transaction; a damaged second one counts as absent.
+    last = max((m for m in (first, second) if m is not None and m[0] == psize), key=lambda m: m[2])[1]
+    needed = (last + 1) * psize
+    if size < needed:
+        return (f"data.mdb is {size} bytes but its header records {needed} bytes of pages in use; "
+                f"the file was cut short")
+    return None
+
+
+def _damaged(path: str, what: str, source: Optional[str] = None, size: Optional[int] = None) -> DatasetError:
+    src = source or "<image folder>"
+    sizes = f" --size {size}" if size else ""
+    return DatasetError(f"LMDB pack '{path}' is damaged ({what}); rebuild it: delete the folder and "
+                        f"run python scripts/prepare_data.py {src} --out {path}{sizes}.")
 
 
 def read_meta(env) -> Optional[dict]:
@@ -249,7 +313,16 @@ class LMDBDataset(FlipMixin, Dataset):
         if not is_lmdb(path):
             raise DatasetError(f"'{path}' is not an LMDB folder (no data.mdb); "
                                "create it with scripts/prepare_data.py.")
-        meta = read_meta(reader_env(path))
+        why = pack_damage(path)
+        if why is not None:
+            raise _damaged(self.path, why, size=self.size)
+        import lmdb
+        try:
+            meta = read_meta(reader_env(path))
+        except (lmdb.Error, UnicodeDecodeError, ValueError) as e:
+            close_reader(path)
+            raise _damaged(self.path, f"its metadata cannot be read: {_first(e)}",
+                           size=self.size) from None
         if meta is None:
             raise DatasetError(f"LMDB '{path}' is incomplete (packing was interrupted or it was "
                                "not made by prepare_data.py); re-run scripts/prepare_data.py "
@@ -264,18 +337,61 @@ class LMDBDataset(FlipMixin, Dataset):
         self.meta = meta
         self.names: List[str] = list(meta["names"])
         self.paths: List[str] = [os.path.join(meta["source"], n) for n in self.names]
+        self._validate()
+
+    def _validate(self) -> None:
+        """Every image key of this size present (the index), and a few images decoded."""
+        import lmdb
+        n, source = len(self.names), self.meta.get("source")
+        if int(self.meta.get("length", n)) != n:
+            raise _damaged(self.path, f"its metadata lists {n} names for {self.meta.get('length')} "
+                                      f"images", source, self.size)
+        prefix = f"{self.size}-".encode()
+        found = 0
+        try:
+            with reader_env(self.path).begin() as txn:
+                cur = txn.cursor()
+                if cur.set_range(prefix):
+                    for key in cur.iternext(keys=True, values=False):
+                        if not key.startswith(prefix):
+                            break
+                        found += 1
+        except lmdb.Error as e:
+            raise _damaged(self.path, f"its key index cannot be read: {_first(e)}", source,
+                           self.size) from None
+        if found != n:
+            raise _damaged(self.path, f"its index holds {found} images of size {self.size}, its "
+                                      f"metadata {n}", source, self.size)
+        picks = sorted({0, n - 1, n // 2} | set(np.random.default_rng(n).integers(0, n, 2).tolist()))
+        for i in picks[:SAMPLED_DECODES]:
+            self.load(i)
+
+    def _decode_error(self, index: int, e: BaseException) -> DatasetError:
+        name = self.names[index] if 0 <= index < len(self.names) else index
+        return _damaged(self.path, f"image {index} ('{name}') cannot be decoded: {_first(e)}",
+                        self.meta.get("source"), self.size)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def load(self, index: int) -> torch.Tensor:
-        with reader_env(self.path).begin() as txn:
-            data = txn.get(image_key(self.size, index))
+        import lmdb
+        try:
+            with reader_env(self.path).begin() as txn:
+                data = txn.get(image_key(self.size, index))
+        except lmdb.Error as e:
+            raise self._decode_error(index, e) from None
         if data is None:
             raise DatasetError(f"LMDB '{self.path}' lacks key {image_key(self.size, index)!r}; "
                                "re-run scripts/prepare_data.py to repair it.")
-        with Image.open(io.BytesIO(data)) as img:
-            return pil_to_tensor(img.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for damaged image data
+            raise self._decode_error(index, e) from None
+        if img.size != (self.size, self.size):
+            raise self._decode_error(index, ValueError(f"it is {img.size[0]}x{img.size[1]}"))
+        return pil_to_tensor(img)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         n = len(self.names)
@@ -286,6 +402,11 @@ class LMDBDataset(FlipMixin, Dataset):
 
     def __repr__(self) -> str:
         return f"LMDBDataset(path='{self.path}', size={self.size}, n={len(self)})"
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0][:160] if text else type(e).__name__).rstrip(".")
 
 
 def open_dataset(path: str, size: int, hflip: bool = False, *, seed: Optional[int] = None,
