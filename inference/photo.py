@@ -200,6 +200,10 @@ def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size:
     names = names or CLI_NAMES
     if not faces:
         raise InferenceInputError(f"no face was found in {name}; {names['landmarks']}.")
+
+    def scale_of(i: int) -> float:
+        return _scale(crop_matrix(faces[i].landmarks, size, crop_scale))
+
     n = len(faces)
     if choice == "largest":
         choice = 0
@@ -208,7 +212,7 @@ def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size:
             raise InferenceInputError(f"--face {choice} but {n} face{'s were' if n > 1 else ' was'} found in "
                                       f"{name} (numbered from 0, the largest); pass --face 0"
                                       f"{f'..{n - 1}' if n > 1 else ''}, largest or auto.")
-        _check_inside(uv_of(choice), size, crop_scale, choice, name, names)
+        _check_inside(uv_of(choice), size, crop_scale, choice, name, names, scale_of(choice))
         return choice
     uvs = [uv_of(i) for i in range(n)]
     holding = [i for i in range(n) if outside(uvs[i], size) == 0]
@@ -222,7 +226,7 @@ def choose_face(faces: Sequence[Face], uv_of: Callable[[int], np.ndarray], size:
                                   f"numbered from 0, the largest); paint the hole on one face at a time, or "
                                   f"{names['face']}.")
     best = touching[0] if touching else min(range(n), key=lambda i: outside(uvs[i], size))
-    _check_inside(uvs[best], size, crop_scale, best, name, names)
+    _check_inside(uvs[best], size, crop_scale, best, name, names, scale_of(best))
     return best  # not reached: _check_inside raised
 
 
@@ -230,7 +234,10 @@ def _inside_count(uv: np.ndarray, size: int) -> int:
     return int(((uv >= -0.5) & (uv <= size - 0.5)).all(1).sum())
 
 
-def _check_inside(uv: np.ndarray, size: int, crop_scale: float, index: int, name: str, names: dict) -> None:
+def _check_inside(uv: np.ndarray, size: int, crop_scale: float, index: int, name: str, names: dict,
+                  photo_scale: float) -> None:
+    """One sentence when the hole's crop coordinates ``uv`` leave the crop; ``photo_scale`` = crop
+    pixels per photo pixel."""
     over = outside(uv, size)
     if over == 0:
         return
@@ -239,9 +246,9 @@ def _check_inside(uv: np.ndarray, size: int, crop_scale: float, index: int, name
     fix = (f"{names['crop_scale'].format(value=need)} for a larger crop around the same face, or make the "
            f"hole smaller" if need <= hi else
            f"make the hole smaller (even {names['crop_scale_name']} {hi:g}, the largest, would not hold it)")
-    raise InferenceInputError(f"the hole of {name} reaches {over * 100 / size:.0f} % of the crop's side "
-                              f"({over / crop_scale:.0f} pixels at the model's {size}x{size}) outside the "
-                              f"aligned crop of face {index} (crop scale {crop_scale:g}); {fix}.")
+    raise InferenceInputError(f"the hole of {name} reaches {over / photo_scale:.0f} photo pixels ({over * 100 / size:.0f} "
+                              f"% of the crop's side) outside the aligned crop of face {index} (crop scale "
+                              f"{crop_scale:g}); {fix}.")
 
 
 # ------------------------------------------------------------------------------- the round trip

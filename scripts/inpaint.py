@@ -137,6 +137,22 @@ def _differs(path: str, want: dict) -> Optional[str]:
     return None
 
 
+def _transform_differs(path: str, args, image_path: str) -> Optional[str]:
+    """Why the --save-transform file at ``path`` was not made by these settings (None when it was)."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+        have = (os.path.basename(rec["source"]), rec["crop_scale"], rec["feather"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it cannot be read as a transform file"
+    want = (os.path.basename(image_path), args.crop_scale, args.feather)
+    if have != want:
+        return (f"it was made for {have[0]!r} with crop scale {have[1]:g} and feather {have[2]}, this run "
+                f"uses {want[0]!r}, {want[1]:g} and {want[2]}")
+    return None
+
+
 def precheck(images, masks, exemplars, sketches, args, todo, faces=None) -> List[str]:
     """Read every input of the images in ``todo`` before anything is written: a list of problems
     (``<file>: <what is wrong>``; empty when all is well). Warnings are printed as they are found.
@@ -237,8 +253,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             meta = _file_meta(args, key, image_path, masks, exemplars, sketches)
             there = [s for s, p in paths.items() if os.path.exists(p)]
             for s in there:
-                why = _differs(paths[s], {**meta, "exegan:seed": args.seed + int(s[7:-4])}
-                               if s.startswith("_sample") else meta)
+                if s == "_transform.json":
+                    why = _transform_differs(paths[s], args, image_path)
+                else:
+                    why = _differs(paths[s], {**meta, "exegan:seed": args.seed + int(s[7:-4])}
+                                   if s.startswith("_sample") else meta)
                 if why:
                     problems.append(f"{paths[s]} exists but {why}; use another --out, or remove it.")
             if len(there) < len(suffixes):

@@ -364,3 +364,60 @@ def test_implausible_masks_get_the_command_lines_warnings(app, h, inputs):
     r = app.post("/api/mask", json={"mask": _image_url(~hole * np.uint8(255)), "width": 45, "height": 37,
                                     "mask_hole": "black"}).json()
     assert r["warnings"] == []
+
+
+def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
+    """The page's "align automatically" gives the files of `inpaint.py --align` (same landmarks), at the
+    photo's size; the face box comes back for the page; a hole outside the face's crop is the page's
+    one sentence naming its own control."""
+    from skimage import data
+    photo = np.ascontiguousarray(data.astronaut()[20:420, 60:460])            # 400 x 400
+    Image.fromarray(photo).save(tmp_path / "astro.png")
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[100:128, 148:188] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "astro_mask.png")
+    Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(tmp_path / "ex.png")
+    pts = np.array([[145.0, 82.0], [187.0, 84.0], [165.0, 109.0], [142.0, 119.0], [185.0, 122.0]])
+    ex_pts = pts * [-1, 1] + [399, 0]
+    (tmp_path / "astro.json").write_text(json.dumps(pts.tolist()))
+    (tmp_path / "ex.json").write_text(json.dumps(ex_pts.tolist()))
+
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    seen = []
+
+    def detector(rgb):  # the photo's face, or the mirrored exemplar's
+        seen.append(rgb.shape)
+        return [Face.from_landmarks(pts if np.array_equal(rgb, photo) else ex_pts, "test")]
+
+    client = TestClient(editor.create_app(editor.Editor(model, detector=detector)))
+    payload = {"photo": data_url(tmp_path / "astro.png"), "photo_name": "astro.png",
+               "mask": data_url(tmp_path / "astro_mask.png"), "mask_name": "painted mask",
+               "exemplar_a": data_url(tmp_path / "ex.png"), "exemplar_a_name": "ex.png",
+               "align": True, "feather": 2, "samples": 2, "seed": 3}
+    r = client.post("/api/faces", json=payload)
+    assert r.status_code == 200, r.text
+    assert np.allclose(r.json()["faces"][0]["landmarks"], pts)
+    r = client.post("/api/run", json=payload)
+    assert r.status_code == 200, r.text
+    got = [decode(x["png"]) for x in r.json()["results"]]
+    assert r.json()["face"]["index"] == 0 and r.json()["transform"]["feather"] == 2
+
+    out = tmp_path / "cli"
+    assert inpaint.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "astro.png"),
+                         "--mask", str(tmp_path / "astro_mask.png"), "--exemplar", str(tmp_path / "ex.png"),
+                         "--align", "--landmarks", str(tmp_path / "astro.json"), "--exemplar-landmarks",
+                         str(tmp_path / "ex.json"), "--feather", "2", "--samples", "2", "--seed", "3",
+                         "--out", str(out), "--no-sheet"]) == 0
+    for k in range(2):
+        want = h.read(out / f"astro_sample{k}.png")
+        assert got[k].shape == photo.shape and np.array_equal(got[k], want)
+        assert np.array_equal(got[k][~hole], photo[~hole])
+
+    far = np.zeros_like(hole)
+    far[150:200, 150:190] = True                                # from the mouth down the neck
+    Image.fromarray(far.astype(np.uint8) * 255).save(tmp_path / "far.png")
+    r = client.post("/api/run", json={**payload, "mask": data_url(tmp_path / "far.png")})
+    assert r.status_code == 400
+    msg = r.json()["error"]
+    assert msg.startswith("the hole of astro.png reaches ") and "set 'crop scale' to" in msg, msg
+    assert "--" not in msg

@@ -144,3 +144,62 @@ def test_paint_complete_download_in_chromium(server, tmp_path):
     assert message.startswith("Cannot decode image 'broken.png'"), message
     assert requests and all(u.startswith(server + "/") or u.startswith(("data:", "blob:")) for u in requests), requests
     assert shot.stat().st_size > 10_000
+
+
+def test_align_automatically_round_trip_in_chromium(server, tmp_path):
+    """"Align automatically" with the real detector on a real photo: the face box is drawn, the hole
+    painted on the photo as it is comes back filled in a download of the photo's size whose other
+    pixels are the photo's; a hole far from the face is the page's one sentence."""
+    from skimage import data
+    photo = data.astronaut()                                    # 512 x 512, one face near (225, 120)
+    Image.fromarray(photo).save(tmp_path / "astronaut.png")
+    Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(tmp_path / "exemplar.png")
+    shot = tmp_path / "editor_align.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server, wait_until="networkidle")
+            page.wait_for_selector("body[data-ready]")
+            page.check("#auto-align")
+            page.set_input_files("#photo-file", str(tmp_path / "astronaut.png"))
+            page.wait_for_selector("#stage[data-faces='1']")            # the detector found one face
+            page.set_input_files("#exemplar-a-file", str(tmp_path / "exemplar.png"))
+            page.wait_for_selector("#exemplar-a-preview[src]")
+            box = page.locator("#paint").bounding_box()
+
+            def drag(x0, y0, x1, y1):
+                page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y1, steps=8)
+                page.mouse.up()
+
+            page.fill("#brush-size", "12")
+            drag(0.40, 0.255, 0.48, 0.255)                              # across the nose
+            page.fill("#samples", "1")
+            page.click("#run")
+            page.wait_for_selector("#results a.download >> nth=1")
+            assert page.is_hidden("#message")
+            links = page.eval_on_selector_all("#results a.download", "els => els.map(a => [a.download, a.href])")
+            assert "through the aligned crop of face 0" in page.inner_text("#status")
+            page.screenshot(path=str(shot), full_page=True)
+            faces_drawn = page.evaluate("() => { const c = document.getElementById('faces'); "
+                                        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; "
+                                        "let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }")
+
+            page.click("#clear")
+            drag(0.05, 0.92, 0.3, 0.92)                                 # along the bottom: far from the face
+            page.click("#run")
+            page.wait_for_selector("#message:not([hidden])")
+            message = page.inner_text("#message")
+        finally:
+            browser.close()
+    print(f"\nscreenshot: {shot}")
+    assert [name for name, _ in links] == ["astronaut_sample0.png", "astronaut_mask.png"]
+    hole = png_of(links[1][1]) > 127
+    result = png_of(links[0][1])
+    assert result.shape == photo.shape
+    assert 50 < hole.sum() < 5000 and np.array_equal(result[~hole], photo[~hole])
+    assert (result[hole] != photo[hole]).any(-1).mean() > 0.5
+    assert faces_drawn > 100                                            # the face box is on the page
+    assert message.startswith("the hole of astronaut.png reaches ") and "crop scale" in message, message
