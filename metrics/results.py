@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from common.diskfull import DiskFullError, is_disk_full
 from datasets.protocols import ALL_BUCKET
 
 
@@ -64,9 +65,17 @@ def results_rows(result: dict) -> Tuple[List[str], List[dict]]:
 
 def _write_atomic(path: str, text: str) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if is_disk_full(e):
+            raise DiskFullError(path, len(text.encode("utf-8")), "free some space there (or pass "
+                                "another --out) and run the evaluation again") from None
+        raise
 
 
 #: What a non-finite number becomes in results.json (``null``) and results.csv (an empty cell).

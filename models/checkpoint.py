@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.diskfull import DiskFullError, is_disk_full
 from common.errors import UserError
 from common.torchfile import not_a_torch_file
 from models.discriminator import Discriminator
@@ -406,16 +407,35 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
-        # Flush the bytes to disk before the rename, so that after a power loss the new name
-        # never points at a partly written file; then the directory entry itself (best effort).
-        with open(tmp, "rb") as f:
+        # Through a Python file object: a failed write keeps its OSError (ENOSPC), which a
+        # path would lose inside the C++ writer.
+        with _open_for_write(fd) as f:
+            torch.save(obj, f)
+            f.flush()
+            # The bytes reach the disk before the rename, so that after a power loss the new
+            # name never points at a partly written file; then the directory entry (best effort).
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, Exception) and is_disk_full(e, folder, _payload_bytes(obj)):
+            raise DiskFullError(path, _payload_bytes(obj)) from None
         raise
+
+
+def _open_for_write(fd: int):
+    return os.fdopen(fd, "wb")
+
+
+def _payload_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj``: about what its file takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(_payload_bytes(v) for v in obj)
+    return 0

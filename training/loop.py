@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common import seeding as rng
+from common.diskfull import DiskFullError
 from common.rundir import RunDirBusyError, RunDirLock, lock_run_dir, unlock_run_dir
 from common.seeding import derive_rng
 from datasets.augment import DiffAugment
@@ -688,8 +689,15 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         pl_mean = trainer.gather_pl_mean()  # collective: every rank
         if info.is_main:
             state = trainer.checkpoint(step, pl_mean, sampler.position(step), best)
-            path = ckpts.save(state, step)
-            ckpts.export(trainer.G_ema.state_dict(), trainer.G_ema.kwargs, step, cfg.to_dict())
+            try:
+                path = ckpts.save(state, step)
+                ckpts.export(trainer.G_ema.state_dict(), trainer.G_ema.kwargs, step, cfg.to_dict())
+            except DiskFullError as e:
+                latest = os.path.join(run_dir, "checkpoints", "latest.pt")
+                kept = (f"the last good checkpoint {latest} is kept; free some space, then continue "
+                        f"with: python train.py --resume {run_dir}" if os.path.isfile(latest) else
+                        "no checkpoint of this run was written yet; free some space and start again")
+                raise e.advise(kept) from None
             log.info("saved %s", path)
         dist_utils.barrier()
 

@@ -27,10 +27,10 @@ SLOW_SAVE_DRIVER = textwrap.dedent("""
         if calls[0] == kill_at:
             buf = io.BytesIO()
             real_save(obj, buf, *args, **kwargs)
-            with open(f, "wb") as fh:
-                fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-                fh.flush()
-                os.fsync(fh.fileno())
+            fh = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f  # a path or the open file
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            fh.flush()
+            os.fsync(fh.fileno())
             open(marker, "w").close()
             time.sleep(600)
         return real_save(obj, f, *args, **kwargs)
