@@ -358,17 +358,62 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _AliasFound(Exception):
+    pass
+
+
+class YAMLAliasError(ConfigError):
+    """User YAML that uses an alias (refused, see _NoAliasLoader)."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without aliases (``*name``): a few hundred bytes of nested aliases expand
+    to gigabytes (a "billion laughs"), and a config has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasFound(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml_where(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+
+
+def load_yaml_text(text: str, where: str):
+    """Parse user YAML (a config file, a --set value) without aliases; errors are one sentence
+    that starts with ``where``."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    except _AliasFound as e:
+        raise YAMLAliasError(f"{where} uses a YAML alias at {_yaml_where(e.args[0])}; aliases are not "
+                          f"allowed in configs (they can expand without bound), write the values "
+                          f"out.") from None
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML ({e.problem or e.context} at "
+                          f"{_yaml_where(e.problem_mark or e.context_mark)}).") from None
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where} is not valid YAML ({first}).") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: str, _seen: tuple = ()) -> dict:
     path = os.path.abspath(path)
     if path in _seen:
         raise ConfigError(f"Config file {path} includes itself through 'base:'; remove the cycle.")
     if not os.path.isfile(path):
         raise ConfigError(f"Config file {path} does not exist; pass an existing YAML file to --config.")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file {path} is not valid YAML ({e}).") from None
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"Config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8.") from None
+    data = load_yaml_text(text, f"Config file {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of sections, not {type(data).__name__}.")
     base = data.pop("base", None)
@@ -387,8 +432,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not keys:
         raise ConfigError(f"Override '{text}' has no key before '='.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else ""
-    except yaml.YAMLError:
+        value = load_yaml_text(raw, f"Override '{text}'") if raw.strip() != "" else ""
+    except YAMLAliasError:
+        raise
+    except ConfigError:
         value = raw
     return keys, value
 
