@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
@@ -50,7 +51,9 @@ def scan_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List
     """Relative POSIX paths of all image files under ``root``, sorted (deterministic order).
 
     Hidden files and folders (name starting with ``.``, e.g. macOS ``._x.jpg`` resource forks)
-    are skipped. Symbolic links to folders are followed.
+    are skipped. Symbolic links to folders are followed, and each real folder (by device and
+    inode) is walked once: a link back to an ancestor (a loop) or a second link to the same
+    folder would otherwise count its images again and again; one warning names them.
     """
     if not os.path.exists(root):
         raise DatasetError(f"Image folder '{root}' does not exist; check the dataset path.")
@@ -58,13 +61,33 @@ def scan_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List
         raise DatasetError(f"'{root}' is not a folder; give the folder that holds the images.")
     exts = tuple(e.lower() for e in extensions)
     found = []
+    st = os.stat(root)
+    seen = {(st.st_dev, st.st_ino)}
+    again: List[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        keep = []
+        for d in sorted(dirnames):  # sorted: the first of two links to a folder is the one kept
+            if d.startswith("."):
+                continue
+            try:
+                st = os.stat(os.path.join(dirpath, d))
+            except OSError:
+                continue  # a broken link: os.walk would not enter it either
+            if (st.st_dev, st.st_ino) in seen:
+                again.append(os.path.relpath(os.path.join(dirpath, d), root).replace(os.sep, "/"))
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith(".") or not name.lower().endswith(exts):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             found.append(rel.replace(os.sep, "/"))
+    if again:
+        warnings.warn(f"Image folder '{root}' reaches {len(again)} folder(s) a second time through "
+                      f"symbolic links (a loop or a duplicate link: {first_lines(sorted(again))}); "
+                      f"each folder's images are counted once.", stacklevel=2)
     found.sort()
     return found
 
