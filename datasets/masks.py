@@ -63,6 +63,9 @@ BUCKETS: Tuple[Tuple[float, float], ...] = tuple((k / 10, (k + 1) / 10) for k in
 BUCKET_LABELS: Tuple[str, ...] = tuple(f"{10 * k}-{10 * (k + 1)}" for k in range(6))
 #: Name of the hole-ratio index a mask folder may carry (see scripts/make_mask_buckets.py).
 INDEX_FILE = "mask_ratios.json"
+#: File that scripts/make_mask_buckets.py --copy-into leaves in its copy folder: a mask folder
+#: scan skips every folder holding it, so copies made inside the root are not counted twice.
+COPIES_MARKER = ".mask_bucket_copies"
 #: A mask file may have at most this fraction of pixels in the middle half of its range.
 MAX_GREY_FRACTION = 0.25
 
@@ -154,10 +157,18 @@ def read_mask_file(path: str, hole_value: int = 1) -> np.ndarray:
                     img = img.convert("RGB").convert("L") if img.mode != "LA" else img.getchannel(0)
                 elif img.mode != "L":
                     img = img.convert("L")
-                a, top = np.asarray(img, dtype=np.float64), 255.0
+                a, top = np.asarray(img, dtype=np.uint8), 255.0
     except DECODE_ERRORS as e:
         raise MaskError(f"Cannot read mask file '{path}' ({type(e).__name__}: {e}); "
                         "remove or replace it.") from None
+    if a.dtype == np.uint8:
+        # The same thresholds on the 8-bit values (v / 255 > 0.25 is v >= 64, < 0.75 is v <= 191,
+        # > 0.5 is v >= 128) without a float copy: a 24-megapixel mask stays 24 MB, not 400.
+        grey = float(np.count_nonzero((a >= 64) & (a <= 191))) / max(1, a.size)
+        if grey > MAX_GREY_FRACTION:
+            raise MaskError(f"Mask file '{path}' is not a binary mask ({100 * grey:.0f}% of its "
+                            "pixels are mid-grey); give black-and-white mask images.")
+        return a >= 128 if hole_value == 1 else a < 128
     a = a / top
     grey = float(np.mean((a > 0.25) & (a < 0.75)))
     if grey > MAX_GREY_FRACTION:
@@ -359,9 +370,24 @@ def _scan_mask_folder(root: str, hole_value: int) -> List[str]:
         names = scan_images(root)
     except Exception as e:
         raise MaskError(str(e).replace("Image folder", "Mask folder")) from None
+    names = without_bucket_copies(root, names)
     if not names:
         raise MaskError(f"Mask folder '{root}' contains no image files; check the path.")
     return names
+
+
+def without_bucket_copies(root: str, names: Sequence[str]) -> List[str]:
+    """``names`` (relative to ``root``) less those under a folder that holds
+    :data:`COPIES_MARKER` (the copies of ``make_mask_buckets.py --copy-into``)."""
+    marked: Dict[str, bool] = {}
+
+    def copies(folder: str) -> bool:
+        if folder not in marked:
+            parent = os.path.dirname(folder)
+            marked[folder] = bool(folder) and (
+                os.path.isfile(os.path.join(root, folder, COPIES_MARKER)) or copies(parent))
+        return marked[folder]
+    return [n for n in names if not copies(os.path.dirname(n.replace(os.sep, "/")))]
 
 
 class MaskFiles(MaskGenerator):

@@ -47,20 +47,94 @@ def main(argv=None):
                         help="LMDB address space in GiB (the file only grows as needed)")
     args = parser.parse_args(argv)
 
-    from datasets.errors import DatasetError
-    from datasets.lmdb_dataset import pack_folder
-
+    from common.errors import UserError, report
     try:
-        meta = pack_folder(args.root, args.out, args.size, workers=args.workers,
-                           compress_level=args.compress_level,
-                           map_size=int(args.map_size_gb * (1 << 30)))
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        meta = pack(args)
+    except UserError as e:
+        return report(e)
     print(f"{args.out}: {meta['length']} images at sizes {meta['sizes']}"
           + (f", {len(meta['skipped'])} unreadable file(s) skipped" if meta["skipped"] else ""))
     return 0
 
+
+#: Largest --size accepted (a 8192 x 8192 RGB image is 200 MB before encoding).
+MAX_SIZE = 8192
+
+
+def check_args(args) -> None:
+    """Every flag checked before anything is read or written (one sentence each)."""
+    import math
+
+    from datasets.errors import DatasetError
+    bad = [s for s in args.size if not 1 <= s <= MAX_SIZE]
+    if bad:
+        raise DatasetError(f"--size must be a whole number of pixels from 1 to {MAX_SIZE}, got "
+                           f"{bad[0]}; e.g. --size 256.")
+    if args.workers < 0:
+        raise DatasetError(f"--workers must be 0 (decode in this process) or more, got "
+                           f"{args.workers}.")
+    if not math.isfinite(args.map_size_gb) or args.map_size_gb <= 0 or \
+            args.map_size_gb * (1 << 30) >= 2 ** 63:
+        raise DatasetError(f"--map-size-gb must be a finite number of GiB above 0, got "
+                           f"{args.map_size_gb}; the default is 1024 (the file only grows as "
+                           f"needed).")
+
+
+def _prepare_out(out: str) -> list:
+    """Check that ``out`` can hold the pack, creating it if missing; returns what this run
+    created (folders, deepest last) so that a failed run can remove it."""
+    from datasets.errors import DatasetError
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DatasetError(f"Output '{out}' exists and is not a folder; choose another --out.")
+    created, head = [], os.path.abspath(out)
+    while not os.path.exists(head):
+        created.insert(0, head)
+        head = os.path.dirname(head)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"Cannot create the output folder '{out}' ({e.strerror or e}); "
+                           f"choose a writable --out.") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DatasetError(f"Output folder '{out}' is not writable; choose a writable --out.")
+    return created
+
+
+def pack(args) -> dict:
+    """Pack ``args.root`` into ``args.out``. On a user error, what this run created (the output
+    folder, or the pack files in a folder that was empty) is removed: a failed run leaves
+    nothing half-made. An interrupted run (Ctrl-C) keeps its pack, which the same command
+    resumes."""
+    import shutil
+
+    import lmdb
+
+    from datasets.errors import DatasetError
+    from datasets.lmdb_dataset import pack_folder
+
+    check_args(args)
+    existed = os.path.isdir(args.out)
+    before = set(os.listdir(args.out)) if existed else set()
+    created = _prepare_out(args.out)
+
+    def undo():
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
+        elif not before:                      # an empty folder: remove the files made in it
+            for name in set(os.listdir(args.out)) - before:
+                path = os.path.join(args.out, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    try:
+        return pack_folder(args.root, args.out, args.size, workers=args.workers,
+                           compress_level=args.compress_level,
+                           map_size=int(args.map_size_gb * (1 << 30)))
+    except DatasetError:
+        undo()
+        raise
+    except (OSError, lmdb.Error) as e:
+        undo()
+        raise DatasetError(f"Cannot write the pack '{args.out}' ({e}); choose a writable --out "
+                           f"with free space.") from None
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -101,7 +101,7 @@ def test_prepare_data_cli(clean_folder, tmp_path, capsys):
     assert prepare.main([str(clean_folder), "--out", str(out), "--size", "16", "32"]) == 0
     assert "8 images at sizes [16, 32]" in capsys.readouterr().out
     assert_same(LMDBDataset(str(out), 32), ImageFolderDataset(clean_folder, 32))
-    assert prepare.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+    assert prepare.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
