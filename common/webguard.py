@@ -153,10 +153,12 @@ class HostOriginGuard:
 
 # ------------------------------------------------------------------------------- pixel caps
 def check_image_pixels(source, max_pixels: int, what: str = "image",
-                       name: Optional[str] = None) -> Tuple[int, int]:
+                       name: Optional[str] = None, *,
+                       allow_unreadable: bool = False) -> Optional[Tuple[int, int]]:
     """(width, height) of an image file or file object, read from its header without decoding
     the pixels; raises :class:`WebGuardError` (413) above ``max_pixels`` and (400) when Pillow
-    cannot read the header. A file object is left at its start."""
+    cannot read the header — or, with ``allow_unreadable``, returns None then, so that the
+    caller's own reader gives its sentence. A file object is left where it was."""
     from PIL import Image
     label = name or str(getattr(source, "label", None) or getattr(source, "name", None)
                         or (source if isinstance(source, str) else what))
@@ -169,6 +171,8 @@ def check_image_pixels(source, max_pixels: int, what: str = "image",
     except Image.DecompressionBombError:
         w = h = None
     except (OSError, ValueError, SyntaxError) as e:
+        if allow_unreadable:
+            return None
         raise WebGuardError(f"{what} {label} is not an image Pillow can read ({e}); use a PNG or "
                             f"JPEG file.", 400) from None
     finally:

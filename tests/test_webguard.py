@@ -146,6 +146,9 @@ def test_pixel_cap_reads_the_header_only(tmp_path, monkeypatch):
     with pytest.raises(wg.WebGuardError, match="not an image Pillow can read") as e:
         wg.check_image_pixels(io.BytesIO(b"not an image"), 10, "exemplar", "x.png")
     assert e.value.status == 400
+    junk = io.BytesIO(b"not an image")
+    assert wg.check_image_pixels(junk, 10, "mask", allow_unreadable=True) is None
+    assert junk.tell() == 0
 
 
 # -------------------------------------------------------------------------------- work gate
