@@ -131,3 +131,36 @@ def test_prepare_data_still_packs_and_resumes(clean_folder, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(clean_folder / "new.png")
     assert prepare.main([str(clean_folder), "--out", str(out), "--size", "16"]) == 0
     assert "9 images" in capsys.readouterr().out
+
+
+def test_a_write_failure_mid_pack_is_one_sentence_and_removes_the_pack(clean_folder, tmp_path,
+                                                                       capsys):
+    """LMDB's own write error through the real pack_folder (a map too small for the images, as
+    a full disk would stop it): one sentence, exit 2, the new output folder removed."""
+    out = tmp_path / "pack"
+    assert prepare.main([str(clean_folder), "--out", str(out), "--size", "64",
+                         "--map-size-gb", "0.00002"]) == 2
+    _one_sentence(capsys, f"Cannot write the pack '{out}' (")
+    assert not out.exists()
+
+
+def test_a_copy_failure_removes_the_copies_and_writes_no_index(tmp_path, capsys, monkeypatch):
+    import errno
+    import shutil
+
+    masks = write_masks(tmp_path / "masks")
+    real_copy, done = shutil.copy2, []
+
+    def copy2(src, dst, **k):
+        if len(done) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        done.append(dst)
+        return real_copy(src, dst, **k)
+
+    monkeypatch.setattr(shutil, "copy2", copy2)
+    copies = tmp_path / "out" / "copies"
+    assert buckets.main([str(masks), "--copy-into", str(copies)]) == 2
+    _one_sentence(capsys, "Cannot copy the masks into --copy-into")
+    assert not (tmp_path / "out").exists() and len(done) == 3
+    assert not (masks / "mask_ratios.json").exists()
+    assert not [f for f in os.listdir(masks) if f.endswith(".tmp")]
