@@ -210,6 +210,9 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
             f"only the completed images on purpose.")
     _refuse_masks_as_ground_truth(s, keys, gt, masks, patterns)
     if s.n_images is not None:
+        if s.n_images < 1:
+            raise ProtocolError(f"--n-images must be at least 1, got {s.n_images}; leave it out "
+                                f"to score every completion.")
         if s.n_images > len(keys):
             raise ProtocolError(f"Asked for {s.n_images} images but --pred '{s.pred[0]}' has "
                                 f"{len(keys)}; lower --n-images.")

@@ -661,6 +661,10 @@ def test_pred_unmatched_or_doubly_matched_files_are_errors(files, entry, capsys,
     rc, _, err = _run(entry, capsys, "--ckpt", files.ours, "--psp", files.psp, "--data",
                       files.faces, "--allow-subset", "--out", tmp_path / "o6")
     assert rc == 2 and "--allow-subset only applies to --pred" in err
+    rc, _, err = _run(entry, capsys, "--pred", r0, *common, "--n-images", 0,
+                      "--out", tmp_path / "o7")
+    assert rc == 2 and "--n-images must be at least 1, got 0" in err
+    assert not (tmp_path / "o7").exists()
 
 
 def test_pred_pairing_hint_follows_the_roles_and_masks_are_no_ground_truth(
