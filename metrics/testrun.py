@@ -64,6 +64,7 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
         raise ProtocolError(f"Unknown metric(s) {bad}; choose from {', '.join(ALL_METRICS)}.")
     if s.repeats < 1 or s.batch < 1:
         raise ProtocolError(f"--repeats and --batch must be >= 1, got {s.repeats} and {s.batch}.")
+    _check_numbers(s)
     _require(s.ckpt, "EXE-GAN checkpoint", src.get("ckpt", "--ckpt"),
              "give our checkpoint / export or the released EXE_GAN_model_256.pt")
     if not s.data:
@@ -145,8 +146,37 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
     # checks again, but an early failure should leave no empty results directory behind.
     _precheck(mask_spec, pairing, dataset, n, generator.size)
     name = f"{os.path.splitext(os.path.basename(s.ckpt))[0]}-{mask_spec.kind}-{pairing.mode}"
+    existed = s.out is not None and os.path.isdir(s.out)
     out_dir = _make_out_dir(s, name)
     log.info("results directory: %s", out_dir)
+    try:
+        return _evaluate_into(s, out_dir, model, dataset, mask_spec, pairing, evaluator, n, started,
+                              need_inc, random_used, warnings, device)
+    except BaseException:
+        # No results.json: what the directory holds (nothing, or some of --save-images) is
+        # no result; leave no half-made results directory behind (an --out that existed
+        # empty stays, empty).
+        import shutil
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if existed:
+            os.makedirs(out_dir, exist_ok=True)
+        log.info("removed the unfinished results directory %s", out_dir)
+        raise
+
+
+def _check_numbers(s: TestSettings) -> None:
+    """Counts and seeds, named by the flag the user typed, before anything is loaded."""
+    if s.n_images is not None and s.n_images < 1:
+        where = "eval.n_images of the config" if s.n_images_at_most else "--n-images"
+        raise ProtocolError(f"{where} must be >= 1 (the number of test images to evaluate), got "
+                            f"{s.n_images}; leave it out to evaluate every image.")
+    for flag, value in (("--seed", s.seed), ("--mask-seed", s.mask_seed)):
+        if value is not None and value < 0:
+            raise ProtocolError(f"{flag} must be >= 0, got {value}.")
+
+
+def _evaluate_into(s, out_dir, model, dataset, mask_spec, pairing, evaluator, n, started,
+                   need_inc, random_used, warnings, device) -> Tuple[str, dict]:
     result = evaluate(model, dataset, mask_spec, pairing, evaluator=evaluator, n_images=n,
                       batch=s.batch, seed=s.seed, mask_seed=s.mask_seed, repeats=s.repeats,
                       truncation=s.truncation, progress=s.progress,
