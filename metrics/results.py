@@ -63,6 +63,19 @@ def results_rows(result: dict) -> Tuple[List[str], List[dict]]:
     return header, rows
 
 
+def remove_unfinished(out_dir: str, existed: bool) -> None:
+    """After a failed run: without results.json, what a results directory holds (nothing, or
+    some saved images) is no result, so none is left behind; an --out that existed empty
+    before stays, empty."""
+    import logging
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if existed:
+        os.makedirs(out_dir, exist_ok=True)
+    logging.getLogger("exegan.test").info("removed the unfinished results directory %s", out_dir)
+
+
 def _write_atomic(path: str, text: str) -> None:
     tmp = path + ".tmp"
     try:

@@ -19,7 +19,7 @@ from datasets.protocols import ALL_BUCKET, check_holes
 from .evaluator import STD_DDOF, aggregate_repeats
 from .protocol import (PROTOCOL_VERSION, STD_RECORD, _hole_keys, _hole_scores, _results_with_holes,
                        build_evaluator)
-from .results import _write_results
+from .results import _write_results, remove_unfinished
 from .settings import (TestSettings, _banner, _check_metric_files, _check_out_dir, _device,
                        _make_out_dir, _patterns, run_record, warn_small_sets)
 
@@ -127,6 +127,16 @@ def _refuse_masks_as_ground_truth(s: TestSettings, keys, gt, masks, patterns) ->
 
 
 def score_folders(s: TestSettings) -> Tuple[str, dict]:
+    made: list = []
+    try:
+        return _score_folders(s, made)
+    except BaseException:
+        if made:  # a late failure (e.g. a metric that cannot take the images' size)
+            remove_unfinished(*made[0])
+        raise
+
+
+def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
     """``test.py --pred DIR [DIR ...] --gt DIR [--masks DIR]``: score existing completions.
 
     Each ``--pred`` folder is one repeat (e.g. ``images/all/r0``, ``r1``, ... of an earlier
@@ -276,7 +286,9 @@ def score_folders(s: TestSettings) -> Tuple[str, dict]:
     if random_used:
         _banner("SCORING WITH RANDOMLY INITIALISED STAND-INS: " + ", ".join(random_used)
                 + ".\nThese numbers are meaningless: use this for tests only.")
+    existed = s.out is not None and os.path.isdir(s.out)
     out_dir = _make_out_dir(s, "scored-" + os.path.basename(os.path.normpath(s.pred[0])))
+    made.append((out_dir, existed))
     log.info("results directory: %s", out_dir)
     started = datetime.datetime.now(datetime.timezone.utc)
 

@@ -14,7 +14,7 @@ from datasets.protocols import as_pairing, make_mask_protocol
 
 from .evaluator import ALL_METRICS
 from .protocol import _require, build_evaluator, evaluate
-from .results import _write_results
+from .results import _write_results, remove_unfinished
 from .settings import (TestSettings, _banner, _check_metric_files, _check_out_dir, _device,
                        _file_record, _make_out_dir, _patterns, _precheck, run_record,
                        warn_resolution, warn_small_sets)
@@ -153,14 +153,7 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
         return _evaluate_into(s, out_dir, model, dataset, mask_spec, pairing, evaluator, n, started,
                               need_inc, random_used, warnings, device)
     except BaseException:
-        # No results.json: what the directory holds (nothing, or some of --save-images) is
-        # no result; leave no half-made results directory behind (an --out that existed
-        # empty stays, empty).
-        import shutil
-        shutil.rmtree(out_dir, ignore_errors=True)
-        if existed:
-            os.makedirs(out_dir, exist_ok=True)
-        log.info("removed the unfinished results directory %s", out_dir)
+        remove_unfinished(out_dir, existed)
         raise
 
 

@@ -78,3 +78,17 @@ def test_a_failure_during_the_evaluation_removes_the_results_directory(setup, tm
     proc = _test_py(setup, "--out", out.name, script=str(driver), env={"OUT": str(out), "KIND": kind})
     assert proc.returncode == status and out.is_dir() and os.listdir(out) == []
     out.rmdir()
+
+
+def test_scoring_that_fails_half_way_leaves_no_results_directory(tmp_path):
+    # 1-px completions: the folders pair up, the SSIM of the first batch then fails.
+    for name in ("gt", "pred"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (1, 1), (i * 40, 0, 0)).save(tmp_path / name / f"{i}.png")
+    e = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "test.py"), "--pred", "pred", "--gt", "gt",
+                           "--metrics", "ssim", "--out", "res", "--no-progress"], cwd=tmp_path, env=e,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "results directory: res" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "res").exists()
