@@ -273,3 +273,24 @@ def test_mask_sampler_state_resumes_the_same_sequence(tmp_path):
     b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["masks"])
     for e in expected:
         assert torch.equal(b(4), e)
+
+
+@pytest.mark.parametrize("hole_value", [1, 0])
+def test_8_bit_masks_are_read_without_a_float_copy_by_the_float_rule(tmp_path, hole_value):
+    """Every 8-bit value gives what v / 255 > 0.5 gives (and the grey fraction counts 0.25 < v / 255 <
+    0.75), though the reader compares the 8-bit values directly."""
+    v = np.arange(256, dtype=np.uint8)
+    a = np.concatenate([np.repeat(v[None], 4, 0), np.zeros((8, 256), np.uint8),
+                        np.full((8, 256), 255, np.uint8)], 0)
+    Image.fromarray(a, "L").save(tmp_path / "m.png")
+    got = masks_mod.read_mask_file(str(tmp_path / "m.png"), hole_value=hole_value)
+    want = (a / 255.0) > 0.5
+    assert np.array_equal(got, want if hole_value == 1 else ~want)
+    grey = np.full((10, 10), 255, np.uint8)
+    grey[:3, :] = 64          # 30 % at exactly 64 / 255 = 0.251: mid-grey
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    with pytest.raises(MaskError, match="30% of its pixels are mid-grey"):
+        masks_mod.read_mask_file(str(tmp_path / "g.png"))
+    grey[:3, :] = 63          # 0.247: not mid-grey
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    assert not masks_mod.read_mask_file(str(tmp_path / "g.png"))[:3].any()

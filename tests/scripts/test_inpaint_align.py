@@ -16,7 +16,21 @@ from inference.detect import make_detector
 from scripts import _cli_common as cli
 from scripts import inpaint, style_mix
 
-pytest.importorskip("facenet_pytorch", reason="the face detector is installed by `make` (requirements-nodeps.txt)")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+
+def test_make_installs_the_pinned_detector_and_it_imports_with_our_torch():
+    """`make` (the README's two commands) installs requirements-nodeps.txt without its dependency
+    pins; --align needs it, so a missing or other version is a failure here, not a skip."""
+    from importlib.metadata import PackageNotFoundError, version
+    with open(os.path.join(ROOT, "requirements-nodeps.txt"), encoding="utf-8") as f:
+        pins = dict(line.strip().split("==") for line in f if "==" in line and not line.startswith("#"))
+    try:
+        assert version("facenet-pytorch") == pins["facenet-pytorch"]
+    except PackageNotFoundError:
+        pytest.fail("facenet-pytorch is not installed; run `make venv` (it installs requirements-nodeps.txt)")
+    import facenet_pytorch  # noqa: F401 - its own imports (requests, torchvision, tqdm) work with ours
 
 
 @pytest.fixture(scope="module")
