@@ -3,6 +3,7 @@
 Layout of one run (only rank 0 writes):
 
     runs/00003-demo/
+        .lock              flock of the one process writing the run (common.rundir.RunDirLock)
         config.yaml        resolved config of the run
         log.txt            human-readable log (appended to on resume)
         stats.jsonl        one JSON object per log / eval event: {"step": ..., "kind": ..., ...}
