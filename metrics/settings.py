@@ -139,8 +139,10 @@ def run_record(s: "TestSettings", *, need_inception: bool, random_used, warnings
 
 
 def _check_out_dir(out: Optional[str]) -> None:
-    if out is not None and os.path.exists(out) and (
-            not os.path.isdir(out) or os.listdir(out)):
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise ProtocolError(f"Results directory '{out}' is a file, not a folder; choose a new "
+                            f"--out (results are never overwritten).")
+    if out is not None and os.path.exists(out) and os.listdir(out):
         raise ProtocolError(f"Results directory '{out}' already exists and is not empty; "
                             f"choose a new --out (results are never overwritten).")
 
@@ -153,7 +155,8 @@ def _make_out_dir(s: TestSettings, name: str) -> str:
     try:
         os.makedirs(s.out, exist_ok=True)
     except OSError as e:
-        raise ProtocolError(f"Cannot create the results directory '{s.out}' ({e}).") from None
+        raise ProtocolError(f"Cannot create the results directory '{s.out}' "
+                            f"({e.strerror or e}); choose a writable --out.") from None
     _check_out_dir(s.out)
     return s.out
 

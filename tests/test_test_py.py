@@ -708,3 +708,18 @@ def test_pred_pairing_hint_follows_the_roles_and_masks_are_no_ground_truth(
                       "--out", tmp_path / "ok")
     assert rc == 0, err
     assert len(ds) == 4
+
+
+def test_unwritable_results_directories_are_one_sentence(files, entry, capsys, in_memory,
+                                                         tmp_path):
+    mem_dir, _ = in_memory
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, needle in ((a_file, "is a file, not a folder; choose a new --out"),
+                        (a_file / "sub", "(Not a directory); choose a writable --out"),
+                        ("/proc/exegan-no-such/results", "choose a writable --out")):
+        rc, _, err = _run(entry, capsys, "--pred", mem_dir / "images" / "all" / "r0", "--gt",
+                          files.faces, "--metrics", "l1", "--no-progress", "--out", out)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and needle in lines[0], (out, err)
+    assert a_file.read_text() == "x"
