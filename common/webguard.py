@@ -34,7 +34,7 @@ from common.errors import UserError
 
 __all__ = ["WebGuardError", "ServerBusy", "LOCAL_NAMES", "local_hosts", "HostOriginGuard",
            "check_image_pixels", "WorkGate", "WorkGateMiddleware", "loads_json",
-           "MAX_JSON_DEPTH", "check_port", "check_max_upload_mb"]
+           "MAX_JSON_DEPTH", "check_port", "check_max_upload_mb", "guard_app"]
 
 #: The names a server bound to this machine is reached by.
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -280,6 +280,18 @@ class WorkGateMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.gate.release()
+
+
+def guard_app(app, *, port: int, hosts: Iterable[str] = (), max_in_flight: int = 1,
+              max_queued: int = 2, what: str = "the server", api_prefix: str = "/api/"):
+    """``app`` behind both middlewares: :class:`HostOriginGuard` outside (a refused request
+    takes no slot) for :func:`local_hosts` ``(port, hosts)``, and a :class:`WorkGate` of
+    ``max_in_flight`` working and ``max_queued`` waiting API requests inside."""
+    gate = WorkGate(max_in_flight, max_queued, what=what)
+    inner = WorkGateMiddleware(app, gate, prefix=api_prefix)
+    guarded = HostOriginGuard(inner, local_hosts(port, hosts), api_prefix=api_prefix)
+    guarded.gate = gate
+    return guarded
 
 
 # ------------------------------------------------------------------------------------- JSON

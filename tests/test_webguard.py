@@ -247,3 +247,23 @@ def test_good_command_line_values_pass():
     assert wg.check_port(7860) == 7860 and wg.check_port("65535") == 65535
     assert wg.check_port(1) == 1
     assert wg.check_max_upload_mb(32.0) == 32.0 and wg.check_max_upload_mb("0.5") == 0.5
+
+
+def test_guard_app_puts_both_middlewares_around_an_app():
+    events = {"started": threading.Event(), "go": threading.Event()}
+    inner = _app(events=events, hosts=["127.0.0.1:1"]).app     # the bare Starlette app
+    app = wg.guard_app(inner, port=8000, hosts=["box.lan"], max_in_flight=1, max_queued=0,
+                       what="the editor")
+    c = TestClient(app, base_url="http://box.lan:8000")
+    assert c.post("/api/echo", json={"a": 1}).json() == {"got": {"a": 1}}
+    assert c.post("/api/echo", json={}, headers={"host": "127.0.0.1:8000"}).status_code == 200
+    _one_sentence(c.post("/api/echo", json={}, headers={"host": "evil:8000"}), 400, "answers")
+    app.gate.admit()
+    app.gate.acquire()                      # the one slot is taken
+    try:
+        _one_sentence(c.post("/api/echo", json={}), 503, "the editor is busy")
+        # A refused host takes no slot and gets its own answer.
+        _one_sentence(c.post("/api/echo", json={}, headers={"host": "evil:8000"}), 400, "answers")
+    finally:
+        app.gate.release()
+    assert c.post("/api/echo", json={"b": 1}).status_code == 200 and app.gate.in_flight == 0
