@@ -52,7 +52,7 @@ def test_two_process_ddp_keeps_replicas_identical_and_writes_once(face_dirs, tmp
     rows = [json.loads(l) for l in open(os.path.join(run_dir, "stats.jsonl"))]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert sorted(os.listdir(run_dir)) == sorted(
-        ["checkpoints", "config.yaml", "log.txt", "samples", "stats.jsonl", "summary.json"]
+        [".lock", "checkpoints", "config.yaml", "log.txt", "samples", "stats.jsonl", "summary.json"]
         + [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")])
     assert len([n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")]) == 1
     log = open(os.path.join(run_dir, "log.txt")).read()
