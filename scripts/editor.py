@@ -46,6 +46,7 @@ from PIL.PngImagePlugin import PngInfo
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common import webguard  # noqa: E402
 from scripts import _cli_common as cli  # noqa: E402
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_page.html")
@@ -157,6 +158,17 @@ def hole_overlay(hole: np.ndarray) -> np.ndarray:
     return out
 
 
+def _header_size(f) -> tuple:
+    """(width, height) from an image header (Pillow reads no pixels), or "?" for each."""
+    try:
+        with Image.open(f) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - only for the message; the cap already refused it
+        return "?", "?"
+    finally:
+        f.seek(0)
+
+
 # ---------------------------------------------------------------------------------- handlers
 class Editor:
     """The request handlers, independent of the web layer: each takes the page's JSON payload (a
@@ -182,18 +194,20 @@ class Editor:
     def _photo(self, payload: dict) -> np.ndarray:
         return self._image(upload(payload, "photo", "photo"), "photo")
 
+    def _capped(self, f: Upload, what: str) -> Upload:
+        """``f`` after its header says it is at most ``max_pixels`` pixels (nothing is decoded
+        before that; an unreadable header is left to the reader's own sentence)."""
+        try:
+            webguard.check_image_pixels(f, self.max_pixels, what, f.label, allow_unreadable=True)
+        except webguard.WebGuardError:
+            w, h = _header_size(f)
+            raise EditorError(f"{what} {f} is {w}x{h} pixels, more than the editor's limit of "
+                              f"{self.max_pixels / 1e6:g} megapixels; use a smaller image.") from None
+        return f
+
     def _image(self, f: Upload, what: str) -> np.ndarray:
         """Decoded RGB of an upload whose header says it is at most ``max_pixels`` pixels."""
-        try:  # header only: refuse a huge image before decoding it
-            with Image.open(f) as img:
-                w, h = img.size
-        except Exception:  # noqa: BLE001 - the shared reader below gives the sentence
-            w = h = 0
-        if w * h > self.max_pixels:
-            raise EditorError(f"{what} {f} is {w}x{h} pixels, more than the editor's limit of "
-                              f"{self.max_pixels / 1e6:g} megapixels; use a smaller image.")
-        f.seek(0)
-        return cli.read_rgb(f)
+        return cli.read_rgb(self._capped(f, what))
 
     @staticmethod
     def _warnings(hole: np.ndarray, colour: str) -> list:
@@ -203,7 +217,7 @@ class Editor:
                 for w in cli.mask_warnings(hole, colour)]
 
     def _hole(self, payload: dict, shape: tuple) -> np.ndarray:
-        f = upload(payload, "mask", "mask")
+        f = self._capped(upload(payload, "mask", "mask"), "mask")
         white = payload.get("mask_hole", "white") != "black"
         # "mask m.png is 40x30 but its image is ..." / "the painted mask is ..."
         option = "the" if f.label == PAINTED else "mask"
@@ -301,7 +315,7 @@ class Editor:
     def _exemplar(self, payload: dict, key: str, what: str, size: int):
         """Exemplar [3, S, S]: centre-cropped, or (``align`` on, ``exemplar_aligned`` off) its largest
         face aligned like the training faces."""
-        f = upload(payload, key, what)
+        f = self._capped(upload(payload, key, what), what)
         if not (payload.get("align") and not payload.get("exemplar_aligned")):
             return cli.read_exemplar(f, size)
         from inference.photo import align_exemplar
@@ -377,8 +391,16 @@ class Editor:
 
 
 # ------------------------------------------------------------------------------- web layer
-def create_app(editor: Editor, max_upload_mb: float = 32.0):
-    """The Starlette app: ``GET /`` serves the page, ``POST /api/<handler>`` calls the handler."""
+def create_app(editor: Editor, max_upload_mb: float = 32.0, *, port: int = DEFAULT_PORT,
+               host: str = "127.0.0.1", queue: int = 8):
+    """The Starlette app: ``GET /`` serves the page, ``POST /api/<handler>`` calls the handler.
+
+    Wrapped in the guards of :mod:`common.webguard`: only the Host names of this server
+    (127.0.0.1, localhost and [::1] on ``port``, plus ``host``) are answered, so that a web page the
+    user visits cannot reach the editor by DNS rebinding; the API takes only ``application/json``
+    from its own origin (no blind cross-site form or ``text/plain`` POST); one API request works at
+    a time and at most ``queue`` wait, more are refused (503) before their body is read, so that the
+    images decoded at once stay bounded."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -410,8 +432,12 @@ def create_app(editor: Editor, max_upload_mb: float = 32.0):
                 if len(body) > limit:
                     return error(too_big, 413)
             try:
-                payload = json.loads(bytes(body) or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                text = bytes(body).decode("utf-8") or "{}"
+                if webguard.json_depth(text) > webguard.MAX_JSON_DEPTH:  # before json's recursion
+                    return error(f"the request nests JSON deeper than {webguard.MAX_JSON_DEPTH} levels; "
+                                 f"reload the page.", 400)
+                payload = json.loads(text)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 return error("the request is not valid JSON; reload the page.", 400)
             if not isinstance(payload, dict):
                 return error("the request is not a JSON object; reload the page.", 400)
@@ -428,7 +454,9 @@ def create_app(editor: Editor, max_upload_mb: float = 32.0):
     routes = [Route("/", index, methods=["GET"])]
     routes += [Route(f"/api/{name}", endpoint(getattr(editor, name)), methods=["POST"])
                for name in ("info", "photo", "mask", "exemplar", "align", "faces", "run")]
-    return Starlette(routes=routes)
+    app = webguard.WorkGateMiddleware(Starlette(routes=routes),
+                                      webguard.WorkGate(limit=1, queue=queue, what="the editor"))
+    return webguard.HostOriginGuard(app, webguard.local_hosts(port, [host]))
 
 
 # -------------------------------------------------------------------------------------- main
@@ -485,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--max-upload-mb", type=float, default=32.0,
+    p.add_argument("--port", default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--max-upload-mb", default=32.0,
                    help="largest request accepted, in MB (default 32; files travel base64-encoded, +33%%)")
     p.add_argument("--max-samples", type=int, default=8, help="largest K the page may ask for (default 8)")
     p.add_argument("--align-size", type=int, default=1024,
@@ -511,9 +539,11 @@ def load(args) -> Editor:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.port = webguard.check_port(args.port)
+    args.max_upload_mb = webguard.check_max_upload_mb(args.max_upload_mb)
     editor = load(args)
     check_port(args.host, args.port)
-    app = create_app(editor, args.max_upload_mb)
+    app = create_app(editor, args.max_upload_mb, port=args.port, host=args.host)
     import uvicorn
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"EXE-GAN editor: {args.ckpt} ({editor.model.size}x{editor.model.size}, {args.device}) at "

@@ -22,6 +22,15 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 
+def local_client(app) -> TestClient:
+    """A test client that talks to the app as a browser on this machine does (Host 127.0.0.1:7860,
+    the only names the editor answers to; Starlette's default Host 'testserver' is refused)."""
+    return TestClient(app, base_url=f"http://127.0.0.1:{editor.DEFAULT_PORT}")
+
+
+client = local_client
+
+
 def data_url(path) -> str:
     with open(path, "rb") as f:
         return "data:application/octet-stream;base64," + base64.b64encode(f.read()).decode()
@@ -37,7 +46,7 @@ def decode(url: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def app(files):
     ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
-    return TestClient(editor.create_app(ed))
+    return client(editor.create_app(ed))
 
 
 @pytest.fixture
@@ -147,16 +156,17 @@ def test_every_bad_input_is_one_sentence_for_the_page(app, inputs, case):
 def test_uploads_above_the_cap_and_non_json_requests_are_refused(files, inputs):
     _, _, payload = inputs
     ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
-    small = TestClient(editor.create_app(ed, max_upload_mb=0.001))  # 1 KiB: the payload is larger
+    small = client(editor.create_app(ed, max_upload_mb=0.001))  # 1 KiB: the payload is larger
     assert len(json.dumps(payload)) > 2 ** 10
     r = small.post("/api/run", json=payload)
     assert r.status_code == 413
     assert r.json()["error"] == ("the upload is larger than the editor's limit of 0.001 MB (--max-upload-mb); "
                                  "use smaller files.")
     # A streamed body without Content-Length is counted as it arrives.
-    r = small.post("/api/run", content=iter([b"{" + b" " * 600, b" " * 600 + b"}"]))
+    js = {"Content-Type": "application/json"}
+    r = small.post("/api/run", content=iter([b"{" + b" " * 600, b" " * 600 + b"}"]), headers=js)
     assert r.status_code == 413
-    r = small.post("/api/info", content=b"{not json")
+    r = small.post("/api/info", content=b"{not json", headers=js)
     assert r.status_code == 400 and r.json()["error"] == "the request is not valid JSON; reload the page."
 
 
@@ -214,7 +224,7 @@ def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp
     found = []
     ed = editor.Editor(model, align_size=48,
                        detector=lambda rgb: found.append(rgb.shape) or [Face.from_landmarks(pts, "test")])
-    client = TestClient(editor.create_app(ed))
+    client = local_client(editor.create_app(ed))
     photo = h.write_rgb(tmp_path / "p.png", 90, 80, seed=5)
     want, _ = align_faces.align(photo, pts, 48)
     base = {"photo": data_url(tmp_path / "p.png"), "photo_name": "p.png"}
@@ -271,7 +281,7 @@ def test_model_is_loaded_once_and_served_on_localhost(files, inputs, monkeypatch
     assert editor.main(["--ckpt", files["exe"], "--psp", files["psp"]]) == 0
     assert (served["host"], served["port"]) == served["checked"] == ("127.0.0.1", 7860)
     assert "http://127.0.0.1:7860" in capsys.readouterr().out
-    client = TestClient(served["app"])
+    client = local_client(served["app"])
     _, _, payload = inputs
     for seed in (0, 1):
         assert client.post("/api/run", json={**payload, "seed": seed}).status_code == 200
@@ -389,7 +399,7 @@ def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
         seen.append(rgb.shape)
         return [Face.from_landmarks(pts if np.array_equal(rgb, photo) else ex_pts, "test")]
 
-    client = TestClient(editor.create_app(editor.Editor(model, detector=detector)))
+    client = local_client(editor.create_app(editor.Editor(model, detector=detector)))
     payload = {"photo": data_url(tmp_path / "astro.png"), "photo_name": "astro.png",
                "mask": data_url(tmp_path / "astro_mask.png"), "mask_name": "painted mask",
                "exemplar_a": data_url(tmp_path / "ex.png"), "exemplar_a_name": "ex.png",
@@ -421,3 +431,90 @@ def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
     msg = r.json()["error"]
     assert msg.startswith("the hole of astro.png reaches ") and "set 'crop scale' to" in msg, msg
     assert "--" not in msg
+
+
+def test_only_this_servers_host_names_and_same_origin_json_reach_the_handlers(files, monkeypatch):
+    """DNS rebinding (another Host), a blind cross-site form or text/plain POST, a foreign Origin:
+    refused before any handler runs; the page's own requests (its Host, JSON, same origin or none) pass."""
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    ed = editor.Editor(model)
+    calls = []
+    monkeypatch.setattr(ed, "info", lambda payload=None: calls.append(1) or {"ok": True})
+    app = editor.create_app(ed, port=8123, host="studio.local")
+    ok = {"Content-Type": "application/json"}
+    for host in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123", "studio.local:8123"):
+        r = TestClient(app, base_url=f"http://{host}").post("/api/info", content=b"{}", headers=ok)
+        assert r.status_code == 200, (host, r.text)
+        r = TestClient(app, base_url=f"http://{host}").post(
+            "/api/info", content=b"{}", headers={**ok, "Origin": f"http://{host}"})
+        assert r.status_code == 200, (host, r.text)
+    n = len(calls)
+    c = TestClient(app, base_url="http://127.0.0.1:8123")
+    refused = [
+        (TestClient(app, base_url="http://attacker.example:8123").post("/api/info", content=b"{}", headers=ok), 400),
+        (TestClient(app, base_url="http://127.0.0.1:9999").post("/api/info", content=b"{}", headers=ok), 400),
+        (c.post("/api/info", content=b"{}", headers={"Content-Type": "text/plain"}), 415),
+        (c.post("/api/info", content=b"a=1", headers={"Content-Type": "application/x-www-form-urlencoded"}), 415),
+        (c.post("/api/info", content=b"{}", headers={**ok, "Origin": "http://attacker.example"}), 403),
+        (c.post("/api/info", content=b"{}", headers={**ok, "Origin": "null"}), 403),
+    ]
+    for r, status in refused:
+        assert r.status_code == status, r.text
+        msg = r.json()["error"]
+        assert "\n" not in msg and msg.endswith("."), msg
+    assert len(calls) == n                       # no refused request reached a handler
+    assert TestClient(app, base_url="http://attacker.example:8123").get("/").status_code == 400
+
+
+def test_every_decoded_image_is_capped_from_its_header(files, h, inputs, tmp_path):
+    """A small file that decodes to a huge mask or exemplar is refused from its header (no decode)."""
+    _, _, payload = inputs
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    app = local_client(editor.create_app(editor.Editor(model, max_pixels=10_000)))
+    big = tmp_path / "big.png"
+    Image.new("L", (13000, 13000)).save(big)      # ~150 KB on disk, 169 megapixels decoded
+    assert big.stat().st_size < 1_000_000
+    for key, endpoint, extra in (("mask", "mask", {"width": 45, "height": 37}), ("mask", "run", {}),
+                                 ("exemplar_a", "run", {}), ("exemplar_a", "exemplar", {})):
+        r = app.post(f"/api/{endpoint}", json={**payload, **extra, key: data_url(big), f"{key}_name": "big.png"})
+        assert r.status_code == 400, (key, endpoint, r.text)
+        msg = r.json()["error"]
+        assert "big.png is 13000x13000 pixels, more than the editor's limit of 0.01 megapixels" in msg, msg
+
+
+def test_deep_json_and_bad_server_flags_are_one_sentence(app, files, capsys):
+    r = app.post("/api/info", content=b"[" * 50_000 + b"]" * 50_000, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "the request nests JSON deeper than 64 levels; reload the page."
+    for flags, want in ((["--port", "99999"], "--port must be a whole number from 1 to 65535"),
+                        (["--max-upload-mb", "nan"], "--max-upload-mb must be a finite number of megabytes")):
+        assert cli.run(editor.main, ["--ckpt", files["exe"], "--psp", files["psp"], *flags]) == 2
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1, err
+
+
+def test_work_in_flight_is_bounded(files, monkeypatch):
+    """One request works at a time, `queue` wait; one more is refused at once (503) before its body
+    is read, instead of being decoded in parallel."""
+    import threading
+    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    ed = editor.Editor(model)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(payload=None):
+        started.set()
+        release.wait(10)
+        return {"ok": True}
+
+    monkeypatch.setattr(ed, "info", slow)
+    app = local_client(editor.create_app(ed, queue=0))
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=app.post("/api/info", json={})))
+    t.start()
+    assert started.wait(10)
+    r = app.post("/api/info", json={})
+    assert r.status_code == 503 and r.json()["error"].startswith("the editor is busy"), r.text
+    release.set()
+    t.join(10)
+    assert first["r"].status_code == 200
+    assert app.post("/api/info", json={}).status_code == 200     # free again

@@ -37,7 +37,7 @@ def server(files):
     """The editor on a tiny checkpoint, served by uvicorn on a free port of 127.0.0.1."""
     ed = editor.load(editor.build_parser().parse_args(["--ckpt", files["exe"], "--psp", files["psp"]]))
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(editor.create_app(ed), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(editor.create_app(ed, port=port), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -203,3 +203,37 @@ def test_align_automatically_round_trip_in_chromium(server, tmp_path):
     assert (result[hole] != photo[hole]).any(-1).mean() > 0.5
     assert faces_drawn > 100                                            # the face box is on the page
     assert message.startswith("the hole of astronaut.png reaches ") and "crop scale" in message, message
+
+
+def test_another_sites_page_cannot_drive_the_editor(server, tmp_path):
+    """A page of another origin (another local server, as a site the user visits would be) posting
+    to the editor from the real browser - a blind cross-site text/plain POST and a JSON one - is
+    refused by the editor (403 / 415) before any handler runs, while the editor's own page works."""
+    import functools
+    import http.server
+    (tmp_path / "index.html").write_text("<!doctype html><p>another site</p>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    seen = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.on("response", lambda r: seen.append((r.url, r.status)) if "/api/" in r.url else None)
+                page.goto(f"http://127.0.0.1:{other.server_address[1]}/index.html")
+                for mode, ctype in (("no-cors", "text/plain"), ("cors", "application/json")):
+                    page.evaluate("([url, mode, ctype]) => fetch(url, {method: 'POST', mode, body: '{}', "
+                                  "headers: {'Content-Type': ctype}}).catch(() => null)",
+                                  [server + "/api/info", mode, ctype])
+                page.wait_for_timeout(300)
+                page.goto(server, wait_until="networkidle")
+                page.wait_for_selector("body[data-ready]")   # the editor's own page: /api/info answered
+            finally:
+                browser.close()
+    finally:
+        other.shutdown()
+    cross = [status for url, status in seen[:-1]]
+    assert cross and all(status in (403, 415) for status in cross), seen
+    assert seen[-1][1] == 200, seen
