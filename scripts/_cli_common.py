@@ -292,10 +292,18 @@ def add_align_args(p, exemplar_options: Sequence[str] = ("--exemplar",)) -> None
                         "the PNGs carry it in their 'exegan:transform' text chunk either way)")
 
 
+def check_finite(**values: float) -> None:
+    """Every given number is finite: ``check_finite(truncation=args.truncation)`` refuses
+    ``--truncation nan`` / ``inf`` (argparse's float() takes them) with one sentence."""
+    import math
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
+
+
 def check_align_args(args) -> None:
     """The --align flags make sense together (one sentence otherwise)."""
     from inference.photo import check_settings, parse_face
-    import math
     if not args.align:
         used = [f for f, v in (("--landmarks", args.landmarks), ("--face", args.face != "auto"),
                                ("--crop-scale", args.crop_scale != 1.0), ("--feather", args.feather != 0),
@@ -309,8 +317,7 @@ def check_align_args(args) -> None:
     if args.exemplar_aligned and args.exemplar_landmarks:
         raise CLIError("--exemplar-aligned and --exemplar-landmarks contradict each other: aligned exemplars "
                        "need no landmarks; give one of them.")
-    if not math.isfinite(args.crop_scale):
-        raise CLIError(f"--crop-scale must be a finite number, got {args.crop_scale}.")
+    check_finite(crop_scale=args.crop_scale)
     args.face = parse_face(args.face)
     check_settings(args.crop_scale, args.feather)
 

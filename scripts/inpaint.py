@@ -209,6 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.samples < 1:
         raise cli.CLIError(f"--samples must be at least 1, got {args.samples}.")
+    cli.check_finite(truncation=args.truncation)
     cli.check_align_args(args)
     device = cli.resolve_device(args.device)
 

@@ -129,6 +129,7 @@ def _align_inputs(args, model, device, original, hole):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    cli.check_finite(truncation=args.truncation)
     cli.check_align_args(args)
     device = cli.resolve_device(args.device)
     for option, path in (("--image", args.image), ("--mask", args.mask),

@@ -211,3 +211,39 @@ def test_help_texts_print_no_second_default(script):
     blocks = re.split(r"\n(?=  -)", proc.stdout)   # one block per option
     for block in blocks:
         assert len(re.findall(r"\(default\b", block)) <= 1, block
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_in_every_cli(files, h, tmp_path, capsys, value):
+    """argparse's float() takes nan and inf; they used to run as psi = 1 while the records said nan."""
+    _folder(h, tmp_path, n=1)
+    img, mask, ex = tmp_path / "img" / "f0.png", tmp_path / "mask" / "f0.png", tmp_path / "ex" / "f0.png"
+    runs = [(inpaint.main, _args(files, img, mask, ex, tmp_path / "o1", f"--truncation={value}"), "--truncation"),
+            (inpaint.main, _args(files, img, mask, ex, tmp_path / "o2", "--align", f"--crop-scale={value}"),
+             "--crop-scale"),
+            (style_mix.main, ["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(img), "--mask",
+                              str(mask), "--exemplar-a", str(ex), "--exemplar-b", str(ex), "--out",
+                              str(tmp_path / "o3"), f"--truncation={value}"], "--truncation")]
+    for main, argv, flag in runs:
+        assert cli.run(main, argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {flag} must be a finite number, got {float(value)}.\n", err
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+def test_align_faces_refuses_nan_landmarks_huge_coordinates_and_sizes(h, tmp_path, capsys):
+    from scripts import align_faces
+    h.write_rgb(tmp_path / "p.png", 40, 40, seed=0)
+    cases = [("[[1, 2], [3, NaN], [5, 6], [7, 8], [9, 10]]", [], "holds a landmark that is not a finite number"),
+             ("[[1e300, 0], [-1e300, 0], [0, 1e300], [1, 1], [2, 2]]", [], "no usable face transform"),
+             ("[[10, 10], [20, 10], [15, 15], [12, 20], [18, 20]]", ["--size", "100000"],
+              "--size must be from 8 to 4096 pixels"),
+             ("[[10, 10], [20, 10], [15, 15], [12, 20], [18, 20]]", ["--size", "0"], "--size must be from 8")]
+    for text, extra, want in cases:
+        (tmp_path / "p.json").write_text(text)
+        argv = ["--image", str(tmp_path / "p.png"), "--landmarks", str(tmp_path / "p.json"),
+                "--out", str(tmp_path / "out"), *extra]
+        assert cli.run(align_faces.main, argv) == 2
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

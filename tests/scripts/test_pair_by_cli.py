@@ -53,6 +53,7 @@ def test_real_mask_exe_triplets_and_the_hint_without_the_option(files, h, tmp_pa
     for i in (1, 2):
         r = h.read(out / f"{i}_sample0.png")
         assert np.array_equal(r[~holes[i]], srcs[i][~holes[i]])
+    capsys.readouterr()  # the folder run's progress bar
     # Images in their own folder, masks named 1_mask: the message shows the expected name and
     # the option that pairs them.
     imgs, masks = tmp_path / "imgs", tmp_path / "masks"
