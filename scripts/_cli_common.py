@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -184,6 +185,18 @@ class OutputWriter:
     def __init__(self, root: str):
         if os.path.exists(root) and not os.path.isdir(root):
             raise CLIError(f"--out {root} is a file; give a folder for the results.")
+        # Checked before any work, leaving nothing behind: the nearest existing folder on the way
+        # must take a new folder (not a file, a read-only file system, /proc, another user's).
+        parent = os.path.abspath(root)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise CLIError(f"--out {root} cannot be created: {parent} is a file; give a folder for the results.")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".exegan-write-check-", dir=parent))
+        except OSError as e:
+            raise CLIError(f"--out {root} cannot be written ({parent}: {e.strerror or e}); give a folder you "
+                           f"can write to.") from None
         self.root = root
         self.written: List[str] = []
 
@@ -206,28 +219,45 @@ class OutputWriter:
         info = PngInfo()
         for k, v in (meta or {}).items():
             info.add_text(k, str(v))
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with open(path, "xb") as f:
                 img.save(f, format="PNG", pnginfo=info)
         except FileExistsError:
             raise CLIError(f"{path} appeared while this run was writing; results are never overwritten, "
                            f"run again (or use another --out).") from None
+        except OSError as e:
+            _remove_partial(path)
+            raise CLIError(f"cannot write {path} ({e.strerror or e}); the results written so far are kept "
+                           f"- free space or give another --out, then resume with --skip-existing.") from None
         self.written.append(path)
         return path
 
     def save_json(self, record: dict, path: str) -> str:
         """``record`` as indented JSON at ``path`` (exclusive create, like :meth:`save`)."""
         import json
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with open(path, "x", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
         except FileExistsError:
             raise CLIError(f"{path} appeared while this run was writing; results are never overwritten, "
                            f"run again (or use another --out).") from None
+        except OSError as e:
+            _remove_partial(path)
+            raise CLIError(f"cannot write {path} ({e.strerror or e}); the results written so far are kept "
+                           f"- free space or give another --out, then resume with --skip-existing.") from None
         self.written.append(path)
         return path
+
+
+def _remove_partial(path: str) -> None:
+    """Remove the half-written file of a failed write (never a file another run made: ours were
+    created with exclusive mode, so one that exists at ``path`` after a failure is ours)."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 # -------------------------------------------------------------------------------------- models

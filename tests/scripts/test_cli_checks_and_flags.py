@@ -247,3 +247,46 @@ def test_align_faces_refuses_nan_landmarks_huge_coordinates_and_sizes(h, tmp_pat
         err = capsys.readouterr().err
         assert want in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_outputs_are_one_sentence_before_any_work(files, h, tmp_path, capsys, monkeypatch):
+    from scripts import align_faces
+    _folder(h, tmp_path, n=1)
+    img, mask, ex = tmp_path / "img" / "f0.png", tmp_path / "mask" / "f0.png", tmp_path / "ex" / "f0.png"
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "f0.json").write_text("[[5, 6], [12, 6], [9, 10], [6, 14], [12, 14]]")
+    loads = []
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: loads.append(a))
+    for out, want in ((tmp_path / "a_file", "is a file; give a folder"),
+                      (tmp_path / "a_file" / "sub", "cannot be created:"),
+                      ("/proc/exegan-test/out", "cannot be written (/proc:")):
+        assert cli.run(inpaint.main, _args(files, img, mask, ex, out)) == 2
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1, err
+        assert cli.run(align_faces.main, ["--image", str(img), "--landmarks", str(tmp_path / "f0.json"),
+                                          "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1, err
+    assert loads == [] and sorted(os.listdir(tmp_path)) == ["a_file", "ex", "f0.json", "img", "mask"]
+
+
+def test_a_full_disk_while_writing_keeps_what_was_written_and_leaves_no_partial_file(files, h, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import errno
+    _folder(h, tmp_path, n=2)
+    real = Image.Image.save
+    calls = []
+
+    def save(self, fp, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:                     # the first image's two files go through, then the disk is full
+            fp.write(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    out = tmp_path / "out"
+    assert cli.run(inpaint.main, _args(files, tmp_path / "img", tmp_path / "mask", tmp_path / "ex", out)) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "No space left on device" in err and "--skip-existing" in err, err
+    assert sorted(os.listdir(out)) == ["f0_sample0.png", "f0_sheet.png"]   # no half-written f1 file
