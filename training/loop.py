@@ -446,7 +446,7 @@ class StopFlag:
     """SIGTERM / SIGINT ask the loop to save a checkpoint and exit cleanly after this step.
 
     The first signal only sets the flag (the loop checks it after every step, and all ranks stop
-    at the same step, see ``_consensus``); with ``announce`` it also says so on the terminal at
+    at the same step, see ``_Consensus``); with ``announce`` it also says so on the terminal at
     once, since a step can take a while. A second SIGINT aborts at once (``TrainingAborted``),
     for a user who does not want to wait; a repeated SIGTERM changes nothing.
     """
@@ -730,6 +730,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
     if start_step == 0 and cfg.log.sample_every > 0:
         last_samples = evaluator.save_samples(0, stats_w)
 
+    consensus = _Consensus(cfg.log.log_every)
+    d_mean = g_mean = float("nan")
     try:
         with StopFlag(announce=info.is_main) as stop:
             data_iter = iter(loader)
@@ -740,15 +742,26 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
                 n_log += 1
                 fresh.stepped = True
 
-                stop_requested = _stop_code(stop.signal, stop_at is not None and step >= stop_at)
-                d_mean, g_mean, nonfinite, stopping = _consensus(stats, stop_requested)
-                if nonfinite:
-                    bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
-                    latest = os.path.join(run_dir, "checkpoints", "latest.pt")
-                    raise NonFiniteLossError(
-                        f"Non-finite loss at step {step} ({', '.join(bad) or 'on another rank'}); the run "
-                        f"stopped without saving this state, the last good checkpoint is {latest} "
-                        f"(lower optim.lr or turn off train.amp, then --resume).")
+                stop_at_reached = stop_at is not None and step >= stop_at
+                stop_requested = _stop_code(stop.signal, stop_at_reached)
+                consensus.add(step, stats)
+                stopping = None
+                # Read the device only where the loop has to decide, the same steps on every
+                # rank (_Consensus): a log step, a step that saves / evaluates / samples, the
+                # last step, stop_at; a signal at once only without DDP.
+                if consensus.due(step, stop_at_reached or (stop.signal is not None and not dist_utils.is_enabled())
+                                 or step == iters or _is_due(step, cfg.eval.every)
+                                 or _is_due(step, cfg.train.ckpt_every) or _is_due(step, cfg.log.sample_every)):
+                    d_mean, g_mean, first_bad, stopping = consensus.read(stop_requested)
+                    if first_bad is not None:
+                        bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
+                        latest = os.path.join(run_dir, "checkpoints", "latest.pt")
+                        detail = [", ".join(bad), "on another rank" if not bad and first_bad == step else "",
+                                  f"seen at step {step}" if first_bad != step else ""]
+                        raise NonFiniteLossError(
+                            f"Non-finite loss at step {first_bad} ({'; '.join(d for d in detail if d)}); "
+                            f"the run stopped without saving this state, the last good checkpoint is {latest} "
+                            f"(lower optim.lr or turn off train.amp, then --resume).")
                 for k, v in stats.items():
                     acc[k] = acc.get(k, 0.0) + v.float()
                     counts[k] = counts.get(k, 0) + 1
@@ -844,18 +857,57 @@ def _stop_code(signal_name: Optional[str], stop_at_reached: bool) -> int:
     return 1 if stop_at_reached else 0
 
 
-def _consensus(stats: dict, stop_code: int) -> tuple:
-    """One collective per step: (mean d loss, mean g loss over ranks, any rank saw a non-finite
-    loss, why the run stops: None or "SIGTERM" / "SIGINT" / "stop_at" when any rank was asked to
-    stop) - so that all ranks stop at the same step, and name the same reason."""
-    total = sum(v.float() for v in stats.values())
-    flags = torch.stack([stats["d_loss"].float(), stats["g_total"].float(),
-                         (~torch.isfinite(total)).float(),
-                         torch.tensor(float(stop_code), device=total.device)])
-    if dist_utils.is_enabled():
-        flags = torch.cat([dist_utils.reduce_mean(flags[:2]), dist_utils.reduce_max(flags[2:])])
-    d, g, nonfinite, stop = flags.cpu().tolist()
-    return d, g, nonfinite > 0, _STOP_CODES[int(round(stop))]
+class _Consensus:
+    """What every rank must agree on after a step, read from the device only where needed.
+
+    Per step, ``add`` folds the step's losses into device tensors (no host read): whether any
+    loss was non-finite since the last read, the first such step, the last d / g losses.
+    ``read`` (one collective, one device -> host read: ``_host_read``) returns (mean d loss, mean
+    g loss over ranks, the first step with a non-finite loss on any rank or None, why the run
+    stops: None or "SIGTERM" / "SIGINT" / "stop_at" when any rank was asked to). The loop reads
+    every ``every`` steps (log.log_every; 100 when logging is off) and at the steps where it must
+    decide anyway: before a checkpoint, an evaluation or samples (so a non-finite state is never
+    saved), at the last step and at stop_at. All of these are the same steps on every rank, so
+    all ranks stop at the same step for the same reason. The delay this buys: a non-finite loss
+    is reported up to ``every - 1`` steps after it happened (naming its step), and under DDP a
+    signal stops the run at the next read step, up to ``every - 1`` steps later (without DDP, at
+    once). The GPU queue is drained there and nowhere else.
+    """
+
+    def __init__(self, every: int):
+        self.every = every if every > 0 else 100
+        self.bad = self.first_bad = self.last = None
+
+    def add(self, step: int, stats: dict) -> None:
+        total = sum(v.detach().float() for v in stats.values())
+        bad = ~torch.isfinite(total)
+        at = torch.where(bad, float(step), float("inf"))
+        if self.bad is None:
+            self.bad, self.first_bad = bad, at
+        else:
+            self.first_bad = torch.minimum(self.first_bad, at)
+            self.bad = self.bad | bad
+        self.last = (stats["d_loss"].detach().float(), stats["g_total"].detach().float())
+
+    def due(self, step: int, forced: bool) -> bool:
+        return forced or step % self.every == 0
+
+    def read(self, stop_code: int) -> tuple:
+        d, g = self.last
+        flags = torch.stack([d.reshape(()), g.reshape(()), -self.first_bad.reshape(()),
+                             torch.tensor(float(stop_code), device=d.device)])
+        if dist_utils.is_enabled():
+            # max of -first = -(earliest step any rank saw a non-finite loss)
+            flags = torch.cat([dist_utils.reduce_mean(flags[:2]), dist_utils.reduce_max(flags[2:])])
+        d, g, neg_first, stop = _host_read(flags)
+        self.bad = self.first_bad = None
+        first = None if math.isinf(neg_first) else int(-neg_first)
+        return d, g, first, _STOP_CODES[int(round(stop))]
+
+
+def _host_read(flags: torch.Tensor) -> list:
+    """The training loop's one device -> host read of its step flags (tests count the calls)."""
+    return flags.cpu().tolist()
 
 
 def _better(metric: str, new: float, old: float) -> bool:
