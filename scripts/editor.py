@@ -392,11 +392,11 @@ class Editor:
 
 # ------------------------------------------------------------------------------- web layer
 def create_app(editor: Editor, max_upload_mb: float = 32.0, *, port: int = DEFAULT_PORT,
-               host: str = "127.0.0.1", queue: int = 8):
+               host: str = "127.0.0.1", queue: int = 8, allow_hosts: Sequence[str] = ()):
     """The Starlette app: ``GET /`` serves the page, ``POST /api/<handler>`` calls the handler.
 
     Wrapped in the guards of :mod:`common.webguard`: only the Host names of this server
-    (127.0.0.1, localhost and [::1] on ``port``, plus ``host``) are answered, so that a web page the
+    (127.0.0.1, localhost and [::1] on ``port``, plus ``host`` and ``allow_hosts``) are answered, so that a web page the
     user visits cannot reach the editor by DNS rebinding; the API takes only ``application/json``
     from its own origin (no blind cross-site form or ``text/plain`` POST); one API request works at
     a time and at most ``queue`` wait, more are refused (503) before their body is read, so that the
@@ -456,7 +456,7 @@ def create_app(editor: Editor, max_upload_mb: float = 32.0, *, port: int = DEFAU
                for name in ("info", "photo", "mask", "exemplar", "align", "faces", "run")]
     app = webguard.WorkGateMiddleware(Starlette(routes=routes),
                                       webguard.WorkGate(limit=1, queue=queue, what="the editor"))
-    return webguard.HostOriginGuard(app, webguard.local_hosts(port, [host]))
+    return webguard.HostOriginGuard(app, webguard.local_hosts(port, [host, *allow_hosts]))
 
 
 # -------------------------------------------------------------------------------------- main
@@ -514,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name browsers may reach the editor by (repeatable; e.g. this "
+                        "machine's name with --host 0.0.0.0); requests for other names are refused")
     p.add_argument("--max-upload-mb", default=32.0,
                    help="largest request accepted, in MB (default 32; files travel base64-encoded, +33%%)")
     p.add_argument("--max-samples", type=int, default=8, help="largest K the page may ask for (default 8)")
@@ -543,7 +546,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.max_upload_mb = webguard.check_max_upload_mb(args.max_upload_mb)
     editor = load(args)
     check_port(args.host, args.port)
-    app = create_app(editor, args.max_upload_mb, port=args.port, host=args.host)
+    app = create_app(editor, args.max_upload_mb, port=args.port, host=args.host, allow_hosts=args.allow_host)
     import uvicorn
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"EXE-GAN editor: {args.ckpt} ({editor.model.size}x{editor.model.size}, {args.device}) at "

@@ -440,9 +440,9 @@ def test_only_this_servers_host_names_and_same_origin_json_reach_the_handlers(fi
     ed = editor.Editor(model)
     calls = []
     monkeypatch.setattr(ed, "info", lambda payload=None: calls.append(1) or {"ok": True})
-    app = editor.create_app(ed, port=8123, host="studio.local")
+    app = editor.create_app(ed, port=8123, host="studio.local", allow_hosts=["lab-pc"])
     ok = {"Content-Type": "application/json"}
-    for host in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123", "studio.local:8123"):
+    for host in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123", "studio.local:8123", "lab-pc:8123"):
         r = TestClient(app, base_url=f"http://{host}").post("/api/info", content=b"{}", headers=ok)
         assert r.status_code == 200, (host, r.text)
         r = TestClient(app, base_url=f"http://{host}").post(
