@@ -160,9 +160,12 @@ def hole_overlay(hole: np.ndarray) -> np.ndarray:
 
 def _header_size(f) -> tuple:
     """(width, height) from an image header (Pillow reads no pixels), or "?" for each."""
+    import warnings
     try:
-        with Image.open(f) as img:
-            return img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read
+            with Image.open(f) as img:
+                return img.size
     except Exception:  # noqa: BLE001 - only for the message; the cap already refused it
         return "?", "?"
     finally:
