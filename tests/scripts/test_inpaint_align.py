@@ -224,3 +224,46 @@ def test_style_mix_align(files, tmp_path, astronaut):
     assert not np.array_equal(a, b)
     record = json.loads((out / "astro_transform.json").read_text())
     assert "exemplar_a" in record and "exemplar_b" in record
+
+
+def test_exif_rotated_photo_comes_back_as_displayed(files, tmp_path, astronaut):
+    """A phone photo stored sideways with an EXIF orientation: the mask is drawn on the photo as
+    displayed, the result has the displayed size and every pixel outside the hole is the displayed one."""
+    shown = np.ascontiguousarray(astronaut[:, 60:460])                      # 400 wide, 512 high, upright
+    stored = np.ascontiguousarray(np.rot90(shown, 1))                      # stored rotated 90 degrees
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                        # "rotate 90 CW to display"
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    displayed = cli.read_rgb(str(tmp_path / "phone.jpg"))
+    assert displayed.shape == shown.shape
+    hole = np.zeros(shown.shape[:2], bool)
+    hole[118:150, 145:190] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "phone_mask.png")
+    Image.fromarray(astronaut).save(tmp_path / "ex.png")
+    out = tmp_path / "out"
+    assert inpaint.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "phone.jpg"),
+                         "--mask", str(tmp_path / "phone_mask.png"), "--exemplar", str(tmp_path / "ex.png"),
+                         "--align", "--no-sheet", "--out", str(out)]) == 0
+    r = np.asarray(Image.open(out / "phone_sample0.png"))
+    assert r.shape == displayed.shape and np.array_equal(r[~hole], displayed[~hole])
+
+
+def test_sketch_strokes_reach_the_aligned_crop(files, tmp_path, astronaut):
+    """--sketch with --align: strokes drawn on the photo steer the crop (a sketch model whose sketch
+    column is non-zero gives another completion than without strokes), outside the hole nothing changes."""
+    hole = _write(tmp_path, astronaut)
+    strokes = np.zeros_like(hole)
+    strokes[130:134, 200:255] = True                                     # a line across the hole
+    Image.fromarray(strokes.astype(np.uint8) * 255).save(tmp_path / "astro_sketch.png")
+    Image.fromarray(np.zeros_like(hole, np.uint8)).save(tmp_path / "blank_sketch.png")
+    results = []
+    for sketch in ("astro_sketch.png", "blank_sketch.png"):
+        out = tmp_path / f"out_{sketch}"
+        args = ["--ckpt", files["sketch"], "--psp", files["psp"], "--image", str(tmp_path / "astro.png"),
+                "--mask", str(tmp_path / "astro_mask.png"), "--exemplar", str(tmp_path / "exemplar.png"),
+                "--sketch", str(tmp_path / sketch), "--align", "--no-sheet", "--out", str(out)]
+        assert inpaint.main(args) == 0
+        results.append(np.asarray(Image.open(out / "astro_sample0.png")))
+    for r in results:
+        assert np.array_equal(r[~hole], astronaut[~hole])
+    assert not np.array_equal(results[0][hole], results[1][hole])
