@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import Optional, Sequence
 
+from common.cli import DefaultsHelpFormatter
 from common.errors import UserError, report
 from datasets.errors import ProtocolError
 from metrics.evaluator import DEFAULT_METRICS
@@ -30,8 +32,6 @@ EXEMPLAR_CHOICES = ("reverse", "self", "folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scripts._cli_common import DefaultsHelpFormatter
-
     p = argparse.ArgumentParser(
         prog="test.py", description="Evaluate an EXE-GAN checkpoint under the paper's protocol.",
         formatter_class=DefaultsHelpFormatter)
@@ -205,6 +205,9 @@ def resolve(args, argv=None):
         exemplars = from_eval("exemplar", "reverse")
         exemplars = "reverse" if exemplars == "reversed" else exemplars
         exemplar_dir = from_eval("exemplar_folder", None)
+    if not math.isfinite(args.truncation):
+        raise ProtocolError(f"--truncation must be a finite number, got {args.truncation}; psi = 1 is no "
+                            f"truncation.")
     n_images, at_most = args.n_images, False
     if n_images is None and ev is not None and getattr(ev, "n_images", None) is not None:
         n_images, at_most = int(ev.n_images), True

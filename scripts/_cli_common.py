@@ -11,7 +11,6 @@ pipeline of ``--align`` (:mod:`inference.photo`). Its names are re-exported here
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -26,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from common.cli import DefaultsHelpFormatter  # noqa: E402,F401
 from common.errors import UserError  # noqa: E402
 from datasets.imaging import IMAGE_EXTENSIONS, open_rgb, rel_stem, scan_images  # noqa: E402,F401
 from inference.errors import InferenceInputError  # noqa: E402
@@ -33,18 +33,6 @@ from inference.io import (LARGE_HOLE, article, mask_warnings, read_binary, read_
                           read_rgb, to_uint8, warn)
 from inference.roundtrip import (RESIZE_FILTER, Prepared, any_pool, complete, model_sketch,  # noqa: E402,F401
                                  paste_back, prepare, with_hole)
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's ArgumentDefaultsHelpFormatter, but "(default: X)" is appended only where X is a
-    value and the help text does not already say what the default is (no "(default: the preset's)
-    (default: None)")."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
 
 
 #: An input a user can fix; printed as one sentence without a traceback.

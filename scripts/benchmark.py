@@ -64,7 +64,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from scripts._cli_common import DefaultsHelpFormatter  # noqa: E402
+from common.cli import DefaultsHelpFormatter  # noqa: E402
 
 SCHEMA = 1
 # Defaults of --size / --repeats / --warmup. "paper" is the paper's training setting (256 px; batch

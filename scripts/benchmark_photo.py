@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from scripts._cli_common import DefaultsHelpFormatter  # noqa: E402
+from common.cli import DefaultsHelpFormatter  # noqa: E402
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
 
 SIZE = 256

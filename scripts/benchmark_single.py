@@ -25,7 +25,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from scripts._cli_common import DefaultsHelpFormatter  # noqa: E402
+from common.cli import DefaultsHelpFormatter  # noqa: E402
 
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
 

@@ -329,6 +329,8 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         (["--exemplars", "folder", one_ex], "has no exemplar for 3 of 4 image(s)"),
         (["--metrics", "fid"], "pt_inception-2015-12-05-6726825d.pth"),
         (["--data", tmp_path / "no_data"], "does not exist"),
+        (["--truncation", "nan"], "--truncation must be a finite number, got nan"),
+        (["--truncation=-inf"], "--truncation must be a finite number, got -inf"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "asked for CUDA but no GPU is available"))
