@@ -23,17 +23,16 @@ average the regulariser has the same strength as if it ran every step:
 ``0 * real_pred[0]`` term keeps every D parameter in the graph, which DistributedDataParallel
 needs. The optimiser's lr and betas are rescaled by ``interval / (interval + 1)`` in the loop.
 
-The input gradients are taken inside ``op.conv2d_gradfix.no_weight_gradients()``: the
-first-order gradient only needs d/d(input), so weight gradients of that pass are skipped; the
-double-backward graph still reaches the weights when the penalty is back-propagated.
+The input gradients are ``torch.autograd.grad(..., inputs=image or latents)``: that pass runs
+no weight-gradient convolution (autograd skips what no requested input needs; StyleGAN2-ADA's
+``no_weight_gradients`` context is not needed, docs/ops.md), while the double-backward graph
+still reaches the weights when the penalty is back-propagated.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from op import conv2d_gradfix
 
 __all__ = ['d_logistic_loss', 'g_nonsaturating_loss', 'r1_penalty', 'r1_loss',
            'PathLengthRegularizer']
@@ -59,9 +58,7 @@ def r1_penalty(real_pred, real_img):
     if not real_img.requires_grad:
         raise ValueError('r1_penalty: real_img.requires_grad is False; call '
                          'real_img.requires_grad_(True) before computing D(real_img).')
-    with conv2d_gradfix.no_weight_gradients():
-        (grad,) = torch.autograd.grad(outputs=real_pred.sum(), inputs=real_img,
-                                      create_graph=True)
+    (grad,) = torch.autograd.grad(outputs=real_pred.sum(), inputs=real_img, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
@@ -106,9 +103,8 @@ class PathLengthRegularizer(nn.Module):
         if noise is None:
             noise = torch.randn_like(fake_img)
         noise = noise / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
-        with conv2d_gradfix.no_weight_gradients():
-            (grad,) = torch.autograd.grad(outputs=(fake_img * noise).sum(), inputs=latents,
-                                          create_graph=True)
+        (grad,) = torch.autograd.grad(outputs=(fake_img * noise).sum(), inputs=latents,
+                                      create_graph=True)
         path_lengths = grad.pow(2).sum(2).mean(1).sqrt()  # [B]
 
         mean = self.mean_path_length

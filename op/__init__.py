@@ -6,10 +6,12 @@ Public API (docs/ops.md):
 * ``fused_bias_act(x, b=None, act='lrelu'|'linear', alpha=0.2, gain=None)``,
   ``fused_leaky_relu(input, bias=None, negative_slope=0.2, scale=2 ** 0.5)``,
   ``FusedLeakyReLU(channel, bias=True, negative_slope=0.2, scale=2 ** 0.5)``
-* ``conv2d_gradfix.conv2d`` / ``conv_transpose2d`` / ``no_weight_gradients()``
+* ``conv2d_gradfix.conv2d`` / ``conv_transpose2d``
 * ``set_impl('auto'|'cuda'|'ref')`` / ``get_impl()``, environment variable ``EXEGAN_OPS``
-* ``set_upfirdn2d_kernel('default'|'tiled')`` / ``get_upfirdn2d_kernel()``, environment variable
-  ``EXEGAN_UPFIRDN2D_KERNEL`` (which compiled upfirdn2d kernel CUDA tensors use)
+* ``set_upfirdn2d_kernel('auto'|'general'|'tiled')`` / ``get_upfirdn2d_kernel()``, environment
+  variable ``EXEGAN_UPFIRDN2D_KERNEL`` (which compiled upfirdn2d kernel CUDA tensors use; 'auto',
+  the default: the tiled one for each case that passed its self-check on the device)
+* ``upfirdn2d_selfcheck()``: the self-check verdicts reached in this process
 * ``set_upfirdn2d_naive(True|False)`` / ``get_upfirdn2d_naive()`` (every device runs
   ``upfirdn2d_naive``: a benchmark baseline)
 
@@ -21,6 +23,7 @@ from . import conv2d_gradfix
 from ._impl import (ENV_VAR, KERNEL_ENV_VAR, OpImplError, get_impl, get_upfirdn2d_kernel,
                     get_upfirdn2d_naive, set_impl, set_upfirdn2d_kernel, set_upfirdn2d_naive)
 from .fused_act import FusedLeakyReLU, fused_bias_act, fused_bias_act_ref, fused_leaky_relu
+from ._selfcheck import verdicts as upfirdn2d_selfcheck
 from .upfirdn2d import upfirdn2d, upfirdn2d_naive, upfirdn2d_ref
 
 __all__ = [
@@ -28,5 +31,5 @@ __all__ = [
     'fused_bias_act', 'fused_bias_act_ref', 'fused_leaky_relu', 'FusedLeakyReLU',
     'conv2d_gradfix', 'set_impl', 'get_impl', 'ENV_VAR', 'OpImplError',
     'set_upfirdn2d_kernel', 'get_upfirdn2d_kernel', 'KERNEL_ENV_VAR',
-    'set_upfirdn2d_naive', 'get_upfirdn2d_naive',
+    'set_upfirdn2d_naive', 'get_upfirdn2d_naive', 'upfirdn2d_selfcheck',
 ]

@@ -14,10 +14,14 @@ Nothing here compiles at import: the extension is built on the first CUDA call t
 Which upfirdn2d kernel the compiled path uses is a second, independent choice:
 :func:`set_upfirdn2d_kernel` or the environment variable ``EXEGAN_UPFIRDN2D_KERNEL``:
 
-* ``default`` — the general kernel (one thread per output sample), verified on GPUs;
-* ``tiled``   — the tiled shared-memory kernel (``op/csrc/upfirdn2d_tiled.h``) for the cases the
-  networks use (4x4 kernel; up 2, down 2 or plain filtering), the general one for the rest.
-  Opt-in until it has passed the CUDA tests on a GPU (``scripts/gpu_check.sh``).
+* ``auto``    — (the default) the tiled shared-memory kernel (``op/csrc/upfirdn2d_tiled.h``) for
+  the cases it is specialised for, each after it passed a self-check against the reference on
+  the device at its first use (``op/_selfcheck.py``); the general kernel for the rest and for a
+  case that failed its check;
+* ``general`` — the general kernel (one thread per output sample) only;
+* ``tiled``   — the tiled kernel wherever it is specialised, without the self-check.
+
+``general`` and ``tiled`` are for debugging and benchmarks.
 """
 import os
 import warnings
@@ -26,7 +30,7 @@ ENV_VAR = 'EXEGAN_OPS'
 VALID_IMPLS = ('auto', 'cuda', 'ref')
 
 KERNEL_ENV_VAR = 'EXEGAN_UPFIRDN2D_KERNEL'
-VALID_KERNELS = ('default', 'tiled')
+VALID_KERNELS = ('auto', 'general', 'tiled')
 
 _override = None  # set by set_impl(); None means "read the environment variable"
 _kernel_override = None  # set by set_upfirdn2d_kernel(); None: the environment variable
@@ -69,17 +73,18 @@ def get_impl():
 
 
 def set_upfirdn2d_kernel(kernel):
-    """Select the compiled upfirdn2d kernel: 'default' | 'tiled' (None = the env variable)."""
+    """Select the compiled upfirdn2d kernel: 'auto' | 'general' | 'tiled' (None = the env
+    variable)."""
     global _kernel_override
     _kernel_override = _checked(kernel, VALID_KERNELS, "upfirdn2d kernel", "set_upfirdn2d_kernel")
 
 
 def get_upfirdn2d_kernel():
     """The upfirdn2d kernel selected: set_upfirdn2d_kernel's value, else
-    $EXEGAN_UPFIRDN2D_KERNEL, else 'default'."""
+    $EXEGAN_UPFIRDN2D_KERNEL, else 'auto'."""
     if _kernel_override is not None:
         return _kernel_override
-    return _from_env(KERNEL_ENV_VAR, 'default', VALID_KERNELS)
+    return _from_env(KERNEL_ENV_VAR, 'auto', VALID_KERNELS)
 
 
 def set_upfirdn2d_naive(flag):

@@ -1,41 +1,21 @@
-"""Convolutions for the networks, with a switch to skip weight gradients during regularization.
+"""Convolutions for the networks: plain ``torch.nn.functional`` calls, differentiable to any order.
 
 R1 (EXE-GAN's discriminator regularizer) and the path-length regularizer take gradients with
 respect to images or latents with ``create_graph=True`` and then backpropagate through them
 (paper Sec. 3.4 inherits both from StyleGAN2). The StyleGAN2-ADA code routes its convolutions
-through ``conv2d_gradfix`` for two reasons: older cuDNN convolutions lacked double backward, and
-the weight gradient of that inner ``autograd.grad`` call is wasted work.
+through a custom ``conv2d_gradfix`` for two reasons: older cuDNN convolutions lacked double
+backward, and a ``no_weight_gradients()`` context skipped the weight gradients of that inner
+``autograd.grad`` call.
 
-DEVIATION: here both functions are plain ``torch.nn.functional`` calls. Current PyTorch
-convolutions support double backward on every device, and ``torch.autograd.grad(..., inputs=x)``
-already skips the weight-gradient kernel of every convolution whose weight does not lead to an
-input that was asked for, which is exactly what ``no_weight_gradients`` exists to do. The context
-manager is kept (with its flag queryable via :func:`weight_gradients_disabled`) so that loop code
-reads like the StyleGAN2 releases and could switch to a custom kernel without changes.
+DEVIATION: neither is needed with current PyTorch, so both functions are plain calls and there
+is no such context. Convolutions support double backward on every device, and
+``torch.autograd.grad(..., inputs=x)`` already runs each ``convolution_backward`` with the weight
+gradient switched off (output mask (input, weight, bias) = (True, False, False)) when no
+requested input depends on it: tests/op/test_conv2d_gradfix.py records those masks for R1
+through the discriminator and for the path length through the generator. (This project's
+context manager only set a flag nothing read; it was removed.)
 """
-import contextlib
-
 import torch.nn.functional as F
-
-_weight_gradients_disabled = False
-
-
-@contextlib.contextmanager
-def no_weight_gradients(disable=True):
-    """Mark a region (typically the ``autograd.grad`` of R1 / path length) as not needing
-    weight gradients. Nestable; restores the previous state on exit."""
-    global _weight_gradients_disabled
-    previous = _weight_gradients_disabled
-    _weight_gradients_disabled = previous or bool(disable)
-    try:
-        yield
-    finally:
-        _weight_gradients_disabled = previous
-
-
-def weight_gradients_disabled():
-    """True inside :func:`no_weight_gradients`."""
-    return _weight_gradients_disabled
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

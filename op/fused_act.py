@@ -41,8 +41,7 @@ def fused_bias_act(x, b=None, act='lrelu', alpha=0.2, gain=None):
     ext = _impl.cuda_extension(x, b)
     if ext is None:
         return fused_bias_act_ref(x, b, act, alpha, gain)
-    # Through the registered custom op while torch.compile traces (op/_library.py).
-    return fused_bias_act_ext(_library.ops(ext), x, b, act, alpha, gain)
+    return fused_bias_act_ext(ext, x, b, act, alpha, gain)
 
 
 def fused_bias_act_ref(x, b=None, act='lrelu', alpha=0.2, gain=None):
@@ -92,8 +91,7 @@ class _FusedBiasActCuda(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, ext, act, alpha, gain):
         empty = x.new_empty(0)
-        y = ext.fused_bias_act(x, empty if b is None else b, empty, ACTIVATIONS[act], 0,
-                               alpha, gain)
+        y = _kernel(ext, x, empty if b is None else b, empty, ACTIVATIONS[act], 0, alpha, gain)
         # The output is enough to recover the slope (its sign is the pre-activation's sign
         # times the gain's), so the pre-activation x + b is never stored.
         ctx.save_for_backward(y if act == 'lrelu' else empty)
@@ -118,8 +116,7 @@ class _FusedBiasActGradCuda(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_y, ref, ext, act, alpha, gain):
         empty = grad_y.new_empty(0)
-        grad_x = ext.fused_bias_act(grad_y.contiguous(), empty, ref, ACTIVATIONS[act], 1,
-                                    alpha, gain)
+        grad_x = _kernel(ext, grad_y.contiguous(), empty, ref, ACTIVATIONS[act], 1, alpha, gain)
         ctx.save_for_backward(ref)
         ctx.cfg = (ext, act, alpha, gain)
         return grad_x
@@ -136,3 +133,23 @@ def fused_bias_act_ext(ext, x, b, act, alpha, gain):
     if b is not None:
         b = b.to(dtype=x.dtype)
     return _FusedBiasActCuda.apply(x.contiguous(), b, ext, act, float(alpha), float(gain))
+
+
+def _kernel(ext, x, b, ref, act, grad, alpha, gain):
+    """One compiled fused_bias_act call, directly or (while torch.compile traces) through the
+    custom op."""
+    if _library.tracing():
+        return torch.ops.exegan.fused_bias_act(x, b, ref, act, grad, alpha, gain,
+                                               _library.key_of(ext))
+    return ext.fused_bias_act(x, b, ref, act, grad, alpha, gain)
+
+
+@torch.library.custom_op('exegan::fused_bias_act', mutates_args=())
+def _fused_bias_act_op(x: torch.Tensor, b: torch.Tensor, ref: torch.Tensor, act: int, grad: int,
+                       alpha: float, gain: float, key: int) -> torch.Tensor:
+    return _library.ext_of(key).fused_bias_act(x, b, ref, act, grad, alpha, gain)
+
+
+@_fused_bias_act_op.register_fake
+def _(x, b, ref, act, grad, alpha, gain, key):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)

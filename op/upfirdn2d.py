@@ -19,16 +19,23 @@ Three formulations live here:
 * :func:`upfirdn2d_naive` — the well-known "native" formulation (fold batch and channels into
   one single-channel image, zero-insert by reshaping, convolve everything, then subsample). Kept
   as an independent cross-check and as the baseline of ``scripts/benchmark_ops.py``.
-* the CUDA kernel (``op/csrc/upfirdn2d_kernel.cu``), wrapped in :class:`_UpFirDn2dCuda`, whose
-  backward is again upfirdn2d (flipped kernel, up and down swapped, adjusted pads), so gradients
-  of any order reuse the same kernel. With ``op.set_upfirdn2d_kernel('tiled')`` (or
-  ``EXEGAN_UPFIRDN2D_KERNEL=tiled``) the tiled shared-memory kernel runs instead where it is
-  specialised (``op/csrc/upfirdn2d_tiled.h``), for forward and every derivative alike.
+* the compiled kernels (``op/csrc/``), wrapped in :class:`_UpFirDn2dCuda`, whose backward is
+  again upfirdn2d (flipped kernel, up and down swapped, adjusted pads), so gradients of any order
+  reuse the same kernels. Each call runs the general kernel or, where it is specialised and has
+  passed its self-check on the device (``op/_selfcheck.py``), the tiled one.
+
+One call, in order (docs/ops.md): :func:`upfirdn2d` -> :func:`_parse` -> :func:`choose` (ref |
+general | tiled; the self-check runs inside it at a case's first use) -> :func:`_ref`, or
+:func:`upfirdn2d_ext` -> :class:`_UpFirDn2dCuda` -> :func:`_kernel` -> ``ext.upfirdn2d`` (C++,
+``op/csrc/ops.cpp``; while torch.compile traces, through the custom op ``exegan::upfirdn2d``).
+The output size is computed in one Python function, :func:`out_size`.
 """
 import torch
 import torch.nn.functional as F
 
-from . import _impl, _library
+from typing import List
+
+from . import _impl, _library, _selfcheck
 
 
 def _pair(value, name):
@@ -51,7 +58,13 @@ def _pads(pad):
     raise ValueError(f"upfirdn2d: pad must be (p0, p1) or (x0, x1, y0, y1), got {pad!r}.")
 
 
+def out_size(n, k, up, down, pad0, pad1):
+    """Output length along one axis: the one place (in Python) that computes it."""
+    return (n * up + pad0 + pad1 - k) // down + 1
+
+
 def _parse(input, kernel, up, down, pad):
+    """Checked arguments -> (ux, uy, dx, dy, px0, px1, py0, py1)."""
     if input.ndim != 4:
         raise ValueError(f"upfirdn2d: input must be [B, C, H, W], got shape {tuple(input.shape)}.")
     if kernel.ndim not in (1, 2):
@@ -61,21 +74,14 @@ def _parse(input, kernel, up, down, pad):
     px0, px1, py0, py1 = _pads(pad)
     kh, kw = (kernel.shape[0], kernel.shape[0]) if kernel.ndim == 1 else kernel.shape
     h, w = input.shape[2], input.shape[3]
-    out_h = (h * uy + py0 + py1 - kh) // dy + 1
-    out_w = (w * ux + px0 + px1 - kw) // dx + 1
-    if out_h < 1 or out_w < 1:
+    if out_size(h, kh, uy, dy, py0, py1) < 1 or out_size(w, kw, ux, dx, px0, px1) < 1:
         raise ValueError(f"upfirdn2d: input {h}x{w} with up {(ux, uy)}, pad {(px0, px1, py0, py1)} "
                          f"and a {kh}x{kw} kernel leaves no output; pad more or crop less.")
     return ux, uy, dx, dy, px0, px1, py0, py1
 
 
-def out_size(n, k, up, down, pad0, pad1):
-    """Output length along one axis (handy for callers that need to predict shapes)."""
-    return (n * up + pad0 + pad1 - k) // down + 1
-
-
 # ---------------------------------------------------------------------------------------------
-# Public entry point
+# Public entry point and the one choice of implementation
 # ---------------------------------------------------------------------------------------------
 
 def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
@@ -85,24 +91,36 @@ def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     ``up``/``down`` int or (x, y); ``pad`` (p0, p1) for both axes or (x0, x1, y0, y1).
     Returns [B, C, out_h, out_w].
     """
-    if _impl._naive_upfirdn2d:  # op.set_upfirdn2d_naive(True): a benchmark baseline
+    if _impl.get_upfirdn2d_naive():  # op.set_upfirdn2d_naive(True): a benchmark baseline
         return upfirdn2d_naive(input, kernel, up, down, pad)
-    ux, uy, dx, dy, px0, px1, py0, py1 = _parse(input, kernel, up, down, pad)
-    # The kernel is a fixed buffer in every network; a trainable kernel takes the reference
-    # path, whose autograd also differentiates with respect to it.
-    ext = None if kernel.requires_grad else _impl.cuda_extension(input)
+    params = _parse(input, kernel, up, down, pad)
+    path, ext, _ = choose(input, kernel, params)
+    if path == 'ref':
+        return _ref(input, kernel, *params)
+    return upfirdn2d_ext(ext, input, kernel, *params)
+
+
+def choose(x, kernel, params, ext=None):
+    """Which implementation runs this call: ``('ref', None, -1)``, ``('general', ext, -1)`` or
+    ``('tiled', ext, case)``.
+
+    Without ``ext`` (a public call): the reference for CPU tensors, for ``op.set_impl('ref')``,
+    for a kernel that requires grad (only the reference differentiates with respect to it) and
+    when the extension cannot be built under ``auto``; else the extension. With ``ext`` (a call
+    inside the compiled path: one pass of a separable kernel, a backward) only the kernel is
+    chosen: the tiled one where it is specialised for these parameters and its case passed the
+    self-check on this device and dtype (run here at the case's first use, then cached for the
+    process), else the general one. ``op.set_upfirdn2d_kernel`` overrides that for debugging.
+    """
     if ext is None:
-        return _ref(input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
-    # The view calls the tiled kernel if selected, and goes through the registered custom ops
-    # while torch.compile traces (op/_library.py).
-    ext = _library.ops(ext, tiled=_impl.get_upfirdn2d_kernel() == 'tiled')
-    return upfirdn2d_ext(ext, input, kernel, ux, uy, dx, dy, px0, px1, py0, py1)
-
-
-def tiled(ext):
-    """Extension ``ext`` with its tiled upfirdn2d kernel (``ext.upfirdn2d_tiled``) in place of
-    the general one, for :func:`upfirdn2d_ext`."""
-    return _library.ops(ext, tiled=True)
+        ext = None if kernel.requires_grad else _impl.cuda_extension(x)
+        if ext is None:
+            return 'ref', None, -1
+    if kernel.ndim != 2:  # separable: each 1-D pass chooses its own kernel
+        return 'general', ext, -1
+    tile = _selfcheck.tile_for(ext, x.device, x.dtype, kernel.shape[0], kernel.shape[1],
+                               *params[:4])
+    return ('tiled', ext, tile) if tile >= 0 else ('general', ext, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,25 +208,36 @@ def adjoint_params(in_h, in_w, kh, kw, ux, uy, dx, dy, px0, px1, py0, py1):
     again an upfirdn2d: kernel flipped, up and down swapped, pads chosen so that the output has
     exactly the input's shape. Returned as (ux', uy', dx', dy', px0', px1', py0', py1').
     """
-    out_h = (in_h * uy + py0 + py1 - kh) // dy + 1
-    out_w = (in_w * ux + px0 + px1 - kw) // dx + 1
+    out_h = out_size(in_h, kh, uy, dy, py0, py1)
+    out_w = out_size(in_w, kw, ux, dx, px0, px1)
     return (dx, dy, ux, uy,
             kw - px0 - 1, in_w * ux - out_w * dx + px0 - ux + 1,
             kh - py0 - 1, in_h * uy - out_h * dy + py0 - uy + 1)
 
 
+def upfirdn2d_ext(ext, x, kernel, ux, uy, dx, dy, px0, px1, py0, py1):
+    """Run upfirdn2d through extension ``ext`` (parsed arguments); 1-D kernels as two passes."""
+    kernel = kernel.to(device=x.device, dtype=x.dtype)
+    if kernel.ndim == 1:
+        x = _UpFirDn2dCuda.apply(x, kernel[None, :].contiguous(), ext,
+                                 (ux, 1, dx, 1, px0, px1, 0, 0))
+        return _UpFirDn2dCuda.apply(x, kernel[:, None].contiguous(), ext,
+                                    (1, uy, 1, dy, 0, 0, py0, py1))
+    return _UpFirDn2dCuda.apply(x, kernel.contiguous(), ext,
+                                (ux, uy, dx, dy, px0, px1, py0, py1))
+
+
 class _UpFirDn2dCuda(torch.autograd.Function):
     """upfirdn2d through an extension module ``ext`` (2-D kernel), differentiable to any order.
 
-    ``ext.upfirdn2d(x, kernel, ux, uy, dx, dy, px0, px1, py0, py1)`` takes x [N, H, W]. The
-    module is an argument (not a global) so that tests can drive this exact wiring on CPU with a
-    stand-in for the kernel.
+    The module is an argument (not a global) so that tests can drive this exact wiring on CPU
+    with a stand-in for the kernel, or with the compiled kernels' CPU emulation.
     """
 
     @staticmethod
     def forward(ctx, x, kernel, ext, params):
         b, c, h, w = x.shape
-        out = ext.upfirdn2d(x.reshape(b * c, h, w).contiguous(), kernel, *params)
+        out = _kernel(ext, x.reshape(b * c, h, w).contiguous(), kernel, params)
         ctx.save_for_backward(kernel)
         ctx.ext, ctx.params, ctx.in_hw = ext, params, (h, w)
         return out.reshape(b, c, out.shape[1], out.shape[2])
@@ -223,13 +252,23 @@ class _UpFirDn2dCuda(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def upfirdn2d_ext(ext, x, kernel, ux, uy, dx, dy, px0, px1, py0, py1):
-    """Run upfirdn2d through extension ``ext`` (parsed arguments); 1-D kernels as two passes."""
-    kernel = kernel.to(device=x.device, dtype=x.dtype)
-    if kernel.ndim == 1:
-        x = _UpFirDn2dCuda.apply(x, kernel[None, :].contiguous(), ext,
-                                 (ux, 1, dx, 1, px0, px1, 0, 0))
-        return _UpFirDn2dCuda.apply(x, kernel[:, None].contiguous(), ext,
-                                    (1, uy, 1, dy, 0, 0, py0, py1))
-    return _UpFirDn2dCuda.apply(x, kernel.contiguous(), ext,
-                                (ux, uy, dx, dy, px0, px1, py0, py1))
+def _kernel(ext, x, kernel, params):
+    """One compiled upfirdn2d call on x [N, H, W]: the kernel ``choose`` picks for it, called
+    directly, or through the custom op while torch.compile traces."""
+    tile = choose(x, kernel, params, ext)[2]
+    if _library.tracing():
+        return torch.ops.exegan.upfirdn2d(x, kernel, list(params), tile, _library.key_of(ext))
+    return ext.upfirdn2d(x, kernel, *params, tile)
+
+
+@torch.library.custom_op('exegan::upfirdn2d', mutates_args=())
+def _upfirdn2d_op(x: torch.Tensor, kernel: torch.Tensor, params: List[int], tile: int,
+                  key: int) -> torch.Tensor:
+    return _library.ext_of(key).upfirdn2d(x, kernel, *params, tile)
+
+
+@_upfirdn2d_op.register_fake
+def _(x, kernel, params, tile, key):
+    ux, uy, dx, dy, px0, px1, py0, py1 = params
+    return x.new_empty(x.shape[0], out_size(x.shape[1], kernel.shape[0], uy, dy, py0, py1),
+                       out_size(x.shape[2], kernel.shape[1], ux, dx, px0, px1))

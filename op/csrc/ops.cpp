@@ -15,8 +15,9 @@
 //   Per axis: insert up - 1 zeros after every sample, pad by pad0 / pad1 (negative crops),
 //   convolve with the kernel (true convolution, "valid" region), keep every down-th sample.
 //   Its gradient is the same op with transposed parameters (op/upfirdn2d.py).
-//   upfirdn2d_tiled: the same op through the tiled kernel (upfirdn2d_tiled.h) where it is
-//   specialised, else the general one; opt-in, selected in op/_impl.py.
+//   The last argument picks the kernel: -1 the general one (one thread per output sample), 0 / 1
+//   / 2 the tiled kernel of that case (upfirdn2d_tiled.h); op/upfirdn2d.py's _choose decides,
+//   after a self-check of the tiled case on the device.
 //
 // CPU tensors run the same per-element functions (fused_bias_act.h, upfirdn2d.h) in a serial
 // loop: a check of the kernels' math on machines without a GPU, not a fast path (the public
@@ -101,39 +102,34 @@ static at::Tensor fused_bias_act(const at::Tensor& x, const at::Tensor& b, const
   return out;
 }
 
-// Checks the arguments of upfirdn2d, fills p and allocates the output; the inputs come back
-// contiguous in xc / kc.
-static at::Tensor upfirdn2d_prepare(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
-                                    int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
-                                    int64_t pad_x1, int64_t pad_y0, int64_t pad_y1,
-                                    at::Tensor& xc, at::Tensor& kc, UpFirDn2dParams& p) {
-  TORCH_CHECK(x.is_cuda() || x.is_cpu(), "upfirdn2d: x must be a CUDA (or CPU) tensor");
-  TORCH_CHECK(x.dim() == 3, "upfirdn2d: x must be [N, H, W]");
-  TORCH_CHECK(kernel.dim() == 2, "upfirdn2d: kernel must be [kh, kw]");
-  check_like(kernel, x, "upfirdn2d: kernel");
+// upfirdn2d's parameters for an [n, in_h, in_w] input and a [kh, kw] kernel, output size
+// included: the one place in the C++ code that computes it (op/upfirdn2d.py's out_size is the
+// Python one; tests/op/test_cuda_compile.py checks that they agree).
+static UpFirDn2dParams upfirdn2d_params(int64_t n, int64_t in_h, int64_t in_w, int64_t kh,
+                                        int64_t kw, int64_t up_x, int64_t up_y, int64_t down_x,
+                                        int64_t down_y, int64_t pad_x0, int64_t pad_x1,
+                                        int64_t pad_y0, int64_t pad_y1) {
   TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1,
               "upfirdn2d: up and down must be >= 1");
-  const int64_t padded_h = x.size(1) * up_y + pad_y0 + pad_y1;
-  const int64_t padded_w = x.size(2) * up_x + pad_x0 + pad_x1;
-  TORCH_CHECK(padded_h >= kernel.size(0) && padded_w >= kernel.size(1),
+  const int64_t padded_h = in_h * up_y + pad_y0 + pad_y1;
+  const int64_t padded_w = in_w * up_x + pad_x0 + pad_x1;
+  TORCH_CHECK(padded_h >= kh && padded_w >= kw,
               "upfirdn2d: the padded input is smaller than the kernel");
-  xc = x.contiguous();
-  kc = kernel.contiguous();
+  UpFirDn2dParams p{};
   p.up_x = static_cast<int>(up_x);
   p.up_y = static_cast<int>(up_y);
   p.down_x = static_cast<int>(down_x);
   p.down_y = static_cast<int>(down_y);
   p.pad_x0 = static_cast<int>(pad_x0);
   p.pad_y0 = static_cast<int>(pad_y0);
-  p.in_h = static_cast<int>(xc.size(1));
-  p.in_w = static_cast<int>(xc.size(2));
-  p.kernel_h = static_cast<int>(kc.size(0));
-  p.kernel_w = static_cast<int>(kc.size(1));
-  p.out_h = static_cast<int>((padded_h - p.kernel_h) / down_y + 1);
-  p.out_w = static_cast<int>((padded_w - p.kernel_w) / down_x + 1);
-  at::Tensor out = at::empty({xc.size(0), p.out_h, p.out_w}, xc.options());
-  p.total = out.numel();
-  return out;
+  p.in_h = static_cast<int>(in_h);
+  p.in_w = static_cast<int>(in_w);
+  p.kernel_h = static_cast<int>(kh);
+  p.kernel_w = static_cast<int>(kw);
+  p.out_h = static_cast<int>((padded_h - kh) / down_y + 1);
+  p.out_w = static_cast<int>((padded_w - kw) / down_x + 1);
+  p.total = n * p.out_h * p.out_w;
+  return p;
 }
 
 // The general kernel's math in a host loop (CPU tensors: a check, not a user path).
@@ -150,53 +146,14 @@ static void upfirdn2d_host(const at::Tensor& out, const at::Tensor& xc, const at
   });
 }
 
-// The general kernel (one output sample per thread) on the tensors' device.
-static void upfirdn2d_general(const at::Tensor& out, const at::Tensor& xc, const at::Tensor& kc,
-                              const UpFirDn2dParams& p) {
-  if (xc.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
-    upfirdn2d_launch(out, xc, kc, p);
-  } else {
-    upfirdn2d_host(out, xc, kc, p);
-  }
-}
-
-static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
-                            int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
-                            int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
-  at::Tensor xc, kc;
-  UpFirDn2dParams p;
-  at::Tensor out = upfirdn2d_prepare(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1,
-                                     pad_y0, pad_y1, xc, kc, p);
-  if (p.total > 0) upfirdn2d_general(out, xc, kc, p);
-  return out;
-}
-
-// The tiled kernel for the specialised cases (upfirdn2d_tiled.h), the general one otherwise.
-// For CPU tensors the whole grid is emulated: blocks one after another, and within a block the
+// The tiled kernel's whole grid on the CPU: blocks one after another, and within a block the
 // load phase for every thread id, then (after the barrier) the compute phase for every thread
 // id. Shared memory is filled with NaN before each block and the output before the first, so a
 // read of an entry no thread staged, or an output no thread wrote, shows up in the result.
-static at::Tensor upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
-                                  int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
-                                  int64_t pad_x1, int64_t pad_y0, int64_t pad_y1) {
-  at::Tensor xc, kc;
-  UpFirDn2dParams p;
-  at::Tensor out = upfirdn2d_prepare(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1,
-                                     pad_y0, pad_y1, xc, kc, p);
-  if (p.total == 0) return out;
-  const int tiled_case = upfirdn2d_tiled_case(p);
-  if (tiled_case < 0) {
-    upfirdn2d_general(out, xc, kc, p);
-    return out;
-  }
-  if (xc.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
-    upfirdn2d_tiled_launch(out, xc, kc, p, tiled_case);
-    return out;
-  }
-  upfirdn2d_tiled_dispatch(tiled_case, [&](auto tile) {
-    using Tile = decltype(tile);
+static void upfirdn2d_tiled_host(const at::Tensor& out, const at::Tensor& xc,
+                                 const at::Tensor& kc, const UpFirDn2dParams& p, int tile) {
+  upfirdn2d_tiled_dispatch(tile, [&](auto t) {
+    using Tile = decltype(t);
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "upfirdn2d_tiled", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
       const scalar_t nan = std::numeric_limits<scalar_t>::quiet_NaN();
@@ -218,36 +175,65 @@ static at::Tensor upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel,
       }
     });
   });
+}
+
+// The one upfirdn2d entry: x [N, H, W], kernel [kh, kw]; `tile` = -1 runs the general kernel,
+// 0 / 1 / 2 the tiled kernel of that case (upfirdn2d_tiled.h), which must be the case of these
+// parameters (op/upfirdn2d.py asks upfirdn2d_tiled_plan once per case and checks the tiled
+// kernel against the reference before it asks for it). CPU tensors run the kernels' host
+// emulation.
+static at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x,
+                            int64_t up_y, int64_t down_x, int64_t down_y, int64_t pad_x0,
+                            int64_t pad_x1, int64_t pad_y0, int64_t pad_y1, int64_t tile) {
+  TORCH_CHECK(x.is_cuda() || x.is_cpu(), "upfirdn2d: x must be a CUDA (or CPU) tensor");
+  TORCH_CHECK(x.dim() == 3, "upfirdn2d: x must be [N, H, W]");
+  TORCH_CHECK(kernel.dim() == 2, "upfirdn2d: kernel must be [kh, kw]");
+  check_like(kernel, x, "upfirdn2d: kernel");
+  const UpFirDn2dParams p = upfirdn2d_params(x.size(0), x.size(1), x.size(2), kernel.size(0),
+                                             kernel.size(1), up_x, up_y, down_x, down_y, pad_x0,
+                                             pad_x1, pad_y0, pad_y1);
+  if (tile >= 0) {
+    TORCH_CHECK(tile == upfirdn2d_tiled_case(p), "upfirdn2d: tiled case ", tile,
+                " asked for parameters whose case is ", upfirdn2d_tiled_case(p),
+                " (-1 = no tiled kernel)");
+  } else {
+    TORCH_CHECK(tile == -1, "upfirdn2d: tile must be -1 (general kernel) or a tiled case");
+  }
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor kc = kernel.contiguous();
+  at::Tensor out = at::empty({xc.size(0), p.out_h, p.out_w}, xc.options());
+  if (p.total == 0) return out;
+  if (xc.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    if (tile >= 0) {
+      upfirdn2d_tiled_launch(out, xc, kc, p, static_cast<int>(tile));
+    } else {
+      upfirdn2d_launch(out, xc, kc, p);
+    }
+  } else if (tile >= 0) {
+    upfirdn2d_tiled_host(out, xc, kc, p, static_cast<int>(tile));
+  } else {
+    upfirdn2d_host(out, xc, kc, p);
+  }
   return out;
 }
 
 // (case, tile_h, tile_w, in_h, in_w, number of blocks) of the tiled kernel for these parameters;
-// case -1 means the general kernel runs. For tests and docs.
+// case -1: no tiled kernel (the general one serves them).
 static std::vector<int64_t> upfirdn2d_tiled_plan(int64_t n, int64_t in_h, int64_t in_w,
                                                  int64_t kh, int64_t kw, int64_t up_x,
                                                  int64_t up_y, int64_t down_x, int64_t down_y,
                                                  int64_t pad_x0, int64_t pad_x1, int64_t pad_y0,
                                                  int64_t pad_y1) {
-  UpFirDn2dParams p{};
-  p.up_x = static_cast<int>(up_x);
-  p.up_y = static_cast<int>(up_y);
-  p.down_x = static_cast<int>(down_x);
-  p.down_y = static_cast<int>(down_y);
-  p.pad_x0 = static_cast<int>(pad_x0);
-  p.pad_y0 = static_cast<int>(pad_y0);
-  p.in_h = static_cast<int>(in_h);
-  p.in_w = static_cast<int>(in_w);
-  p.kernel_h = static_cast<int>(kh);
-  p.kernel_w = static_cast<int>(kw);
-  p.out_h = static_cast<int>((in_h * up_y + pad_y0 + pad_y1 - kh) / down_y + 1);
-  p.out_w = static_cast<int>((in_w * up_x + pad_x0 + pad_x1 - kw) / down_x + 1);
-  p.total = n * p.out_h * p.out_w;
+  const UpFirDn2dParams p = upfirdn2d_params(n, in_h, in_w, kh, kw, up_x, up_y, down_x, down_y,
+                                             pad_x0, pad_x1, pad_y0, pad_y1);
   const int tiled_case = upfirdn2d_tiled_case(p);
-  if (tiled_case < 0) return {-1, 0, 0, 0, 0, 0};
+  if (tiled_case < 0) return {-1, 0, 0, 0, 0, 0, p.out_h, p.out_w};
   std::vector<int64_t> plan;
   upfirdn2d_tiled_dispatch(tiled_case, [&](auto tile) {
     using Tile = decltype(tile);
-    plan = {tiled_case, Tile::tile_h, Tile::tile_w, Tile::in_h, Tile::in_w, Tile::num_tiles(p)};
+    plan = {tiled_case, Tile::tile_h, Tile::tile_w, Tile::in_h, Tile::in_w, Tile::num_tiles(p),
+            p.out_h, p.out_w};
   });
   return plan;
 }
@@ -256,9 +242,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "EXE-GAN custom ops (fused_bias_act, upfirdn2d); see op/csrc/ops.cpp";
   m.def("fused_bias_act", &fused_bias_act,
         "bias + activation * gain (grad=0), or gradient * slope(ref) * gain (grad=1)");
-  m.def("upfirdn2d", &upfirdn2d, "upsample, pad, FIR-filter, downsample (x [N, H, W])");
-  m.def("upfirdn2d_tiled", &upfirdn2d_tiled,
-        "upfirdn2d through the tiled kernel where specialised (same arguments as upfirdn2d)");
+  m.def("upfirdn2d", &upfirdn2d,
+        "upsample, pad, FIR-filter, downsample (x [N, H, W]); tile -1 = general kernel, "
+        "0 / 1 / 2 = that tiled case");
   m.def("upfirdn2d_tiled_plan", &upfirdn2d_tiled_plan,
-        "(case, tile_h, tile_w, in_h, in_w, blocks) of the tiled kernel; case -1 = general kernel");
+        "(case, tile_h, tile_w, in_h, in_w, blocks, out_h, out_w) of the tiled kernel; "
+        "case -1 = no tiled kernel");
 }

@@ -6,9 +6,11 @@
 // The per-block work is written as two host+device functions of (tile index, thread index,
 // thread count, shared buffer), with a barrier between them:
 //
-//   tiled_load(block, tid, nthreads, smem)     every thread stages part of the input tile
+//   Tile::load(x, kernel, p, block, tid, nthreads, smem)       every thread stages part of the
+//                                                              input tile and the kernel
 //   -- __syncthreads() --
-//   tiled_compute(block, tid, nthreads, smem)  every thread computes part of the output tile
+//   Tile::compute(out, p, block, tid, nthreads, smem)          every thread computes part of
+//                                                              the output tile
 //
 // The CUDA kernel runs them with threadIdx / blockIdx; ops.cpp runs the whole grid on the CPU,
 // one block after another, each phase for every thread id before the next phase (exactly what
@@ -21,6 +23,8 @@
 // skipped, and adding an exact zero product leaves a finite sum unchanged, so each output is the
 // same floating-point value as the general kernel's (checked bit for bit on the CPU).
 #pragma once
+
+#include <c10/util/Exception.h>
 
 #include "upfirdn2d.h"
 
@@ -131,12 +135,15 @@ using UpFirDn2dTileUp2 = UpFirDn2dTile<2, 1, 4, 32, 32>;
 using UpFirDn2dTileDown2 = UpFirDn2dTile<1, 2, 4, 32, 32>;
 constexpr int kUpFirDn2dTiledThreads = 256;
 
-// Calls fn(Tile()) with the tile type of case `c` (0, 1, 2; see upfirdn2d_tiled_case).
+// Calls fn(Tile()) with the tile type of case `c` (0, 1, 2; see upfirdn2d_tiled_case). Any other
+// value is an error: running some tile for a case it was not written for would give wrong values.
 template <typename Fn>
 void upfirdn2d_tiled_dispatch(int c, Fn&& fn) {
   switch (c) {
     case 0: fn(UpFirDn2dTileBlur()); break;
     case 1: fn(UpFirDn2dTileUp2()); break;
-    default: fn(UpFirDn2dTileDown2()); break;
+    case 2: fn(UpFirDn2dTileDown2()); break;
+    default: TORCH_CHECK(false, "upfirdn2d: there is no tiled kernel for case ", c,
+                         " (the cases are 0 = blur, 1 = up 2, 2 = down 2)");
   }
 }

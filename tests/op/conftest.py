@@ -13,8 +13,9 @@ import op
 from op.upfirdn2d import upfirdn2d_ref
 
 
-def _emulated_upfirdn2d(x, kernel, ux, uy, dx, dy, px0, px1, py0, py1):
+def _emulated_upfirdn2d(x, kernel, ux, uy, dx, dy, px0, px1, py0, py1, tile=-1):
     assert x.ndim == 3 and kernel.ndim == 2 and x.is_contiguous()
+    assert tile == -1  # the stand-in has no upfirdn2d_tiled_plan, so no case is tiled
     return upfirdn2d_ref(x[:, None], kernel, (ux, uy), (dx, dy), (px0, px1, py0, py1))[:, 0]
 
 
@@ -42,7 +43,10 @@ def emulated_ext():
 @pytest.fixture(autouse=True)
 def _reset_impl():
     """Tests that call op.set_impl / op.set_upfirdn2d_kernel must not leak the choice into other
-    tests."""
+    tests, nor the self-check's cached choices (keyed by extension objects that tests create)."""
+    from op import _selfcheck
+    _selfcheck.reset()
     yield
     op.set_impl(None)
     op.set_upfirdn2d_kernel(None)
+    _selfcheck.reset()

@@ -1,7 +1,8 @@
-"""conv2d_gradfix: same values as torch.nn.functional, double backward for R1-style penalties,
-and the no_weight_gradients flag."""
+"""conv2d_gradfix: same values as torch.nn.functional; the regularizers' inner gradients run no
+weight-gradient convolution without any context manager."""
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from op import conv2d_gradfix
 
@@ -19,42 +20,51 @@ def test_same_as_functional():
         F.conv_transpose2d(x, wt, None, stride=2, padding=0, output_padding=1))
 
 
-def _r1_weight_grads(use_context):
-    """Weight gradient of an R1 penalty |d D(x) / dx|^2 through a two-layer conv 'D'."""
-    g = torch.Generator().manual_seed(1)
-    w1 = torch.randn(3, 2, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    w2 = torch.randn(1, 3, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    x = torch.randn(2, 2, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
-    h = F.leaky_relu(conv2d_gradfix.conv2d(x, w1, padding=1), 0.2)
-    out = conv2d_gradfix.conv_transpose2d(h, w2.transpose(0, 1), stride=1, padding=1).sum()
-    if use_context:
-        with conv2d_gradfix.no_weight_gradients():
-            (gx,) = torch.autograd.grad(out, x, create_graph=True)
-    else:
-        (gx,) = torch.autograd.grad(out, x, create_graph=True)
-    penalty = gx.pow(2).sum()
-    return torch.autograd.grad(penalty, (w1, w2))
+class _ConvBackwardMasks(TorchDispatchMode):
+    """Records the output mask (grad input, grad weight, grad bias) of every
+    convolution_backward that runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.masks = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default:
+            self.masks.append(tuple(args[-1]))
+        return func(*args, **(kwargs or {}))
 
 
-def test_no_weight_gradients_keeps_r1_weight_gradients_exact():
-    """The penalty's own weight gradient (second order) must not be affected by the context."""
-    with_ctx, without = _r1_weight_grads(True), _r1_weight_grads(False)
-    for a, b in zip(with_ctx, without):
-        assert a.abs().sum() > 0
-        torch.testing.assert_close(a, b)
+def test_regularizer_input_gradients_run_no_weight_gradient_convolution():
+    """Why there is no no_weight_gradients() context: R1 through D and the path length through
+    G take their inner gradient with autograd.grad(inputs=...), which already runs every
+    convolution_backward without its weight gradient; back-propagating the penalty then computes
+    the weight gradients (so the recording would see them if they were on)."""
+    from losses import PathLengthRegularizer, r1_loss
+    from models.discriminator import Discriminator
+    from models.generator import Generator
+    torch.manual_seed(0)
+    D = Discriminator(16, channel_multiplier=0.0625, channel_max=16)
+    real = torch.randn(2, 3, 16, 16, requires_grad=True)
+    pred = D(real)
+    with _ConvBackwardMasks() as inner:
+        loss, _ = r1_loss(pred, real)
+    assert inner.masks and all(m[1] is False for m in inner.masks)
+    with _ConvBackwardMasks() as outer:
+        loss.backward()
+    assert any(m[1] is True for m in outer.masks)
 
-
-def test_no_weight_gradients_flag_nests_and_restores():
-    assert not conv2d_gradfix.weight_gradients_disabled()
-    with conv2d_gradfix.no_weight_gradients():
-        assert conv2d_gradfix.weight_gradients_disabled()
-        with conv2d_gradfix.no_weight_gradients(False):
-            assert conv2d_gradfix.weight_gradients_disabled()  # an outer True wins
-        assert conv2d_gradfix.weight_gradients_disabled()
-    assert not conv2d_gradfix.weight_gradients_disabled()
+    # The path length through G, with the modulation applied to the activations ('batched'):
+    # no conv weight depends on w there. (With per-sample weights, 'grouped', the weights are on
+    # the path to w, and their gradient is the path length's gradient itself.)
+    from models import stylegan2
+    before = stylegan2.get_modconv_impl()
+    stylegan2.set_modconv_impl('batched')
     try:
-        with conv2d_gradfix.no_weight_gradients():
-            raise RuntimeError('boom')
-    except RuntimeError:
-        pass
-    assert not conv2d_gradfix.weight_gradients_disabled()
+        G = Generator(16, style_dim=16, n_mlp=2, channel_multiplier=0.0625, channel_max=16)
+        fake, w = G(torch.randn(2, 4, 16, 16), torch.randn(2, G.n_exemplar, 16),
+                    [torch.randn(2, 16)], return_latents=True)
+        with _ConvBackwardMasks() as inner:
+            PathLengthRegularizer()(fake, w)
+    finally:
+        stylegan2.set_modconv_impl(before)
+    assert inner.masks and all(m[1] is False for m in inner.masks)

@@ -116,9 +116,18 @@ def test_extension_checks_its_arguments(built):
     module = built[1]
     with pytest.raises(RuntimeError, match="kernel must have x's dtype"):
         module.upfirdn2d(torch.zeros(1, 4, 4), torch.ones(3, 3, dtype=torch.float64),
-                         1, 1, 1, 1, 0, 0, 0, 0)
+                         1, 1, 1, 1, 0, 0, 0, 0, -1)
     with pytest.raises(RuntimeError, match='smaller than the kernel'):
-        module.upfirdn2d(torch.zeros(1, 2, 2), torch.ones(3, 3), 1, 1, 1, 1, 0, 0, 0, 0)
+        module.upfirdn2d(torch.zeros(1, 2, 2), torch.ones(3, 3), 1, 1, 1, 1, 0, 0, 0, 0, -1)
+    # A tiled case is run only for the parameters it was written for: asking for another one
+    # (or one that does not exist) is an error, never a wrong tile.
+    x, k4 = torch.zeros(1, 9, 9), torch.ones(4, 4)
+    with pytest.raises(RuntimeError, match='tiled case 2 asked for parameters whose case is 0'):
+        module.upfirdn2d(x, k4, 1, 1, 1, 1, 2, 1, 2, 1, 2)
+    with pytest.raises(RuntimeError, match='tiled case 7 asked for parameters whose case is -1'):
+        module.upfirdn2d(x, torch.ones(3, 3), 1, 1, 1, 1, 2, 1, 2, 1, 7)
+    with pytest.raises(RuntimeError, match='tile must be -1'):
+        module.upfirdn2d(x, k4, 1, 1, 1, 1, 2, 1, 2, 1, -2)
     with pytest.raises(RuntimeError, match=r'b must be \[C\]'):
         module.fused_bias_act(torch.zeros(2, 3), torch.zeros(4), torch.zeros(0), 1, 0, 0.2, 1.0)
 
@@ -168,16 +177,27 @@ def _three_orders(fn, x, seed):
     return [t.detach() for t in (y, gx, ggx, ggy)]
 
 
+def _kernel_set(kernel, fn):
+    """fn() with op.set_upfirdn2d_kernel(kernel) in force (forward and backward)."""
+    import op
+    op.set_upfirdn2d_kernel(kernel)
+    try:
+        return fn()
+    finally:
+        op.set_upfirdn2d_kernel(None)
+
+
 def test_tiled_plan_covers_the_networks_cases_and_their_adjoints(built):
-    from op.upfirdn2d import adjoint_params
+    from op.upfirdn2d import adjoint_params, out_size
     module = built[1]
     for name, up, down, (h, w), pads in TILED_CASES:
         for pad in pads:
-            case, th, tw, ih, iw, blocks = module.upfirdn2d_tiled_plan(
+            case, th, tw, ih, iw, blocks, out_h, out_w = module.upfirdn2d_tiled_plan(
                 3, h, w, 4, 4, up, up, down, down, *pad)
             assert case == ('blur', 'up2', 'down2').index(name) and (th, tw) == (32, 32)
-            out_h = (h * up + pad[2] + pad[3] - 4) // down + 1
-            out_w = (w * up + pad[0] + pad[1] - 4) // down + 1
+            # The C++ size formula (upfirdn2d_params) agrees with the Python one (out_size).
+            assert out_h == out_size(h, 4, up, down, pad[2], pad[3])
+            assert out_w == out_size(w, 4, up, down, pad[0], pad[1])
             assert blocks == 3 * -(-out_h // 32) * -(-out_w // 32) and blocks > 3
             # The gradient (and so the gradient of the gradient) is a specialised case too.
             adj = adjoint_params(h, w, 4, 4, up, up, down, down, *pad)
@@ -195,7 +215,6 @@ def test_tiled_kernel_emulated_grid_equals_general_kernel_and_reference(built, n
     block: bit for bit the general kernel's values (same taps in the same order), and the
     reference's in float64. NaN-filled shared memory and output (ops.cpp) make an unstaged halo
     sample or an unwritten output fail the comparison."""
-    from op.upfirdn2d import tiled
     module = built[1]
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 3, *hw, dtype=torch.float64, generator=g)
@@ -203,10 +222,10 @@ def test_tiled_kernel_emulated_grid_equals_general_kernel_and_reference(built, n
     for pad in pads:
         args = ((up, up), (down, down), pad)
         want = _three_orders(lambda x: upfirdn2d_ref(x, k, *args), x, 8)
-        general = _three_orders(
-            lambda x: upfirdn2d_ext(module, x, k, up, up, down, down, *pad), x, 8)
-        tiles = _three_orders(
-            lambda x: upfirdn2d_ext(tiled(module), x, k, up, up, down, down, *pad), x, 8)
+        def run(x):
+            return upfirdn2d_ext(module, x, k, up, up, down, down, *pad)
+        general = _kernel_set('general', lambda: _three_orders(run, x, 8))
+        tiles = _kernel_set('tiled', lambda: _three_orders(run, x, 8))
         for t, gen, ref in zip(tiles, general, want):
             assert torch.equal(t, gen), (name, pad)
             torch.testing.assert_close(t, ref, rtol=1e-12, atol=1e-12)
@@ -215,21 +234,23 @@ def test_tiled_kernel_emulated_grid_equals_general_kernel_and_reference(built, n
         kf = K4 * (4 if up == 2 else 1)
         xf = x.float().clone()
         xf[0, 1, 3, 5] = float('inf')
-        got = upfirdn2d_ext(tiled(module), xf, kf, up, up, down, down, *pad)
-        assert torch.equal(got, upfirdn2d_ext(module, xf, kf, up, up, down, down, *pad))
+        def runf():
+            return upfirdn2d_ext(module, xf, kf, up, up, down, down, *pad)
+        got = _kernel_set('tiled', runf)
+        assert torch.equal(got, _kernel_set('general', runf))
         assert torch.isfinite(got[:, ::2]).all()  # only the plane with the infinity has one
 
 
 def test_tiled_kernel_leaves_other_cases_to_the_general_kernel(built):
-    from op.upfirdn2d import tiled
     module = built[1]
     g = torch.Generator().manual_seed(9)
     x = torch.randn(1, 2, 11, 13, dtype=torch.float64, generator=g)
     for kshape, up, down in [((3, 3), 1, 1), ((4,), 2, 1), ((4, 4), (2, 1), 1), ((4, 4), 4, 1)]:
         k = torch.randn(*kshape, dtype=torch.float64, generator=g)
         params = (*_xy(up), *_xy(down), 2, 1, 2, 1)
-        assert torch.equal(upfirdn2d_ext(tiled(module), x, k, *params),
-                           upfirdn2d_ext(module, x, k, *params))
+        def run():
+            return upfirdn2d_ext(module, x, k, *params)
+        assert torch.equal(_kernel_set('tiled', run), _kernel_set('general', run))
 
 
 def test_networks_with_the_tiled_kernel_equal_todays(built, monkeypatch):
@@ -257,24 +278,26 @@ def test_networks_with_the_tiled_kernel_equal_todays(built, monkeypatch):
         return img.detach(), score.detach(), gx
 
     results = {}
-    for kernel in ('default', 'tiled'):
+    for kernel in ('general', 'tiled', 'auto'):
         op.set_upfirdn2d_kernel(kernel)
         results[kernel] = run()
     op.set_upfirdn2d_kernel(None)
     monkeypatch.undo()
     reference = run()  # CPU tensors: the PyTorch reference path
-    for a, b, r in zip(results['tiled'], results['default'], reference):
-        assert torch.equal(a, b)
+    for a, b, c, r in zip(results['tiled'], results['general'], results['auto'], reference):
+        assert torch.equal(a, b) and torch.equal(c, a)
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
 
 def test_networks_compile_into_one_graph_with_the_compiled_ops(built, monkeypatch):
     """Every op call through the extension (registered as torch.library custom ops while
     torch.compile traces, op/_library.py) stays inside one graph: fullgraph=True fails on any
-    graph break. Forward and first-order gradients equal eager's, with both upfirdn2d kernels."""
+    graph break. Forward and first-order gradients equal eager's, with the self-checked default
+    (whose check runs while the graph is traced: its cache is emptied before compiling) and the
+    general kernel."""
     import torch._dynamo
     import op
-    from op import _impl
+    from op import _impl, _selfcheck
     from models.discriminator import Discriminator
     from models.generator import Generator
     module = built[1]
@@ -284,12 +307,13 @@ def test_networks_compile_into_one_graph_with_the_compiled_ops(built, monkeypatc
     D = Discriminator(16, channel_multiplier=0.0625, channel_max=16)
     gin, codes, z = torch.randn(2, 4, 16, 16), torch.randn(2, G.n_exemplar, 16), torch.randn(2, 16)
     try:
-        for kernel in ('default', 'tiled'):
+        for kernel in ('auto', 'general'):
             op.set_upfirdn2d_kernel(kernel)
             torch._dynamo.reset()
             results = []
             for g_net, d_net in ((G, D), (torch.compile(G, backend='aot_eager', fullgraph=True),
                                           torch.compile(D, backend='aot_eager', fullgraph=True))):
+                _selfcheck.reset()
                 G.zero_grad(set_to_none=True)
                 torch.manual_seed(3)
                 img = g_net(gin, codes, [z])
@@ -297,5 +321,7 @@ def test_networks_compile_into_one_graph_with_the_compiled_ops(built, monkeypatc
                 results.append([img.detach()] + [p.grad.clone() for p in G.parameters()])
             for a, b in zip(*results):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            if kernel == 'auto':  # the check ran while tracing, and the tiled kernel passed
+                assert {v['case'] for v in _selfcheck.verdicts() if v['passed']} == {0, 1, 2}
     finally:
         torch._dynamo.reset()

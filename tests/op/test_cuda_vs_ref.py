@@ -29,8 +29,9 @@ def _force_cuda():
     op.set_upfirdn2d_kernel(None)
 
 
-# Both compiled upfirdn2d kernels: the general one (default) and the opt-in tiled one.
-KERNELS = ('default', 'tiled')
+# Both compiled upfirdn2d kernels, each forced: the general one and the tiled one (without its
+# self-check; 'auto', the default, runs one of the two per case).
+KERNELS = ('general', 'tiled')
 
 
 def _grads_of_order_two(fn, inputs, seed, noise_dtype=None):
@@ -125,7 +126,7 @@ def test_upfirdn2d_network_shapes_noncontiguous_and_half(kernel):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
-def test_tiled_kernel_equals_default_on_network_shapes(dtype):
+def test_tiled_kernel_equals_general_on_network_shapes(dtype):
     """The tiled kernel against the general one on the networks' cases and sizes (forward,
     gradient, gradient of gradient), multi-tile planes with partial tiles. Same taps in the same
     order, so equal up to the compiler's fused multiply-adds: within 1e-6 relative."""
@@ -176,3 +177,13 @@ def test_fused_bias_act_gradcheck_and_module_on_gpu():
     torch.testing.assert_close(y.cpu(), fused_bias_act_ref(x.float().cpu(), m.bias.detach().cpu()))
     y.sum().backward()
     assert m.bias.grad is not None and m.bias.grad.device.type == 'cuda'
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_tiled_kernel_passes_its_self_check_on_this_gpu(dtype):
+    """The self-check that decides, at first use, whether the tiled kernel serves a case
+    (op/_selfcheck.py): on a correct GPU build every case passes, in float32 and in dtype."""
+    from op import _loader, _selfcheck
+    ext = _loader.load_extension()
+    for case in _selfcheck.CASE_PARAMS:
+        assert _selfcheck.check_case(ext, torch.device('cuda'), case, dtype) is None

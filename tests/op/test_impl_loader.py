@@ -38,32 +38,48 @@ def test_set_impl_and_env_var(monkeypatch):
         op.get_impl()
 
 
+def _case_plan(n, h, w, kh, kw, ux, uy, dx, dy, *pads):
+    """Stand-in for the extension's upfirdn2d_tiled_plan: the case of these parameters."""
+    cases = {(1, 1): 0, (2, 1): 1, (1, 2): 2}
+    ok = (kh, kw) == (4, 4) and ux == uy and dx == dy
+    return [cases.get((ux, dx), -1) if ok else -1]
+
+
 def test_upfirdn2d_kernel_switch_and_env_var(monkeypatch, emulated_ext):
     monkeypatch.delenv(_impl.KERNEL_ENV_VAR, raising=False)
-    assert op.get_upfirdn2d_kernel() == 'default'  # the tiled kernel is opt-in
+    assert op.get_upfirdn2d_kernel() == 'auto'  # the self-checked tiled kernel is the default
     monkeypatch.setenv(_impl.KERNEL_ENV_VAR, ' Tiled ')
     assert op.get_upfirdn2d_kernel() == 'tiled'
-    op.set_upfirdn2d_kernel('default')
-    assert op.get_upfirdn2d_kernel() == 'default'
+    op.set_upfirdn2d_kernel('general')
+    assert op.get_upfirdn2d_kernel() == 'general'
     op.set_upfirdn2d_kernel(None)
     assert op.get_upfirdn2d_kernel() == 'tiled'
     with pytest.raises(op.OpImplError, match='not one of'):
-        op.set_upfirdn2d_kernel('fast')
+        op.set_upfirdn2d_kernel('default')
     monkeypatch.setenv(_impl.KERNEL_ENV_VAR, 'smem')
     with pytest.raises(op.OpImplError, match='EXEGAN_UPFIRDN2D_KERNEL'):
         op.get_upfirdn2d_kernel()
-    # The switch picks which function of the extension runs, forward and backward.
+    # The switch picks the kernel the extension runs, forward (up 2: case 1) and backward (its
+    # adjoint, down 2: case 2); 'auto' runs the self-check first (on 3 planes, not recorded).
     calls = []
-    ext = types.SimpleNamespace(
-        upfirdn2d=lambda *a: calls.append('general') or emulated_ext.upfirdn2d(*a),
-        upfirdn2d_tiled=lambda *a: calls.append('tiled') or emulated_ext.upfirdn2d(*a))
+
+    def upfirdn2d(x, k, *params):
+        if x.shape[0] == 2:
+            calls.append(params[-1])
+        return emulated_ext.upfirdn2d(x, k, *params[:-1])
+
+    ext = types.SimpleNamespace(upfirdn2d=upfirdn2d, upfirdn2d_tiled_plan=_case_plan)
     monkeypatch.setattr(_impl, 'cuda_extension', lambda *t: ext)
     x = torch.randn(1, 2, 5, 5, requires_grad=True)
-    for kernel in ('tiled', 'default'):
+    for kernel, want in (('tiled', [1, 2]), ('general', [-1, -1]), ('auto', [1, 2])):
         calls.clear()
         op.set_upfirdn2d_kernel(kernel)
         op.upfirdn2d(x, torch.ones(4, 4), up=2, pad=(2, 1)).sum().backward()
-        assert calls == [{'tiled': 'tiled', 'default': 'general'}[kernel]] * 2
+        assert calls == want, kernel
+    # A kernel the tiled code is not specialised for runs the general kernel under any switch.
+    calls.clear()
+    op.upfirdn2d(x, torch.ones(3, 3), up=2, pad=(2, 1))
+    assert calls == [-1]
 
 
 def test_cpu_tensors_always_take_the_reference(monkeypatch):
