@@ -9,7 +9,7 @@ editor):
    with several faces, the one whose aligned crop holds the whole hole (:func:`choose_face`);
 2. **align**: the similarity transform M (photo pixel -> crop pixel, :func:`crop_matrix`) of the
    FFHQ template (:mod:`inference.align`); only the photo region under the crop is warped
-   (:func:`warp_region`), the hole pixels first set to the known pixels' mean colour;
+   (:func:`warp_region`), the hole pixels first set to the mean colour of the known pixels there;
    the crop's hole (:func:`crop_hole`) holds every crop pixel that the warp back reads for a hole
    pixel of the photo (the 4 x 4 bicubic footprint of M p), so no hole pixel is lost to
    interpolation, plus every crop pixel whose nearest photo pixel is a hole;
@@ -131,21 +131,22 @@ def footprint(matrix: np.ndarray, size: int, shape: Tuple[int, int], margin: int
     return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
 
 
-def warp_region(photo: np.ndarray, matrix: np.ndarray, size: int, hole: Optional[np.ndarray] = None,
-                fill: Optional[np.ndarray] = None) -> np.ndarray:
+def warp_region(photo: np.ndarray, matrix: np.ndarray, size: int, hole: Optional[np.ndarray] = None) -> np.ndarray:
     """``inference.align.warp`` of the photo into the S x S crop, reading only the photo region
-    under the crop (a 24-megapixel photo is never resampled whole). Hole pixels are set to ``fill``
-    first (the known pixels' mean colour), so that what the hole held does not leak into the crop's
-    known pixels."""
+    under the crop (a 24-megapixel photo is never resampled whole). Hole pixels are first set to
+    the mean colour of the region's known pixels, so that what the hole held does not leak into the
+    crop's known pixels."""
     scale = _scale(matrix)
     factor = int(1.0 / scale) if scale < 0.5 else 1
-    x0, y0, x1, y1 = footprint(matrix, size, photo.shape[:2], margin=4 * factor + 4)
+    # The margin covers the Lanczos reduce (3 reduced pixels) and the bicubic taps (2) at the edge.
+    x0, y0, x1, y1 = footprint(matrix, size, photo.shape[:2], margin=6 * factor + 4)
     if x1 <= x0 or y1 <= y0:
         raise InferenceInputError("the face's aligned crop lies outside the photo; check the landmarks.")
     region = photo[y0:y1, x0:x1]
     if hole is not None and hole[y0:y1, x0:x1].any():
+        region_hole = hole[y0:y1, x0:x1]
         region = region.copy()
-        region[hole[y0:y1, x0:x1]] = fill
+        region[region_hole] = mean_colour(region, region_hole)
     shifted = matrix.copy()
     shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
     return warp(np.ascontiguousarray(region), shifted, size, "reflect")
@@ -347,7 +348,7 @@ def align_photo(photo: np.ndarray, hole: np.ndarray, faces: Sequence[Face], size
     index = choose_face(faces, uv_of, size, crop_scale, face, name, names)
     matrix = matrices[index] if index in matrices else crop_matrix(faces[index].landmarks, size, crop_scale)
     uv = apply(matrix, pts)
-    crop = warp_region(photo, matrix, size, hole, mean_colour(photo, hole))
+    crop = warp_region(photo, matrix, size, hole)
     return AlignedPhoto(photo, hole, faces[index], index, len(faces), matrix, crop_scale, feather, crop,
                         crop_hole(matrix, hole, uv, size), ys, xs, uv, feather_weights(hole, ys, xs, feather))
 
