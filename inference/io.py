@@ -47,26 +47,41 @@ def article(word: str) -> str:
 LARGE_HOLE = 0.70
 
 
-def mask_warnings(hole: np.ndarray, hole_colour: str = "white") -> List[str]:
-    """Sentences about a mask that is valid but implausible (empty list when it looks fine):
+class MaskWarning(str):
+    """The sentence about a valid but implausible mask, with its ``kind`` ("inverted" or
+    "large_hole") so that callers choose by kind, never by the text."""
 
-    * the hole covers more than ``LARGE_HOLE`` of the image (little is left to go on);
-    * it looks inverted: the hole covers most of the image and runs round its whole border while
-      the known pixels form an island inside - what a hole drawn in the other colour gives.
+    kind: str
 
-    ``hole_colour`` is the --mask-hole value used to read it (for the suggested fix).
+    def __new__(cls, kind: str, message: str) -> "MaskWarning":
+        self = super().__new__(cls, message)
+        self.kind = kind
+        return self
+
+
+def mask_warnings(hole: np.ndarray, hole_colour: str = "white",
+                  flip: str = "pass --mask-hole {other}") -> List[MaskWarning]:
+    """Warnings about a mask that is valid but implausible (empty list when it looks fine):
+
+    * ``large_hole``: the hole covers more than ``LARGE_HOLE`` of the image (little is left to go on);
+    * ``inverted``: the hole covers most of the image and runs round its whole border while the
+      known pixels form an island inside - what a hole drawn in the other colour gives.
+
+    ``hole_colour`` is the colour the mask was read with; ``flip`` says how to read it the other
+    way (``{other}`` is the other colour): the command line's flag, or the editor's checkbox.
     """
     frac = float(hole.mean())
     out = []
     border = np.concatenate([hole[0], hole[-1], hole[1:-1, 0], hole[1:-1, -1]])
     if frac > 0.5 and float(border.mean()) > 0.95:
         other = "black" if hole_colour == "white" else "white"
-        out.append(f"the mask looks inverted: the hole covers {100 * frac:.0f} % of the image and "
-                   f"surrounds the known pixels; if {other} marks the hole in your masks, pass "
-                   f"--mask-hole {other}.")
+        out.append(MaskWarning("inverted", f"the mask looks inverted: the hole covers {100 * frac:.0f} % of the "
+                                           f"image and surrounds the known pixels; if {other} marks the hole in "
+                                           f"your masks, {flip.format(other=other)}."))
     elif frac > LARGE_HOLE:
-        out.append(f"the hole covers {100 * frac:.0f} % of the image (more than {100 * LARGE_HOLE:.0f} %); "
-                   f"with so little of the face known the results will be poor.")
+        out.append(MaskWarning("large_hole", f"the hole covers {100 * frac:.0f} % of the image (more than "
+                                             f"{100 * LARGE_HOLE:.0f} %); with so little of the face known "
+                                             f"the results will be poor."))
     return out
 
 

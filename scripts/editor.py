@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import threading
 import traceback
@@ -216,8 +215,7 @@ class Editor:
     def _warnings(hole: np.ndarray, colour: str) -> list:
         """The command line's warnings about a valid but implausible mask (``cli.mask_warnings``),
         with the page's control named instead of ``--mask-hole``."""
-        return [re.sub(r"pass --mask-hole \w+\.$", "switch 'black marks the hole' and upload the mask again.", w)
-                for w in cli.mask_warnings(hole, colour)]
+        return cli.mask_warnings(hole, colour, flip="switch 'black marks the hole' and upload the mask again")
 
     def _hole(self, payload: dict, shape: tuple) -> np.ndarray:
         f = self._capped(upload(payload, "mask", "mask"), "mask")
@@ -383,7 +381,7 @@ class Editor:
             out.append({"name": f"{stem}{tag}_sample{k}.png", "seed": seed + k,
                         "png": png_data_url(res, {**meta, "exegan:seed": seed + k})})
         # The painted layer is always white = hole; whether it looks inverted was said at upload.
-        warnings = [w for w in self._warnings(hole, "white") if "inverted" not in w]
+        warnings = [w for w in self._warnings(hole, "white") if w.kind != "inverted"]
         reply = {"results": out, "width": original.shape[1], "height": original.shape[0], "warnings": warnings,
                  "mask": {"name": f"{stem}_mask.png", "png": png_data_url(hole.astype(np.uint8) * 255)}}
         if record is not None:

@@ -290,3 +290,13 @@ def test_a_full_disk_while_writing_keeps_what_was_written_and_leaves_no_partial_
     err = capsys.readouterr().err
     assert "cannot write" in err and "No space left on device" in err and "--skip-existing" in err, err
     assert sorted(os.listdir(out)) == ["f0_sample0.png", "f0_sheet.png"]   # no half-written f1 file
+
+
+def test_mask_warnings_carry_their_kind_and_name_the_callers_control():
+    inverted = ~np.pad(np.ones((4, 4), bool), 3)
+    (w,) = cli.mask_warnings(inverted, "black")
+    assert w.kind == "inverted" and w.endswith("pass --mask-hole white.")
+    (w,) = cli.mask_warnings(inverted, "white", flip="tick the box")
+    assert w.kind == "inverted" and w.endswith("if black marks the hole in your masks, tick the box.")
+    (w,) = cli.mask_warnings(np.pad(np.ones((9, 9), bool), ((0, 1), (0, 1))))
+    assert w.kind == "large_hole"
