@@ -86,7 +86,8 @@ VARIANTS = {
     "bf16": {"amp": "bf16"},                            # the loop's train.amp=bf16 autocast
     "channels_last": {"channels_last": True},           # NHWC networks and inputs
     "compile": {"compile": True, "set": ["train.compile=true"]},  # train.compile; compiled EXEGAN
-    "tiled": {"upfirdn_kernel": "tiled"},               # the tiled upfirdn2d CUDA kernel
+    "tiled": {"upfirdn_kernel": "tiled"},               # the tiled upfirdn2d kernel, forced (no self-check)
+    "general": {"upfirdn_kernel": "general"},           # the general upfirdn2d kernel only (the old default)
     "fused_adam": {"set": ["train.fused_adam=true"]},   # the fused CUDA Adam kernel
     "ops_ref": {"ops": "ref"},                          # pure-PyTorch custom ops on CUDA
     "ops_cuda": {"ops": "cuda"},                        # compiled custom ops (CUDA only)

@@ -9,13 +9,17 @@ budget inside a total of ``--budget`` seconds (default 300, sized for one H100 /
                   lmdb, pytorch-fid). Wheels in ``.whl/`` are installed first with
                   ``pip install --no-index`` (README, "GPU check").
 2. ``build``    — the CUDA ops through ``op._loader`` (the cache key includes the GPU).
+2b. ``selfcheck`` — the tiled upfirdn2d kernel's self-check (``op/_selfcheck.py``, what every
+                  process runs at a case's first use) for each case in float32, bfloat16 and
+                  float16: the verdict per case, with its error and its time.
 3. ``tests``    — every test that runs only on CUDA (``CUDA_TESTS``), both upfirdn2d kernels.
 4. ``bench_b4`` / ``bench_b16`` — ``scripts/benchmark.py --device cuda --preset paper``: the
                   training phases at batch 4 and 16, fp32 and bf16, and inference
-                  (``EXEGAN.inpaint``) at batch 64 and 16, each with the default and the tiled
-                  kernel, interleaved on one trainer per batch size (paired figures).
-5. ``compiled_b16`` / ``compiled_b64`` — inference with ``EXEGAN.compile()``, default kernel,
-                  then the tiled one while the budget lasts (each first call compiles).
+                  (``EXEGAN.inpaint``) at batch 64 and 16, each with the general upfirdn2d
+                  kernel and the default (the tiled kernel where its self-check passed),
+                  interleaved on one trainer per batch size (paired figures).
+5. ``compiled_b16`` / ``compiled_b64`` — inference with ``EXEGAN.compile()``, general kernel,
+                  then the default while the budget lasts (each first call compiles).
 
 A step that would not fit in what is left of the budget is skipped and says so. ``--dry-run``
 runs the same plan on the CPU with the tiny benchmark settings (what tests/scripts/
@@ -54,10 +58,14 @@ OPTIONAL_PACKAGES = {"lpips": "lpips==0.1.4", "lmdb": "lmdb", "pytorch_fid": "py
 WHEEL_DIR = ".whl"
 # Seconds each step may take at most (the total budget caps them too), and the least a step
 # needs to be worth starting.
-STEP_BUDGET = {"env": 20, "build": 150, "tests": 100, "bench_b4": 60, "bench_b16": 70,
+STEP_BUDGET = {"env": 20, "build": 150, "selfcheck": 30, "tests": 100, "bench_b4": 60, "bench_b16": 70,
                "compiled_b16": 90, "compiled_b64": 90}
 STEP_MIN = {"bench_b4": 30, "bench_b16": 40, "compiled_b16": 60, "compiled_b64": 60}
-KERNEL_VARIANTS = ("base", "tiled", "bf16", "bf16+tiled")
+# The general upfirdn2d kernel (the default before the tiled one) against the default: the tiled
+# kernel for every case that passed its self-check ('base' runs op's default choice).
+KERNEL_VARIANTS = ("general", "base", "bf16+general", "bf16")
+PAIRS = (("fp32", ("general", "base")), ("bf16", ("bf16+general", "bf16")))
+COMPILED_VARIANTS = ("compile+general", "compile")
 
 
 def _run(cmd, timeout, env=None, log_path=None):
@@ -151,7 +159,7 @@ def plan(opts) -> list:
                              "--out", os.path.join(opts.out, f"{name}.json")]
         steps.append((name, cmd, STEP_BUDGET[name]))
     for name, infer in (("compiled_b16", 16), ("compiled_b64", 64)):
-        for variant in ("compile", "compile+tiled"):
+        for variant in COMPILED_VARIANTS:
             cmd = py + ["--device", "cuda", "--preset", "paper", "--repeats", "3", "--warmup", "1",
                         "--batch", "4", "--infer-batch", str(infer), "--phases", "inference",
                         "--variants", variant, "--in-process",
@@ -169,7 +177,7 @@ def _ratio(a, b):
 
 
 def summarize(report: dict) -> list:
-    """Rows (what, default kernel, tiled kernel, tiled / default) from the benchmark JSONs."""
+    """Rows (what, general kernel, default kernel, default / general) from the benchmark JSONs."""
     rows = []
     for step in ("bench_b4", "bench_b16"):
         bench = report["benchmarks"].get(step)
@@ -184,7 +192,7 @@ def summarize(report: dict) -> list:
         def dv(name, key):
             return v.get(name, {}).get("derived", {}).get(key)
 
-        for amp, (a, b) in (("fp32", ("base", "tiled")), ("bf16", ("bf16", "bf16+tiled"))):
+        for amp, (a, b) in PAIRS:
             it_a, it_b = ph(a, "iteration"), ph(b, "iteration")
             rows.append((f"training iteration with R1 + path length, {batch_label}, {amp}",
                          _ms(it_a), _ms(it_b), _ratio(it_b, it_a)))
@@ -197,23 +205,23 @@ def summarize(report: dict) -> list:
                              "–" if mem_a is None else f"{mem_a / 1024:.1f} GiB",
                              "–" if mem_b is None else f"{mem_b / 1024:.1f} GiB", _ratio(mem_b, mem_a)))
         nb = v.get("base", {}).get("infer_batch")
-        inf_a, inf_b = dv("base", "inference_images_per_s"), dv("tiled", "inference_images_per_s")
+        inf_a, inf_b = dv("general", "inference_images_per_s"), dv("base", "inference_images_per_s")
         rows.append((f"inference (EXEGAN.inpaint), batch {nb}, eager, fp32, img/s",
                      "–" if inf_a is None else f"{inf_a:.0f}", "–" if inf_b is None else f"{inf_b:.0f}",
                      _ratio(inf_b, inf_a)))
-        g_a, g_b = dv("base", "inference_g_images_per_s"), dv("tiled", "inference_g_images_per_s")
+        g_a, g_b = dv("general", "inference_g_images_per_s"), dv("base", "inference_g_images_per_s")
         rows.append((f"inference, G_ema + composite only (EXEGAN.complete), batch {nb}, img/s",
                      "–" if g_a is None else f"{g_a:.1f}", "–" if g_b is None else f"{g_b:.1f}",
                      _ratio(g_b, g_a)))
     for infer in (16, 64):
         got = {}
-        for variant in ("compile", "compile+tiled"):
+        for variant in COMPILED_VARIANTS:
             bench = report["benchmarks"].get(f"compiled_b{infer}:{variant}")
             var = (bench or {}).get("variants", {}).get(variant, {})
             got[variant] = (var.get("derived", {}).get("inference_images_per_s"),
                             var.get("phases", {}).get("inference", {}).get("first_warmup_s"))
         if any(x is not None for pair in got.values() for x in pair):
-            (a, fa), (b, fb) = got["compile"], got["compile+tiled"]
+            (a, fa), (b, fb) = (got[v] for v in COMPILED_VARIANTS)
             rows.append((f"inference (EXEGAN.inpaint), batch {infer}, EXEGAN.compile(), img/s "
                          f"(first call incl. compiling)",
                          "–" if a is None else f"{a:.0f} ({fa or 0:.0f} s)",
@@ -233,7 +241,7 @@ def verdict(report: dict) -> str:
     if not res["tiled_run"]:
         return "not decided: no test of the tiled kernel ran"
     return (f"yes: every CUDA test passed ({res['passed']}, {res['tiled_run']} of them on the "
-            f"tiled kernel); make it the default with op/_impl.py's KERNEL default")
+            f"tiled kernel)")
 
 
 def markdown(report: dict) -> str:
@@ -248,13 +256,29 @@ def markdown(report: dict) -> str:
     lines += ["| step | status | seconds | note |", "|---|---|---|---|"]
     for name, st in report["steps"].items():
         lines.append(f"| {name} | {st['status']} | {st.get('seconds', 0):.0f} | {st.get('note', '')} |")
-    lines += ["", f"Tiled upfirdn2d kernel may become the default: {report['verdict']}", ""]
+    lines += ["", f"Tiled upfirdn2d kernel, CUDA tests: {report['verdict']}", ""]
+    lines += selfcheck_lines(report.get("selfcheck"))
     rows = report["table"]
     if rows:
-        lines += ["| measurement | default kernel | tiled kernel | tiled / default |",
+        lines += ["| measurement | general kernel | default (self-checked tiled) | default / general |",
                   "|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines) + "\n"
+
+
+def selfcheck_lines(verdicts) -> list:
+    """The self-check's verdict per case and dtype as a markdown table (what the default kernel
+    choice, 'auto', does on this GPU)."""
+    if not verdicts:
+        return ["Self-check of the tiled kernel: not run.", ""]
+    lines = ["Self-check of the tiled kernel (op/_selfcheck.py; 'auto', the default, runs the "
+             "tiled kernel for a case only where it passed):", "",
+             "| case | dtype | device | verdict | seconds | error |", "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        lines.append(f"| {v['name']} | {v['dtype']} | {v['device']} | "
+                     f"{'passed' if v['passed'] else 'FAILED: general kernel'} | "
+                     f"{v['seconds']:.3f} | {v['error'] or ''} |")
+    return lines + [""]
 
 
 def build_parser():
@@ -264,7 +288,8 @@ def build_parser():
     p.add_argument("--dry-run", action="store_true",
                    help="the same plan on the CPU with the tiny benchmark settings")
     p.add_argument("--skip", default="", help="comma-separated steps to leave out "
-                   "(env is always run): build, tests, bench_b4, bench_b16, compiled_b16, compiled_b64")
+                   "(env is always run): build, selfcheck, tests, bench_b4, bench_b16, compiled_b16, "
+                   "compiled_b64")
     return p
 
 
@@ -340,6 +365,21 @@ def main(argv=None) -> dict:
                        "from op import _loader; m, d, built = _loader.build(); "
                        "print('built' if built else 'cached', d)"],
              STEP_BUDGET["build"], log=os.path.join(opts.out, "build.log"))
+    # 2b. the tiled kernel's self-check, per case and dtype
+    if gpu_ok:
+        sc_json = os.path.join(opts.out, "selfcheck.json")
+        if os.path.exists(sc_json):
+            os.remove(sc_json)
+        step("selfcheck", [sys.executable, "-m", "op._selfcheck", "--device", device,
+                           "--out", sc_json],
+             STEP_BUDGET["selfcheck"], log=os.path.join(opts.out, "selfcheck.log"))
+        if os.path.isfile(sc_json):
+            with open(sc_json, encoding="utf-8") as f:
+                report["selfcheck"] = json.load(f)
+            failed = [f"{v['name']} {v['dtype']}" for v in report["selfcheck"] if not v["passed"]]
+            report["steps"]["selfcheck"]["note"] = (
+                f"FAILED (general kernel): {', '.join(failed)}" if failed else
+                f"{len(report['selfcheck'])} case/dtype checks passed")
     # 3. CUDA tests
     if gpu_ok:
         junit = os.path.join(opts.out, "tests.xml")
