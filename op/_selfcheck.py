@@ -110,7 +110,9 @@ def _verdict(ext, device, case, dtype):
     if v is None:
         t0 = time.perf_counter()
         try:
-            error = check_case(ext, device, case, dtype)
+            # Called from inside forwards and backwards (maybe under autocast): none of that here.
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                error = check_case(ext, device, case, dtype)
         except Exception as exc:  # a launch failure, a kernel that refuses: the general one
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         v = _verdicts[key] = dict(device=key[0], case=case, name=CASE_NAMES[case],

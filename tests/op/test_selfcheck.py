@@ -3,6 +3,7 @@ GPU: the compiled extension's CPU emulation of the tiled kernel's whole grid sta
 device (op/csrc/ops.cpp). A correct tile is picked; a wrong one (an injected halo offset, or an
 error) falls back to the general kernel with one warning and gives the general kernel's values;
 DDP ranks (gloo processes) reach the same verdicts. Skipped only without a CUDA toolkit."""
+import logging
 import os
 import subprocess
 import sys
@@ -64,11 +65,28 @@ def _run_all(ext, monkeypatch, kernel):
     return out
 
 
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 def test_a_correct_tile_is_picked(module, monkeypatch):
     ext = Recording(module)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # no warning
-        auto = _run_all(ext, monkeypatch, 'auto')
+    log, handler = logging.getLogger('exegan.train.ops'), _Lines()
+    log.addHandler(handler)
+    monkeypatch.setattr(log, 'level', logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # no warning
+            auto = _run_all(ext, monkeypatch, 'auto')
+    finally:
+        log.removeHandler(handler)
+    # One line per verdict in the run's log (logger exegan.train.ops, under exegan.train).
+    assert len(handler.lines) == 3 and all('passed' in line for line in handler.lines)
     verdicts = _selfcheck.verdicts()
     assert {(v['case'], v['dtype'], v['passed'], v['device']) for v in verdicts} == {
         (c, 'float32', True, 'cpu') for c in (0, 1, 2)}
