@@ -80,7 +80,9 @@ class EXEGAN(nn.Module):
         from models.checkpoint import load_generator
         from models.psp import load_style_encoder
         generator = load_generator(exe_ckpt, device, which=which)
-        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device)
+        # Mapped from the file: an exemplar reads only the heads of G's slots (see load_style_encoder).
+        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device,
+                                     mapped=True)
         return cls(generator, encoder).to(device)
 
     def compile(self, **kwargs) -> "EXEGAN":
@@ -91,7 +93,7 @@ class EXEGAN(nn.Module):
         Worth it for many images: the first call per input shape compiles (51 s for the full-size
         256-px networks on a 2-core CPU), later calls were x1.12-1.17 faster there
         (docs/benchmarks.md). Each network traces into one graph, the compiled CUDA ops included
-        (op/_library.py), and new inputs of the same shape reuse it without recompiling
+        (torch.library custom ops, docs/ops.md), and new inputs of the same shape reuse it without recompiling
         (tests/models/test_compile.py). Results equal the eager ones up to float rounding; known pixels are
         still the input's, bit for bit (the final merge runs outside the compiled networks).
         """
