@@ -78,13 +78,15 @@ def test_a_correct_tile_is_picked(module, monkeypatch):
     ext = Recording(module)
     log, handler = logging.getLogger('exegan.train.ops'), _Lines()
     log.addHandler(handler)
-    monkeypatch.setattr(log, 'level', logging.INFO)
+    level = log.level
+    log.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's cache
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error')  # no warning
             auto = _run_all(ext, monkeypatch, 'auto')
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
     # One line per verdict in the run's log (logger exegan.train.ops, under exegan.train).
     assert len(handler.lines) == 3 and all('passed' in line for line in handler.lines)
     verdicts = _selfcheck.verdicts()
