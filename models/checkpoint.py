@@ -29,6 +29,7 @@ import pickle
 import random
 import re
 import tempfile
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -71,11 +72,13 @@ def _refuse(path: str, names: list[str]) -> UnsafeCheckpointError:
         f"arbitrary code; re-save the file with only tensors, numbers, strings and plain containers.")
 
 
-def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def safe_load(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` allow-listed.
 
     Raises :class:`UnsafeCheckpointError` (naming the offending global) for any other pickled
-    global, and :class:`CheckpointError` for a missing or unreadable file.
+    global, and :class:`CheckpointError` for a missing or unreadable file. ``mmap``: the tensors
+    are mapped from the file instead of read into memory (pages are read when first used; a
+    file in the legacy, non-zip format is read as usual).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -97,6 +100,8 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             raise _refuse(path, bad)
     try:
         with torch.serialization.safe_globals([cls for cls, _ in ALLOWED_GLOBALS.values()]):
+            if mmap and zipfile.is_zipfile(path):
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -80,7 +80,9 @@ class EXEGAN(nn.Module):
         from models.checkpoint import load_generator
         from models.psp import load_style_encoder
         generator = load_generator(exe_ckpt, device, which=which)
-        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device)
+        # Mapped from the file: an exemplar reads only the heads of G's slots (see load_style_encoder).
+        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device,
+                                     mapped=True)
         return cls(generator, encoder).to(device)
 
     def compile(self, **kwargs) -> "EXEGAN":

@@ -159,11 +159,12 @@ def _group_sizes(values: Sequence[int]) -> list[tuple[int, int]]:
 # Weights-file helpers shared by the pSp and identity loaders.
 
 def read_weights_file(path: str | os.PathLike | None, *, what: str, config_key: str,
-                      expected_file: str) -> object:
+                      expected_file: str, mmap: bool = False) -> object:
     """Load ``path`` with ``torch.load(weights_only=True)`` on the CPU, or raise one clear error.
 
     ``what`` names the network, ``config_key`` the config entry that sets the path and
-    ``expected_file`` the released file the user should put there.
+    ``expected_file`` the released file the user should put there; ``mmap`` maps the tensors
+    from the file (:func:`models.checkpoint.safe_load`).
     """
     if path is None or not os.path.isfile(os.fspath(path)):
         raise WeightsFileError(
@@ -174,7 +175,7 @@ def read_weights_file(path: str | os.PathLike | None, *, what: str, config_key: 
         raise WeightsFileError(f"{what} file {os.fspath(path)!r} is not a PyTorch checkpoint ({why}); "
                                f"expected {expected_file}.")
     try:
-        return safe_load(os.fspath(path))   # weights_only=True plus the project's allow-list
+        return safe_load(os.fspath(path), mmap=mmap)   # weights_only=True plus the project's allow-list
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a usable weights file"
         raise WeightsFileError(
             f"{what} file {os.fspath(path)!r} could not be read as a PyTorch weights file "
@@ -187,8 +188,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, path: str | os.PathLike,
-                what: str, hint: str = "") -> None:
-    """``module.load_state_dict(state_dict, strict=True)`` with a one-sentence error on mismatch.
+                what: str, hint: str = "", assign: bool = False) -> None:
+    """``module.load_state_dict(state_dict, strict=True, assign=assign)`` with a one-sentence error
+    on mismatch (``assign``: the module takes the file's tensors instead of copying them).
 
     The error names the file, the first few missing / unexpected keys and the first shape mismatch
     (expected vs found), plus an optional ``hint`` on what to change.
@@ -210,7 +212,7 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, pa
         raise WeightsFileError(
             f"{what} file {os.fspath(path)!r} does not match the network: {'; '.join(parts)}"
             + (f" - {hint}" if hint else "") + ".")
-    module.load_state_dict(dict(state_dict), strict=True)
+    module.load_state_dict(dict(state_dict), strict=True, assign=assign)
 
 
 def freeze(module: nn.Module) -> None:

@@ -213,15 +213,21 @@ def style_encoder_config(state_dict: Mapping[str, torch.Tensor]) -> dict:
 
 
 def load_style_encoder(path: str | os.PathLike | None, start: int = 4, n: int = 10,
-                       device: torch.device | str = "cpu") -> StyleEncoder:
+                       device: torch.device | str = "cpu", *, mapped: bool = False) -> StyleEncoder:
     """Build the frozen StyleEncoder from a pSp file (e.g. the released ``psp_ffhq_encode.pt``).
 
     The file is a dict with ``opts`` (a dict), ``state_dict`` (encoder keys prefixed ``encoder.``;
     ``decoder.`` keys are ignored) and ``latent_avg`` [n_styles, 512]. The architecture is read
     from the tensors (so tiny test encoders load too) and the weights load strictly.
+
+    ``mapped`` (inference): the weights stay mapped from the file instead of being copied into
+    memory - the released encoder is 1.07 GB of float32, and an exemplar only ever reads the trunk
+    and the heads of the generator's exemplar slots (10 of 18 at 256 px), so the other heads are
+    never read from disk, and loading does not hold two copies at once. Same values, bit for bit.
     """
     what = "pSp style encoder"
-    ckpt = read_weights_file(path, what=what, config_key=CONFIG_KEY, expected_file=RELEASED_FILE)
+    ckpt = read_weights_file(path, what=what, config_key=CONFIG_KEY, expected_file=RELEASED_FILE,
+                             mmap=mapped)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise WeightsFileError(
             f"{what} file {os.fspath(path)!r} is not a pSp checkpoint (expected a dict with "
@@ -246,8 +252,16 @@ def load_style_encoder(path: str | os.PathLike | None, start: int = 4, n: int = 
         raise WeightsFileError(
             f"{what} file {os.fspath(path)!r} has {config['n_styles']} style heads, too few for the "
             f"exemplar slots [{start}, {start + n}).")
-    encoder = StyleEncoder(start=start, n=n, **config)
-    load_strict(encoder, encoder_sd, path=path, what=what)
+    if mapped:  # no memory for weights that the file's tensors replace
+        with torch.device("meta"):
+            encoder = StyleEncoder(start=start, n=n, **config)
+        load_strict(encoder, encoder_sd, path=path, what=what, assign=True)
+        encoder.register_buffer("latent_avg", torch.zeros(encoder.n_styles, encoder.style_dim),
+                                persistent=False)
+        freeze(encoder)
+    else:
+        encoder = StyleEncoder(start=start, n=n, **config)
+        load_strict(encoder, encoder_sd, path=path, what=what)
     try:
         encoder.set_latent_avg(ckpt["latent_avg"])
     except ValueError as exc:

@@ -290,3 +290,21 @@ def test_too_few_heads_for_slots(tmp_path):
     path = _psp_file(_tiny(), torch.zeros(18, 16), tmp_path / "psp.pt")
     with pytest.raises(WeightsFileError, match=r"18 style heads, too few for the exemplar slots \[10, 22\)"):
         load_style_encoder(path, start=10, n=12)
+
+
+def test_a_mapped_encoder_is_the_loaded_one_bit_for_bit(tmp_path):
+    """load_style_encoder(mapped=True), inference's way (the weights stay mapped from the file):
+    the same codes bit for bit, nothing left on the meta device, frozen, in eval mode."""
+    from models.standins import save_standin_style_encoder, standin_style_encoder
+    enc = standin_style_encoder(4, 10, 14, 32, seed=3)
+    path = save_standin_style_encoder(enc, str(tmp_path / "psp.pt"))
+    plain = load_style_encoder(path, 4, 10)
+    mapped = load_style_encoder(path, 4, 10, mapped=True)
+    tensors = list(mapped.parameters()) + list(mapped.buffers())
+    assert not any(t.is_meta for t in tensors) and not any(p.requires_grad for p in mapped.parameters())
+    assert not mapped.training
+    img = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(mapped(img), plain(img))
+        assert torch.equal(mapped.all_codes(img), plain.all_codes(img))
+    assert torch.equal(mapped.latent_avg, plain.latent_avg)
