@@ -326,7 +326,8 @@ class SketchEXEGAN(EXEGAN):
                          which: str = "g_ema") -> "SketchEXEGAN":
         from models.psp import load_style_encoder
         generator = load_sketch_generator(exe_ckpt, device, which=which)
-        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device)
+        encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device,
+                                     mapped=True)  # as EXEGAN.from_checkpoints
         return cls(generator, encoder).to(device)
 
     def _sketch(self, sketch: Optional[torch.Tensor]):
