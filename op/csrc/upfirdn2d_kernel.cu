@@ -42,8 +42,9 @@ void upfirdn2d_launch(const at::TensorBase& out, const at::TensorBase& x,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tiled kernel (opt-in, see op/_impl.py): the per-block work of upfirdn2d_tiled.h, one block per
-// output tile (grid-stride over the tiles), shared memory declared statically per case.
+// Tiled kernel (run per case after its self-check, op/_selfcheck.py): the per-block work of
+// upfirdn2d_tiled.h, one block per output tile (grid-stride over the tiles), shared memory
+// declared statically per case.
 // ---------------------------------------------------------------------------------------------
 
 namespace {
