@@ -53,6 +53,7 @@ CUDA_TESTS = (
     "tests/losses/test_losses_cuda.py",
     "tests/training/test_speed_options.py",
     "tests/scripts/test_inpaint_cli.py::test_cuda_device_matches_cpu",
+    "tests/training/test_host_reads.py::test_consensus_add_does_not_synchronise_on_cuda",
 )
 OPTIONAL_PACKAGES = {"lpips": "lpips==0.1.4", "lmdb": "lmdb", "pytorch_fid": "pytorch-fid"}
 WHEEL_DIR = ".whl"

@@ -57,3 +57,31 @@ def test_a_non_finite_loss_between_reads_is_caught_before_a_save(face_dirs, tmp_
                       log={"log_every": 4})
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at step 6 \(seen at step 8\)"):
         run(cfg)
+
+
+def test_consensus_keeps_the_first_bad_step_until_read_and_then_starts_again():
+    c = loop._Consensus(0)
+    assert c.every == 100  # logging off: still a read every 100 steps
+    ok = {"d_loss": torch.tensor(1.0), "g_total": torch.tensor(2.0)}
+    nan = dict(ok, g_total=torch.tensor(float("inf")))
+    for step, stats in ((1, ok), (2, nan), (3, ok), (4, nan), (5, ok)):
+        c.add(step, stats)
+    assert not c.due(5, False) and c.due(100, False) and c.due(5, True)
+    assert c.read(3) == (1.0, 2.0, 2, "SIGTERM")
+    c.add(6, ok)
+    assert c.read(0) == (1.0, 2.0, None, None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_consensus_add_does_not_synchronise_on_cuda():
+    """Between reads the loop's per-step work on the flags never waits for the GPU."""
+    c = loop._Consensus(4)
+    stats = {"d_loss": torch.tensor(1.0, device="cuda"), "g_total": torch.tensor(2.0, device="cuda")}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            c.add(step, stats)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert c.read(0) == (1.0, 2.0, None, None)
