@@ -30,10 +30,10 @@ general | tiled; the self-check runs inside it at a case's first use) -> :func:`
 ``op/csrc/ops.cpp``; while torch.compile traces, through the custom op ``exegan::upfirdn2d``).
 The output size is computed in one Python function, :func:`out_size`.
 """
+from typing import List
+
 import torch
 import torch.nn.functional as F
-
-from typing import List
 
 from . import _impl, _library, _selfcheck
 
