@@ -30,7 +30,7 @@ def exported(files, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     model = EXEGAN.from_checkpoints(files["exe"], files["psp"])
     path = str(root / "tiny.onnx")
-    ex.export_graph(model, path, ckpt=files["exe"], psp=files["psp"])
+    assert ex_run(["--ckpt", files["exe"], "--psp", files["psp"], "--out", path]) == 0  # the CLI
     sk_model = SketchEXEGAN.from_checkpoints(files["sketch"], files["psp"])
     sk_path = str(root / "tiny_sketch_style_mix.onnx")
     ex.export_graph(sk_model, sk_path, style_mix=True, ckpt=files["sketch"], psp=files["psp"])
@@ -167,6 +167,11 @@ def test_export_cli_refuses_cuda_ops_and_existing_files(files, tmp_path, capsys)
     out.write_bytes(b"")
     assert ex_run(base) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_cli_tells_sketch_checkpoints_apart(files):
+    assert ex._is_sketch_checkpoint(files["sketch"], "g_ema")
+    assert not ex._is_sketch_checkpoint(files["exe"], "g_ema")
 
 
 def ex_run(argv):
