@@ -132,6 +132,11 @@ def torch_inpaint(model, inp, b: int) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
+    with torch.no_grad():
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--tiny", action="store_true", help="narrow 32-px networks (a smoke run)")
@@ -144,7 +149,6 @@ def main(argv=None) -> int:
     size = 32 if args.tiny else args.size
     batches = [int(b) for b in args.batches.split(",")]
     paths = [q for q in args.paths.split(",") if q]
-    torch.set_grad_enabled(False)
     threads = torch.get_num_threads()
     rec: dict = {"settings": {"size": size, "tiny": args.tiny, "batches": batches, "repeats": args.repeats,
                               "threads": threads, "paths": paths},
@@ -166,7 +170,7 @@ def main(argv=None) -> int:
     print(f"peak: fp32 and bf16 matmul ({threads} threads)", flush=True)
     rec["peak"] = {"fp32": matmul_peak(torch.float32, args.matmul_n)}
     probe = matmul_peak(torch.bfloat16, 256, 1)["gflops"]
-    bf16_n = args.matmul_n if probe > 0.25 * rec["peak"]["fp32"]["gflops"] else 1024
+    bf16_n = args.matmul_n if probe > 0.25 * rec["peak"]["fp32"]["gflops"] else min(1024, args.matmul_n)
     rec["peak"]["bf16"] = matmul_peak(torch.bfloat16, bf16_n, 2 if bf16_n < args.matmul_n else 3)
     peak = rec["peak"]["fp32"]["gflops"]
     bf16_slow = rec["peak"]["bf16"]["gflops"] < 0.25 * peak

@@ -329,12 +329,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               f"{'EXE-GAN checkpoint' if option == '--ckpt' else 'pSp encoder file'}.")
     if os.environ.get("EXEGAN_OPS", "").strip().lower() == "cuda":
         print("note: EXEGAN_OPS=cuda is ignored: the export always traces the reference ops", file=sys.stderr)
-    torch.set_grad_enabled(False)
     if _is_sketch_checkpoint(args.ckpt, args.which):
         from models.sketch import SketchEXEGAN as cls
     else:
         from models.exegan import EXEGAN as cls
-    model = cls.from_checkpoints(args.ckpt, args.psp, "cpu", which=args.which)
+    with torch.no_grad():
+        model = cls.from_checkpoints(args.ckpt, args.psp, "cpu", which=args.which)
     for k, path in enumerate(outs):
         meta = export_graph(model, path, style_mix=k == 1, opset=args.opset, ckpt=args.ckpt, psp=args.psp)
         mb = os.path.getsize(path) / 2 ** 20

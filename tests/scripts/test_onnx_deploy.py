@@ -281,3 +281,20 @@ def test_inpaint_onnx_user_errors_are_one_sentence(exported, tmp_path, h, capsys
     assert not (tmp_path / "out").exists()
     assert io_onnx.run(argv[:1] + [str(tmp_path / "none.onnx")] + argv[2:]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_script_runs_and_records_fidelity(tmp_path):
+    """scripts/benchmark_cpu_inference.py end to end on the 32-px narrow networks (a smoke run: the
+    JSON's fields and the ONNX fidelity; speed is never asserted)."""
+    import json
+    from scripts import benchmark_cpu_inference as bench
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--batches", "1", "--repeats", "1", "--paths", "eager,onnxruntime",
+                       "--matmul-n", "256", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["flops_per_image"] > 0 and rec["peak"]["fp32"]["gflops"] > 0
+    fid = rec["fidelity_vs_eager_fp32"]["onnxruntime"]
+    assert fid["max_abs_float"] <= FLOAT_TOL and fid["max_uint8"] <= 1 and fid["known_bit_exact"]
+    for path in ("eager", "onnxruntime"):
+        s = rec["summary"][path]["1"]
+        assert s["images_per_s"] > 0 and s["fraction_of_fp32_peak"] > 0
