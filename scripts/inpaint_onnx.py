@@ -139,6 +139,26 @@ def read_exemplar(path: str, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+#: Masks whose hole covers more than this fraction of the image get a warning (inference.io's rule).
+LARGE_HOLE = 0.70
+
+
+def mask_warnings(hole: np.ndarray, hole_colour: str = "white") -> List[str]:
+    """inference.io.mask_warnings: a hole over LARGE_HOLE of the image, or one that runs round the
+    whole border around an island of known pixels (a mask drawn in the other colour)."""
+    frac = float(hole.mean())
+    border = np.concatenate([hole[0], hole[-1], hole[1:-1, 0], hole[1:-1, -1]])
+    if frac > 0.5 and float(border.mean()) > 0.95:
+        other = "black" if hole_colour == "white" else "white"
+        return [f"the mask looks inverted: the hole covers {100 * frac:.0f} % of the image and "
+                f"surrounds the known pixels; if {other} marks the hole in your masks, pass "
+                f"--mask-hole {other}."]
+    if frac > LARGE_HOLE:
+        return [f"the hole covers {100 * frac:.0f} % of the image (more than {100 * LARGE_HOLE:.0f} %); "
+                f"with so little of the face known the results will be poor."]
+    return []
+
+
 # ------------------------------------------------------------------------- the any-size round trip
 def any_pool(on: np.ndarray, size: int) -> np.ndarray:
     """bool [N, N] -> bool [S, S]: on where any pixel of the footprint is (adaptive max pooling:
@@ -352,6 +372,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not hole.any():
                 problems.append(f"{masks[key]}: the mask has no hole pixels (nothing to fill); white marks the "
                                 f"hole (use --mask-hole black for black holes).")
+            for w in mask_warnings(hole, args.mask_hole):
+                print(f"warning: {masks[key]}: {w}", file=sys.stderr)
             if sketches is not None:
                 read_binary(sketches[key], rgb.shape[:2], "--sketch")
             read_rgb(exemplars[key])

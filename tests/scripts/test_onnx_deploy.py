@@ -211,6 +211,12 @@ def test_numpy_readers_equal_the_library_readers(tmp_path):
         path = str(tmp_path / f"{name}.png")
         assert np.array_equal(io_onnx.read_rgb(path), tio.read_rgb(path)), name
         assert np.array_equal(io_onnx.read_exemplar(path, 8), tio.to_uint8(tio.read_exemplar(path, 8)))
+    inverted = np.ones((12, 10), bool)
+    inverted[3:9, 3:7] = False
+    for hole, colour in ((inverted, "white"), (inverted, "black"), (np.ones((12, 10), bool), "white"),
+                         (~inverted, "white")):
+        assert io_onnx.mask_warnings(hole, colour) == tio.mask_warnings(hole, colour)
+    assert io_onnx.mask_warnings(inverted)[0].startswith("the mask looks inverted")
     mask = (rng.random((12, 10)) < 0.4).astype(np.uint8) * 255
     Image.fromarray(mask).save(tmp_path / "m.png")
     for white in (True, False):
