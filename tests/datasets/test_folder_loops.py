@@ -21,15 +21,16 @@ def _folder(tmp_path):
 
 def test_a_link_back_to_an_ancestor_is_walked_once_with_one_warning(tmp_path):
     root = _folder(tmp_path)
-    os.symlink("../..", root / "sub" / "deeper" / "up")   # -> faces: a loop
-    os.symlink("..", root / "sub" / "back")                # -> faces again
+    # -> faces: a loop (one is enough: a walk that follows it reads 8 images 40 times over, to
+    # the kernel's limit of nested links; two such loops would take it exponentially long)
+    os.symlink("../..", root / "sub" / "deeper" / "up")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         names = scan_images(str(root))
     assert names == ["0.png", "1.png", "2.png", "3.png", "sub/4.png", "sub/5.png",
                      "sub/deeper/6.png", "sub/deeper/7.png"]
     loops = [str(x.message) for x in w if "second time" in str(x.message)]
-    assert len(loops) == 1 and "sub/back" in loops[0] and "sub/deeper/up" in loops[0]
+    assert len(loops) == 1 and "sub/deeper/up" in loops[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert len(ImageFolderDataset(str(root), 8)) == 8
