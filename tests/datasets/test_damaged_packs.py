@@ -128,3 +128,24 @@ def test_a_missing_image_key_fails_the_index_check(pack):
         LMDBDataset(path, 16)
     close_reader(path)
     assert len(LMDBDataset(path, 64)) == 12  # the other size is whole
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        raise DatasetError(f"LMDB pack 'p' is damaged (image {i} ('x.png') cannot be decoded: "
+                           f"broken data stream when reading image file); rebuild it.")
+
+
+def test_a_damaged_image_read_in_a_dataloader_worker_is_still_one_sentence(capsys):
+    from common.errors import report
+    loader = torch.utils.data.DataLoader(_Broken(), batch_size=2, num_workers=1)
+    with pytest.raises(DatasetError) as e:
+        next(iter(loader))
+    assert "Original Traceback" in str(e.value)  # what the worker's error looks like here
+    assert report(e.value) == 2
+    assert capsys.readouterr().err == ("error: LMDB pack 'p' is damaged (image 0 ('x.png') cannot be "
+                                       "decoded: broken data stream when reading image file); "
+                                       "rebuild it.\n")
