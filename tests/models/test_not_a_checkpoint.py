@@ -72,14 +72,25 @@ def _run(*args):
                           text=True, timeout=300)
 
 
-def test_train_and_test_py_exit_2_with_one_line(tmp_path):
+def test_every_entry_point_exits_2_with_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
     path = tmp_path / "latest.pt"
     path.write_text(TEXTS["global"])
     data = tmp_path / "data"
     data.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(data / "0.png")
+    hole = np.zeros((16, 16), np.uint8)
+    hole[4:12, 4:12] = 255
+    Image.fromarray(hole).save(tmp_path / "mask.png")
     for argv in (["train.py", "--resume", str(path)],
                  ["test.py", "--ckpt", str(path), "--data", str(data), "--allow-random-pretrained",
-                  "--metrics", "psnr"]):
+                  "--metrics", "psnr"],
+                 ["scripts/inpaint.py", "--image", str(data / "0.png"), "--mask",
+                  str(tmp_path / "mask.png"), "--exemplar", str(data / "0.png"), "--ckpt", str(path),
+                  "--psp", str(path), "--out", str(tmp_path / "out")],
+                 ["scripts/editor.py", "--ckpt", str(path), "--psp", str(path), "--port", "7961"]):
         proc = _run(*argv)
         assert proc.returncode == 2, proc.stderr[-2000:]
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
