@@ -17,6 +17,8 @@ from typing import Optional
 
 import torch
 
+from common.errors import UserError, sentence
+from datasets.errors import ProtocolError
 from models.exegan import composite, make_gin
 
 from . import distributed as dist_utils
@@ -31,8 +33,19 @@ class InLoopEvaluator:
         self.cfg, self.test_set, self.trainer, self.info, self.log = cfg, test_set, trainer, info, log
         self._samples = None
         self._metrics = None
+        # Rank 0 checks; the others learn of a refusal here instead of waiting for rank 0 at
+        # the first step's collectives until the timeout.
+        problem = None
         if info.is_main:
-            self.check()
+            try:
+                self.check()
+            except UserError as e:
+                problem = e
+        refusal = dist_utils.broadcast_object(None if problem is None else sentence(problem))
+        if problem is not None:
+            raise problem
+        if refusal is not None:
+            raise ProtocolError(refusal)
 
     def check(self) -> None:
         """Build the eval.mask protocol and the eval.exemplar pairing against the test images

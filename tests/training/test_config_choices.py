@@ -52,3 +52,22 @@ def test_eval_mask_files_are_checked_before_the_first_step(face_dirs, tmp_path):
     from common.errors import UserError
     assert isinstance(e.value, UserError)
     assert not os.path.exists(tmp_path / "runs" / "00000-tiny")  # nothing trained, nothing left
+
+
+def test_under_torchrun_every_rank_stops_on_rank_0s_refusal(face_dirs, tmp_path):
+    import subprocess
+
+    from trainutil import PYTHON, python_env, tiny_dict, write_yaml
+    empty = tmp_path / "no_masks"
+    empty.mkdir()
+    cfg = tiny_dict(face_dirs, tmp_path / "runs", train={"batch": 2},
+                    eval={"every": 1000, "mask": "irregular", "mask_dir": str(empty)},
+                    dist={"timeout_min": 5})
+    cfg_path = write_yaml(tmp_path / "tiny.yaml", cfg)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           "--config", cfg_path]
+    # Without the broadcast, rank 1 would wait in the first step for dist.timeout_min.
+    proc = subprocess.run(cmd, cwd=REPO, env=python_env(), capture_output=True, text=True, timeout=240)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:") and str(empty) in line]
+    assert len(errors) == 2, proc.stderr[-3000:]  # one sentence from each rank
+    assert not os.path.exists(tmp_path / "runs" / "00000-tiny")
