@@ -22,7 +22,7 @@ class DiskFullError(UserError):
 
     def __init__(self, path: str, needed: int, then: str = "free some space and run it again"):
         self.path, self.needed = path, int(needed)
-        super().__init__(f"no space left on {device_of(path)} for {path} (needed ~{_mb(needed)} MB); "
+        super().__init__(f"no space left on {device_of(path)} for {path} (needed {_mb(needed)}); "
                          f"{then}.")
 
     def advise(self, then: str) -> "DiskFullError":
@@ -31,7 +31,10 @@ class DiskFullError(UserError):
 
 
 def _mb(n: int) -> str:
-    return f"{max(n, 0) / 1e6:.0f}" if n >= 1e6 else f"{max(n, 0) / 1e6:.1g}"
+    mb = max(n, 0) / 1e6
+    if mb >= 10:
+        return f"~{mb:.0f} MB"
+    return f"~{mb:.1f} MB" if mb >= 0.1 else "under 0.1 MB"
 
 
 def device_of(path: str) -> str:

@@ -600,6 +600,16 @@ def run(cfg: Config, resume: Optional[str] = None, *, stop_at: Optional[int] = N
         close_logger()  # release log.txt before the directory goes
         removed = fresh.remove_if_unused()
         raise _interrupted(e, fresh, removed) from None
+    except DiskFullError as e:  # a checkpoint, stats.jsonl, summary.json ...
+        close_logger()
+        removed = fresh.remove_if_unused()
+        latest = os.path.join(fresh.run_dir, "checkpoints", "latest.pt") if fresh.run_dir else None
+        if latest and not removed and os.path.isfile(latest):
+            then = (f"the last good checkpoint {latest} is kept; free some space, then continue "
+                    f"with: python train.py --resume {fresh.run_dir}")
+        else:
+            then = "no checkpoint of this run was written; free some space and start it again"
+        raise e.advise(then) from None
     except BaseException:
         close_logger()
         fresh.remove_if_unused()
@@ -689,15 +699,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[str], stop_at:
         pl_mean = trainer.gather_pl_mean()  # collective: every rank
         if info.is_main:
             state = trainer.checkpoint(step, pl_mean, sampler.position(step), best)
-            try:
-                path = ckpts.save(state, step)
-                ckpts.export(trainer.G_ema.state_dict(), trainer.G_ema.kwargs, step, cfg.to_dict())
-            except DiskFullError as e:
-                latest = os.path.join(run_dir, "checkpoints", "latest.pt")
-                kept = (f"the last good checkpoint {latest} is kept; free some space, then continue "
-                        f"with: python train.py --resume {run_dir}" if os.path.isfile(latest) else
-                        "no checkpoint of this run was written yet; free some space and start again")
-                raise e.advise(kept) from None
+            path = ckpts.save(state, step)
+            ckpts.export(trainer.G_ema.state_dict(), trainer.G_ema.kwargs, step, cfg.to_dict())
             log.info("saved %s", path)
         dist_utils.barrier()
 

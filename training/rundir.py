@@ -26,6 +26,7 @@ from typing import Optional
 
 import torch
 
+from common.diskfull import DiskFullError, is_disk_full
 from common.rundir import create_run_dir  # noqa: F401  (re-exported: the loop and tests use it)
 
 
@@ -95,8 +96,14 @@ class StatsWriter:
             return
         row = {"step": int(step), "kind": kind}
         row.update({k: (float(v) if isinstance(v, (int, float)) else v) for k, v in values.items()})
-        self._jsonl.write(json.dumps(row, allow_nan=True) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(row, allow_nan=True) + "\n"
+        try:
+            self._jsonl.write(line)
+            self._jsonl.flush()
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError(self._jsonl.name, len(line)) from None
+            raise
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(float(v)):
@@ -109,7 +116,11 @@ class StatsWriter:
 
     def close(self) -> None:
         if self._jsonl is not None:
-            self._jsonl.close()
+            try:
+                self._jsonl.close()
+            except OSError as e:  # the rows a full disk refused: already reported by scalars()
+                if not is_disk_full(e):
+                    raise
             self._jsonl = None
         if self._tb is not None:
             self._tb.close()

@@ -37,7 +37,7 @@ def test_a_real_full_filesystem_is_one_sentence_and_keeps_the_old_file(tiny_fs):
     with pytest.raises(DiskFullError) as e:
         save_checkpoint({"w": torch.zeros(2_000_000)}, path)  # 8 MB into 1 MB
     msg = str(e.value)
-    assert msg.startswith(f"no space left on tmpfs (mounted at {tiny_fs}) for {path} (needed ~8 MB)")
+    assert msg.startswith(f"no space left on tmpfs (mounted at {tiny_fs}) for {path} (needed ~8.0 MB)")
     assert "\n" not in msg and "inline_container" not in msg
     assert path.read_bytes() == before and os.listdir(tiny_fs) == ["ckpt.pt"]  # no temp left
 
@@ -90,3 +90,33 @@ def test_train_py_stops_with_one_sentence_exit_2_and_keeps_the_last_checkpoint(
                              f"then continue with: python train.py --resume {run_dir}.")
     assert load_training_checkpoint(str(ck / "latest.pt"))["step"] == 1
     assert sorted(n for n in os.listdir(ck) if n.startswith(".")) == []  # no temp file left
+
+
+def test_a_full_disk_under_stats_jsonl_is_the_same_sentence(face_dirs, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    import training.rundir as rundir
+
+    def open_(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        if str(path).endswith("stats.jsonl"):
+            real_write, rows = f.write, []
+
+            def write(text):  # the third row (step 3) does not fit
+                rows.append(text)
+                if len(rows) >= 3:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_write(text)
+            f.write = write
+        return f
+
+    monkeypatch.setattr(rundir, "open", open_, raising=False)
+    cfg_path = write_yaml(tmp_path / "tiny.yaml", tiny_dict(face_dirs, tmp_path / "runs",
+                                                            train={"iters": 4, "ckpt_every": 1}))
+    assert cli.main(["--config", cfg_path]) == 2
+    err = capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "00000-tiny"
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert f" for {run_dir / 'stats.jsonl'} (needed under 0.1 MB); the last good checkpoint " in lines[0]
+    assert load_training_checkpoint(str(run_dir / "checkpoints" / "latest.pt"))["step"] == 2
