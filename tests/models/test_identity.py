@@ -128,7 +128,7 @@ def test_wrong_files_are_reported(tmp_path):
         load_identity_net(irse_path, kind="resnet101")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(WeightsFileError, match="could not be read"):
+    with pytest.raises(WeightsFileError, match="is not a PyTorch checkpoint"):
         load_identity_net(garbage)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"state_dict": _tiny_irse().backbone.state_dict(), "epoch": 3}, wrapped)

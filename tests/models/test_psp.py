@@ -245,7 +245,7 @@ def test_missing_file_names_config_key_and_released_file(tmp_path):
 def test_unreadable_and_wrong_files(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(WeightsFileError, match="could not be read"):
+    with pytest.raises(WeightsFileError, match="is not a PyTorch checkpoint"):
         load_style_encoder(garbage)
     bare = tmp_path / "bare.pt"
     torch.save(_tiny().state_dict(), bare)   # an encoder state dict, not a pSp file
