@@ -104,7 +104,7 @@ def test_wrong_files_are_clear_errors(tmp_path):
         load_lpips(str(other))
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'this is not a torch file')
-    with pytest.raises(LPIPSWeightsError, match='could not be read'):
+    with pytest.raises(LPIPSWeightsError, match='is not a PyTorch checkpoint'):
         load_lpips(str(garbage))
     bad_shape = tmp_path / 'bad_shape.pth'
     sd = {f'features.{i}.{p}': torch.zeros(2, 2, 3, 3) if p == 'weight' else torch.zeros(2)
