@@ -133,18 +133,35 @@ def cli_run(width: int, height: int, files: dict, tmp: str, threads: int) -> dic
            "--out", os.path.join(tmp, "out_" + name)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    pid = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(pid.pid, 0)
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The child's own peak (VmHWM of its address space after exec): its rusage would also count
+    # the pages it shared with this (large) process between fork and exec.
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, _vm_hwm_kib(child.pid))
+        time.sleep(0.02)
     wall = time.perf_counter() - t0
-    err = pid.stderr.read().decode(errors="replace")
-    pid.stderr.close()
-    if status != 0:
+    err = child.stderr.read().decode(errors="replace")
+    child.stderr.close()
+    if child.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err}")
     out = os.path.join(tmp, "out_" + name, name + "_sample0.png")
     with Image.open(out) as img:
         assert img.size == (width, height)
     return {"photo": f"{width}x{height} ({width * height / 1e6:.1f} MP)", "wall_s": wall,
-            "peak_rss_mib": usage.ru_maxrss / 1024}
+            "peak_rss_mib": peak / 1024}
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak resident set of a running process (kB), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def save_files(model, tmp: str) -> dict:
