@@ -20,19 +20,30 @@ def _safe_name(name: str) -> str:
     return name or "run"
 
 
+class RunDirCreateError(UserError, OSError):
+    """The folder of the run directories cannot hold a new one (a file, read-only, no space)."""
+
+
 def create_run_dir(outdir: str, name: str) -> str:
     """Make a fresh `outdir/<NNNNN>-<name>`; never reuses an existing directory."""
-    os.makedirs(outdir, exist_ok=True)
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise RunDirCreateError(f"the runs folder {outdir} (--outdir / log.outdir) is a file; give a folder "
+                                f"for the run directories.")
     name = _safe_name(name)
-    taken = [int(m.group(1)) for m in map(_RUN_RE.match, os.listdir(outdir)) if m]
-    number = max(taken, default=-1) + 1
-    while True:
-        path = os.path.join(outdir, f"{number:05d}-{name}")
-        try:
-            os.mkdir(path)  # exclusive: fails if another process took this number first
-            return path
-        except FileExistsError:
-            number += 1
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        taken = [int(m.group(1)) for m in map(_RUN_RE.match, os.listdir(outdir)) if m]
+        number = max(taken, default=-1) + 1
+        while True:
+            path = os.path.join(outdir, f"{number:05d}-{name}")
+            try:
+                os.mkdir(path)  # exclusive: fails if another process took this number first
+                return path
+            except FileExistsError:
+                number += 1
+    except OSError as e:
+        raise RunDirCreateError(f"cannot create a run directory in {outdir} (--outdir / log.outdir): "
+                                f"{e.strerror or e}; give a folder you can write to.") from None
 
 
 LOCK_NAME = ".lock"

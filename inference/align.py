@@ -73,9 +73,13 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     t = mean(dst) - scale R mean(src). Returns the 2x3 matrix [scale R | t].
     """
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc ** 2).sum(1).mean()
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd coordinates: refused below
+        mu_s, mu_d = src.mean(0), dst.mean(0)
+        sc, dc = src - mu_s, dst - mu_d
+        var_s = (sc ** 2).sum(1).mean()
+    if not np.isfinite(var_s):
+        raise InferenceInputError("the landmarks give no usable face transform (they are too large to be "
+                                  "pixel coordinates); check the landmark file.")
     if var_s <= 0:
         raise InferenceInputError("the landmarks all lie at one point; check the landmark file.")
     u, d, vt = np.linalg.svd(dc.T @ sc / len(src))

@@ -44,7 +44,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_unit", "quantize_8bit", "psnr", "ssim", "ssim_gauss11", "ssim_window", "l1",
+from common.errors import UserError
+
+
+class ImageTooSmallError(UserError, ValueError):
+    """Images too small for a metric's window (one sentence: the size and what to do)."""
+
+__all__ = ["ImageTooSmallError", "to_unit", "quantize_8bit", "psnr", "ssim", "ssim_gauss11", "ssim_window", "l1",
            "l1_mean", "l1_ratio", "lpips_distance", "gaussian_window", "SSIM_WIN_PAPER"]
 
 #: The authors' SSIM window (uniform, win_size=51 of skimage.metrics.structural_similarity).
@@ -133,7 +139,8 @@ def ssim_window(height: int, width: int) -> int:
     side = min(int(height), int(width), SSIM_WIN_PAPER)
     win = side if side % 2 else side - 1
     if win < 3:
-        raise ValueError(f"SSIM needs images of at least 3x3, got {height}x{width}")
+        raise ImageTooSmallError(f"SSIM needs images of at least 3x3 pixels, got {height}x{width}; score "
+                                 f"larger images, or leave ssim out of --metrics.")
     return win
 
 

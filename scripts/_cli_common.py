@@ -207,27 +207,20 @@ class OutputWriter:
         info = PngInfo()
         for k, v in (meta or {}).items():
             info.add_text(k, str(v))
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(path, "xb") as f:
-                img.save(f, format="PNG", pnginfo=info)
-        except FileExistsError:
-            raise CLIError(f"{path} appeared while this run was writing; results are never overwritten, "
-                           f"run again (or use another --out).") from None
-        except OSError as e:
-            _remove_partial(path)
-            raise CLIError(f"cannot write {path} ({e.strerror or e}); the results written so far are kept "
-                           f"- free space or give another --out, then resume with --skip-existing.") from None
-        self.written.append(path)
-        return path
+        return self._write(path, "xb", lambda f: img.save(f, format="PNG", pnginfo=info))
 
     def save_json(self, record: dict, path: str) -> str:
         """``record`` as indented JSON at ``path`` (exclusive create, like :meth:`save`)."""
         import json
+        return self._write(path, "x", lambda f: json.dump(record, f, indent=1))
+
+    def _write(self, path: str, mode: str, write: Callable) -> str:
+        """Create ``path`` exclusively and ``write(file)``; a failure is one sentence and leaves no
+        half-written file (the files written before it are kept)."""
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(path, "x", encoding="utf-8") as f:
-                json.dump(record, f, indent=1)
+            with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+                write(f)
         except FileExistsError:
             raise CLIError(f"{path} appeared while this run was writing; results are never overwritten, "
                            f"run again (or use another --out).") from None

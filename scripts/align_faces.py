@@ -5,37 +5,15 @@ the aligned faces EXE-GAN was trained on (CelebA-HQ / FFHQ crops).
     python scripts/align_faces.py --image photo.jpg --landmarks photo.json --out aligned/
     python scripts/align_faces.py --image photos/ --out aligned/          # with facenet-pytorch installed
 
-A similarity transform (rotation, uniform scale, translation; no reflection, no shear) is fitted
-by least squares (Umeyama, 1991) from the 5 landmarks to the template below, and the photo is
-warped with it (bicubic; a large shrink first reduces the photo with Lanczos to avoid aliasing).
-
-**Landmarks** (x, y in pixels of the image as displayed, i.e. after EXIF orientation; the centre
-of the top-left pixel is (0, 0)), in this order: left eye centre, right eye centre, nose tip,
-left mouth corner, right mouth corner — "left" = the image's left (the person's right), as MTCNN
-and most detectors report them. 68-point (iBUG / dlib) landmarks are accepted and reduced to
-these five (eyes = mean of points 36-41 / 42-47, nose tip = 30, mouth corners = 48, 54).
-
-**Template** (fractions of the output side S; pixel coordinates are ``fraction * S - 0.5``):
-
-    left eye (0.375, 0.4725)   right eye (0.625, 0.4725)   nose tip (0.5, 0.6225)
-    left mouth corner (0.4, 0.7475)   right mouth corner (0.6, 0.7475)
-
-It is the FFHQ crop rule (the dataset's alignment script: a square of half-side
-max(2 * eye distance, 1.8 * eye-to-mouth distance) centred 0.1 * eye-to-mouth below the eye
-midpoint, upright along the eye-mouth axes) applied to a mean frontal face whose mouth line lies
-1.1 eye distances below the eyes, mouth corners 0.8 eye distances apart and nose tip 0.6 eye
-distances below the eyes: eyes a quarter of the output width apart at 47 % of its height,
-like FFHQ's own aligned images. (FFHQ places the crop from 68 points; the least-squares fit to
-five points gives the same crop for a face with those proportions, and the nearest one otherwise.)
+The alignment (a similarity transform fitted by least squares from the 5 landmarks to an FFHQ-style
+template, the bicubic warp, the landmark order and file formats) is library code, described in
+:mod:`inference.align`; the detector is :mod:`inference.detect`. This file is the command line.
 
 **Landmark sources**: ``--landmarks`` (a file for one image; a folder of ``<name>.json`` /
-``<name>.txt`` files paired by name; or one JSON file mapping image names to points); else a face
-detector if one is installed: facenet-pytorch's MTCNN, whose weights ship inside the package
-(``pip install requests && pip install --no-deps facenet-pytorch``: ``--no-deps`` because the
-package pins an old torch; ``requests`` because it imports it at import time).
+``<name>.txt`` files paired by name; or one JSON file mapping image names to points); else the face
+detector, facenet-pytorch's MTCNN, whose weights ship inside the package (``make`` installs it from
+requirements-nodeps.txt with ``--no-deps``, because the package pins an old torch).
 Nothing is ever downloaded. With neither, the script stops with an error saying so.
-The geometry, the landmark readers and the detector are library code (:mod:`inference.align`,
-:mod:`inference.detect`); this file is the command line.
 
 File formats: TXT = 10 (or 136) numbers, whitespace / comma separated, read as x y pairs; JSON = a
 list of [x, y] pairs (or a flat list), or ``{"landmarks": ...}``, or ``{"<image name>": ..., ...}``.

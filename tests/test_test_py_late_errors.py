@@ -90,5 +90,7 @@ def test_scoring_that_fails_half_way_leaves_no_results_directory(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(REPO, "test.py"), "--pred", "pred", "--gt", "gt",
                            "--metrics", "ssim", "--out", "res", "--no-progress"], cwd=tmp_path, env=e,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "results directory: res" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "results directory: res" in proc.stderr, proc.stderr[-2000:]
+    assert "error: SSIM needs images of at least 3x3 pixels, got 1x1; score larger images" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "res").exists()

@@ -169,7 +169,7 @@ def test_an_exemplar_given_rotated_and_scaled_gives_the_upright_codes(astronaut,
             return enc(t[None])[0]
 
     def tensor(a):
-        return torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1
 
     to_canvas = similarity(0.7, 25.0, 0.0, 0.0)
     corners = apply(to_canvas, [[0, 0], [511, 0], [0, 511], [511, 511]])

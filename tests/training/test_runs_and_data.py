@@ -103,3 +103,24 @@ def test_sample_grid_layout():
                                  pad + col * (s + pad):pad + col * (s + pad) + s]
     assert torch.equal(cell(0, 1)[0], mask[0, 0])
     assert torch.allclose(cell(1, 4), (real[1] + 1) / 2, atol=1e-6)
+
+
+def test_a_runs_folder_that_cannot_hold_a_run_is_one_sentence(tmp_path, capsys):
+    """--outdir (log.outdir) that is a file, lies under a file, or cannot be written: one sentence
+    before the first step, exit 2, nothing created."""
+    from common.rundir import RunDirCreateError
+    from training import cli
+    from trainutil import make_faces, tiny_dict, write_yaml
+    (tmp_path / "a_file").write_text("x")
+    for outdir, want in ((tmp_path / "a_file", "is a file; give a folder"),
+                         (tmp_path / "a_file" / "runs", "cannot create a run directory in"),
+                         ("/proc/exegan-test/runs", "cannot create a run directory in")):
+        with pytest.raises(RunDirCreateError, match=want):
+            create_run_dir(str(outdir), "demo")
+    faces = make_faces(tmp_path / "faces")
+    cfg = write_yaml(tmp_path / "tiny.yaml", tiny_dict(faces, tmp_path / "runs"))
+    capsys.readouterr()
+    assert cli.main(["--config", cfg, "--outdir", str(tmp_path / "a_file")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file; give a folder for the run directories" in err[0], err
+    assert not (tmp_path / "runs").exists()
