@@ -38,6 +38,7 @@ from torch import nn
 
 from common.diskfull import DiskFullError, is_disk_full
 from common.errors import UserError
+from common.interrupts import uninterruptible
 from common.torchfile import not_a_torch_file
 from models.discriminator import Discriminator
 from models.generator import Generator
@@ -412,23 +413,26 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        # Through a Python file object: a failed write keeps its OSError (ENOSPC), which a
-        # path would lose inside the C++ writer.
-        with _open_for_write(fd) as f:
-            torch.save(obj, f)
-            f.flush()
-            # The bytes reach the disk before the rename, so that after a power loss the new
-            # name never points at a partly written file; then the directory entry (best effort).
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, Exception) and is_disk_full(e, folder, _payload_bytes(obj)):
-            raise DiskFullError(path, _payload_bytes(obj)) from None
-        raise
+    # A signal handler's exception (a second Ctrl-C) waits until the write is whole or cleaned up:
+    # raised inside the file object's write it would unwind through torch's C++ writer (SIGABRT).
+    with uninterruptible():
+        try:
+            # Through a Python file object: a failed write keeps its OSError (ENOSPC), which a
+            # path would lose inside the C++ writer.
+            with _open_for_write(fd) as f:
+                torch.save(obj, f)
+                f.flush()
+                # The bytes reach the disk before the rename, so that after a power loss the new
+                # name never points at a partly written file; then the directory entry (best effort).
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(folder)
+        except BaseException as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, Exception) and is_disk_full(e, folder, _payload_bytes(obj)):
+                raise DiskFullError(path, _payload_bytes(obj)) from None
+            raise
 
 
 def _open_for_write(fd: int):

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from common import seeding as rng
 from common.diskfull import DiskFullError
+from common.interrupts import raise_or_defer
 from common.rundir import RunDirBusyError, RunDirLock, lock_run_dir, unlock_run_dir
 from common.seeding import derive_rng
 from datasets.augment import DiffAugment
@@ -460,8 +461,8 @@ class StopFlag:
         name = signal.Signals(signum).name
         if self.signal is not None:
             if signum == signal.SIGINT:
-                raise TrainingAborted("aborted by a second Ctrl-C; nothing was saved after the last "
-                                      "checkpoint")
+                raise_or_defer(TrainingAborted("aborted by a second Ctrl-C; nothing was saved after the last "
+                                               "checkpoint"))
             return
         self.signal = name
         if self.announce:
@@ -495,7 +496,7 @@ class _StartupStop:
 
     def _handler(self, signum, frame):
         if not self.fresh.stepped:
-            raise Terminated()
+            raise_or_defer(Terminated())
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
