@@ -25,26 +25,20 @@ same pixels:
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from common.imagefile import ALPHA_BACKGROUND, DECODE_ERRORS, load_rgb, to_rgb  # noqa: F401 (re-exported)
 from datasets.errors import DatasetError
 
 #: File extensions scanned by the folder dataset (matched case-insensitively).
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 #: Resampling filter used to bring images to the model size.
 RESIZE_FILTER = Image.LANCZOS
-#: Colour that transparent pixels are composited onto.
-ALPHA_BACKGROUND: Tuple[int, int, int] = (255, 255, 255)
-
-# Pillow raises these for unreadable, truncated or malformed files.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-                 IndexError, TypeError, KeyError, struct.error)
 
 
 def scan_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
@@ -92,49 +86,13 @@ def scan_images(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List
     return found
 
 
-def _composite(img: Image.Image, background: Sequence[int]) -> Image.Image:
-    rgba = img.convert("RGBA")
-    base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
-    return Image.alpha_composite(base, rgba).convert("RGB")
-
-
-def to_rgb(img: Image.Image, background: Sequence[int] = ALPHA_BACKGROUND) -> Image.Image:
-    """Convert a decoded Pillow image of any mode to 8-bit RGB (see the module docstring)."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(img)
-        if mode == "F":
-            a = a.astype(np.float64)
-            scale = 255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0
-            a8 = np.clip(np.round(np.nan_to_num(a) * scale), 0, 255)
-        else:
-            a8 = np.round(np.clip(a.astype(np.float64), 0, 65535) / 257.0)
-        return Image.fromarray(a8.astype(np.uint8), "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        mode = img.mode
-    elif mode in ("L", "1") and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        return _composite(img, background)
-    if mode == "RGB" and "transparency" in img.info:
-        return _composite(img, background)
-    return img.convert("RGB")
-
-
 def open_rgb(path: str, background: Sequence[int] = ALPHA_BACKGROUND) -> Image.Image:
     """Decode ``path`` fully, apply EXIF orientation and return an 8-bit RGB image.
 
     Raises :class:`DatasetError` (one sentence naming the file) when the file cannot be decoded.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img, background)
+        return load_rgb(path, background)
     except DECODE_ERRORS as e:
         raise DatasetError(f"Cannot decode image '{path}' ({type(e).__name__}: {e}); "
                            "remove or replace the file.") from None

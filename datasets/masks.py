@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from common.imagefile import mask_bits
 from datasets.errors import MaskError
 from datasets.imaging import DECODE_ERRORS, center_crop_box, rel_stem, scan_images
 from common.seeding import RngLike, as_rng, rng_from_state, rng_state
@@ -143,38 +144,13 @@ def read_mask_file(path: str, hole_value: int = 1) -> np.ndarray:
         raise ValueError(f"hole_value must be 1 (white = hole) or 0 (black = hole), "
                          f"got {hole_value!r}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "1":
-                a, top = np.asarray(img, dtype=np.float64), 1.0
-            elif img.mode.startswith("I;16") or img.mode == "I":
-                a, top = np.asarray(img, dtype=np.float64), 65535.0
-            elif img.mode == "F":
-                a = np.asarray(img, dtype=np.float64)
-                top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
-            else:
-                if img.mode in ("LA", "RGBA", "PA", "P", "RGB", "CMYK", "YCbCr"):
-                    img = img.convert("RGB").convert("L") if img.mode != "LA" else img.getchannel(0)
-                elif img.mode != "L":
-                    img = img.convert("L")
-                a, top = np.asarray(img, dtype=np.uint8), 255.0
+        bright, grey = mask_bits(path)
     except DECODE_ERRORS as e:
         raise MaskError(f"Cannot read mask file '{path}' ({type(e).__name__}: {e}); "
                         "remove or replace it.") from None
-    if a.dtype == np.uint8:
-        # The same thresholds on the 8-bit values (v / 255 > 0.25 is v >= 64, < 0.75 is v <= 191,
-        # > 0.5 is v >= 128) without a float copy: a 24-megapixel mask stays 24 MB, not 400.
-        grey = float(np.count_nonzero((a >= 64) & (a <= 191))) / max(1, a.size)
-        if grey > MAX_GREY_FRACTION:
-            raise MaskError(f"Mask file '{path}' is not a binary mask ({100 * grey:.0f}% of its "
-                            "pixels are mid-grey); give black-and-white mask images.")
-        return a >= 128 if hole_value == 1 else a < 128
-    a = a / top
-    grey = float(np.mean((a > 0.25) & (a < 0.75)))
     if grey > MAX_GREY_FRACTION:
         raise MaskError(f"Mask file '{path}' is not a binary mask ({100 * grey:.0f}% of its "
                         "pixels are mid-grey); give black-and-white mask images.")
-    bright = a > 0.5
     return bright if hole_value == 1 else ~bright
 
 

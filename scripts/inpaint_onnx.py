@@ -31,7 +31,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +39,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from common.errors import UserError, report  # noqa: E402  (plain Python: no torch)
+from common.imagefile import DECODE_ERRORS, load_rgb, mask_bits  # noqa: E402  (Pillow + NumPy: no torch)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 RESIZE_FILTER = Image.LANCZOS
@@ -51,39 +52,13 @@ class OnnxInputError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------- reading
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB as datasets.imaging.to_rgb: 16-bit grey scaled by 1/257, alpha on white."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(img)
-        if mode == "F":
-            a = a.astype(np.float64)
-            scale = 255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0
-            a8 = np.clip(np.round(np.nan_to_num(a) * scale), 0, 255)
-        else:
-            a8 = np.round(np.clip(a.astype(np.float64), 0, 65535) / 257.0)
-        return Image.fromarray(a8.astype(np.uint8), "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-        mode = img.mode
-    elif mode in ("L", "1") and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
+# The decoding itself is common/imagefile.py (Pillow and NumPy only), the same code the datasets and
+# the inference library use.
 def read_rgb(path: str) -> np.ndarray:
     """Decoded 8-bit RGB [H, W, 3], EXIF orientation applied, alpha composited on white."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = to_rgb(ImageOps.exif_transpose(img))
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        img = load_rgb(path)
+    except DECODE_ERRORS as e:
         raise OnnxInputError(f"cannot decode image {path} ({type(e).__name__}: {e}); remove or replace the file.") from None
     return np.asarray(img, dtype=np.uint8).copy()
 
@@ -92,30 +67,9 @@ def read_binary(path: str, shape: Tuple[int, int], option: str, white_is_on: boo
     """A black-and-white file as bool [H, W] (datasets.masks.read_mask_file's thresholds: on when
     brighter than half the value range, refused when over a quarter of it is mid-grey)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "1":
-                a, top = np.asarray(img, dtype=np.float64), 1.0
-            elif img.mode.startswith("I;16") or img.mode == "I":
-                a, top = np.asarray(img, dtype=np.float64), 65535.0
-            elif img.mode == "F":
-                a = np.asarray(img, dtype=np.float64)
-                top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
-            else:
-                if img.mode in ("LA", "RGBA", "PA", "P", "RGB", "CMYK", "YCbCr"):
-                    img = img.convert("RGB").convert("L") if img.mode != "LA" else img.getchannel(0)
-                elif img.mode != "L":
-                    img = img.convert("L")
-                a, top = np.asarray(img, dtype=np.uint8), 255.0
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        on, grey = mask_bits(path)
+    except DECODE_ERRORS as e:
         raise OnnxInputError(f"{option} {path} cannot be read ({type(e).__name__}: {e}); remove or replace it.") from None
-    if a.dtype == np.uint8:
-        grey = float(np.count_nonzero((a >= 64) & (a <= 191))) / max(1, a.size)
-        on = a >= 128
-    else:
-        a = a / top
-        grey = float(np.mean((a > 0.25) & (a < 0.75)))
-        on = a > 0.5
     if grey > MAX_GREY_FRACTION:
         raise OnnxInputError(f"{option} {path} is not black-and-white ({100 * grey:.0f} % of its pixels are "
                              f"mid-grey); give a black-and-white image.")
