@@ -46,7 +46,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from scripts import export_onnx as ex  # noqa: E402
+from inference import onnx_export as ox  # noqa: E402
 
 PATHS = ("eager", "eager_batched", "onnxruntime", "bf16")
 AUTHORS_IMAGES_PER_S = 0.33  # the authors' code at batch 4, 256 px, 2 threads (docs/benchmarks.md)
@@ -128,7 +128,7 @@ def torch_inputs(inp: Dict[str, torch.Tensor], b: int):
 
 def torch_inpaint(model, inp, b: int) -> torch.Tensor:
     x, m, e = torch_inputs(inp, b)
-    noise = ex.split_noise(inp["noise"][:b], ex.noise_sizes(model.generator))
+    noise = ox.split_noise(inp["noise"][:b], ox.noise_sizes(model.generator))
     return model.inpaint(x, m, e, z=inp["z"][:b], noise=noise)
 
 
@@ -183,8 +183,8 @@ def _main(argv=None) -> int:
     save()
 
     model = build_model(size, args.tiny)
-    graph = ex.InpaintGraph(model)
-    inp = ex.example_inputs(graph, batch=max(batches), seed=1)
+    graph = ox.InpaintGraph(model)
+    inp = ox.example_inputs(graph, batch=max(batches), seed=1)
     flops = count_flops(model, inp)
     rec["flops_per_image"] = flops
     print(f"{flops / 1e12:.3f} TFLOP per image", flush=True)
@@ -223,7 +223,7 @@ def _main(argv=None) -> int:
     if "onnxruntime" in paths and ort is not None:
         onnx_path = os.path.join(tmp.name, "exegan.onnx")
         t = time.perf_counter()
-        ex.export_graph(model, onnx_path)
+        ox.export_graph(model, onnx_path)
         rec["export_s"] = time.perf_counter() - t
         rec["onnx_mib"] = os.path.getsize(onnx_path) / 2 ** 20
         opts = ort.SessionOptions()

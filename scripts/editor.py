@@ -46,7 +46,8 @@ from PIL.PngImagePlugin import PngInfo
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import webguard  # noqa: E402
-from scripts import _cli_common as cli  # noqa: E402
+from inference import runtime  # noqa: E402
+from scripts import cli_common as cli  # noqa: E402
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_page.html")
 DEFAULT_PORT = 7860
@@ -371,7 +372,8 @@ class Editor:
 
         stem = cli.rel_stem(os.path.basename(str(payload.get("photo_name") or "photo"))) or "photo"
         tag = f"_mix_{first}-{last}" if mixing else ""
-        meta = {"exegan:ckpt": os.path.basename(self.ckpt), "exegan:truncation": truncation}
+        meta = {"exegan:ckpt": os.path.basename(self.ckpt), "exegan:truncation": truncation,
+                "exegan:runtime": getattr(self.model, "runtime", "PyTorch")}
         if mixing:
             meta["exegan:slots_from_b"] = f"{first}..{last}"
         if record is not None:
@@ -512,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", nargs="?", const="runs", metavar="RUNS",
                    help="serve the newest `make demo` run under RUNS (default runs/) instead of --ckpt / --psp")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    runtime.add_runtime_args(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -537,7 +540,7 @@ def load(args) -> Editor:
     if args.max_samples < 1:
         raise cli.CLIError(f"--max-samples must be at least 1, got {args.max_samples}.")
     device = cli.resolve_device(args.device)
-    model = cli.load_model(args.ckpt, args.psp, device)
+    model = runtime.load_model(args.ckpt, args.psp, device, runtime=args.runtime, cache=args.onnx_cache)
     return Editor(model, ckpt=args.ckpt, max_samples=args.max_samples, align_size=args.align_size)
 
 
@@ -550,7 +553,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app = create_app(editor, args.max_upload_mb, port=args.port, host=args.host, allow_hosts=args.allow_host)
     import uvicorn
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"EXE-GAN editor: {args.ckpt} ({editor.model.size}x{editor.model.size}, {args.device}) at "
+    print(f"EXE-GAN editor: {args.ckpt} ({editor.model.size}x{editor.model.size}, {args.device}, "
+          f"{getattr(editor.model, 'runtime', 'PyTorch')}) at "
           f"http://{host}:{args.port}  (Ctrl-C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: --host {args.host} makes the editor reachable from other machines; it has no login.",

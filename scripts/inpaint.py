@@ -28,7 +28,9 @@ from typing import List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts import _cli_common as cli  # noqa: E402
+from inference import runtime  # noqa: E402
+from inference.roundtrip import complete_samples  # noqa: E402
+from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
 inputs:
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume an interrupted run into the same --out: skip images whose outputs "
                         "exist, write only the missing files (instead of a new '-N' set)")
     cli.add_model_args(p)
+    runtime.add_runtime_args(p)
     cli.add_align_args(p)
     return p
 
@@ -93,11 +96,11 @@ def inpaint_one(model, prep, exemplar, *, samples: int, seed: int, truncation: f
     :class:`cli.Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`.
 
     Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
-    it); the exemplar is encoded once for all K samples.
+    it); the exemplar is encoded once for all K samples (and onnxruntime runs the K in one batch).
     """
     codes = model.encode_exemplars(exemplar[None])
-    return [cli.complete(model, prep, codes, seed=seed + k, truncation=truncation, sketch=sketch)
-            for k in range(samples)]
+    return complete_samples(model, prep, codes, seeds=[seed + k for k in range(samples)],
+                            truncation=truncation, sketch=sketch)
 
 
 # Metadata written into every PNG and compared by --skip-existing with the files already there.
@@ -238,7 +241,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         photo_marks = cli.photo_landmarks(images, args.landmarks, "--landmarks")
         exemplar_marks = None if args.exemplar_aligned else \
             cli.photo_landmarks(exemplars, args.exemplar_landmarks, "--exemplar-landmarks")
-        model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which)
+        model = runtime.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which,
+                                   runtime=args.runtime, cache=args.onnx_cache)
         from inference.photo import PhotoAligner
         aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
                                device=device)
@@ -274,7 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            + "\n  ".join(problems))
 
     if model is None:
-        model = cli.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which)
+        model = runtime.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which,
+                                   runtime=args.runtime, cache=args.onnx_cache)
     size = model.size
 
     for key in _progress(todo, "inpainting", True):
@@ -304,7 +309,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               truncation=args.truncation, sketch=sketch)
 
         paths = writer.first_set(key, suffixes) if args.skip_existing else writer.reserve(key, suffixes)
-        meta = _file_meta(args, key, image_path, masks, exemplars, sketches)
+        meta = {**_file_meta(args, key, image_path, masks, exemplars, sketches),
+                "exegan:runtime": getattr(model, "runtime", "PyTorch")}
         if record is not None:
             meta["exegan:transform"] = cli.transform_json(record)
             if args.save_transform and not os.path.exists(paths["_transform.json"]):

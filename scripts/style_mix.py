@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts import _cli_common as cli  # noqa: E402
+from inference import runtime  # noqa: E402
+from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
 outputs (in --out; nothing is overwritten, a taken name gets the next free '-N' suffix):
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="limit the grid to slots FIRST..LAST (default: every exemplar slot)")
     p.add_argument("--save-cells", action="store_true", help="also write every cell as its own PNG")
     cli.add_model_args(p)
+    runtime.add_runtime_args(p)
     cli.add_align_args(p, ("--exemplar-a", "--exemplar-b"))
     return p
 
@@ -138,7 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise cli.CLIError(f"{option} {path} is not a file; style mixing takes one image, one mask "
                                f"and two exemplar files.")
     writer = cli.OutputWriter(args.out)
-    model = cli.load_model(args.ckpt, args.psp, device, which=args.which)
+    model = runtime.load_model(args.ckpt, args.psp, device, which=args.which, runtime=args.runtime,
+                               cache=args.onnx_cache)
     g = model.generator
     lo, hi = g.exemplar_start, g.exemplar_start + g.n_exemplar - 1
     first, last = args.slots if args.slots else (lo, hi)
@@ -180,7 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = writer.reserve(key, suffixes)
     meta = {"exegan:ckpt": os.path.abspath(args.ckpt), "exegan:image": args.image, "exegan:mask": args.mask,
             "exegan:exemplar_a": args.exemplar_a, "exegan:exemplar_b": args.exemplar_b,
-            "exegan:seed": args.seed, "exegan:truncation": args.truncation}
+            "exegan:seed": args.seed, "exegan:truncation": args.truncation,
+            "exegan:runtime": getattr(model, "runtime", "PyTorch")}
     if record is not None:
         meta["exegan:transform"] = cli.transform_json(record)
         if args.save_transform:

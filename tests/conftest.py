@@ -14,3 +14,9 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("EXEGAN_TEST_THREADS", "1")))
+
+# The command lines' CPU default runs the networks in onnxruntime after exporting each checkpoint
+# once (inference/runtime.py; ~20 s even for a tiny test model). The suite writes dozens of
+# checkpoints, so its subprocesses and in-process runs use PyTorch unless a test asks for onnx;
+# tests/inference/test_runtime.py removes this to test the default itself.
+os.environ.setdefault("EXEGAN_RUNTIME", "torch")

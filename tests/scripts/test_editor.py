@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference import runtime
+from inference.align import align
 from inference.detect import Face
-from scripts import _cli_common as cli
-from scripts import align_faces, editor, inpaint, style_mix
+from inference.io import mask_warnings, read_exemplar, read_rgb, to_uint8
+from scripts import cli_common as cli
+from scripts import editor, inpaint, style_mix
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
@@ -185,7 +188,7 @@ def test_photo_handler_returns_what_the_model_reads(app, tmp_path):
     exif[0x0112] = 6
     Image.fromarray(a).save(tmp_path / "p.jpg", exif=exif.tobytes(), quality=95)
     r = app.post("/api/photo", json={"photo": data_url(tmp_path / "p.jpg"), "photo_name": "p.jpg"}).json()
-    want = cli.read_rgb(str(tmp_path / "p.jpg"))
+    want = read_rgb(str(tmp_path / "p.jpg"))
     assert want.shape == (30, 20, 3) and (r["width"], r["height"]) == (20, 30)
     assert np.array_equal(decode(r["photo"]), want)
     # Transparent pixels are composited on white, as the command-line tools read them.
@@ -193,7 +196,7 @@ def test_photo_handler_returns_what_the_model_reads(app, tmp_path):
     rgba[:4] = (10, 20, 30, 255)
     Image.fromarray(rgba).save(tmp_path / "t.png")
     got = decode(app.post("/api/photo", json={"photo": data_url(tmp_path / "t.png")}).json()["photo"])
-    assert np.array_equal(got, cli.read_rgb(str(tmp_path / "t.png")))
+    assert np.array_equal(got, read_rgb(str(tmp_path / "t.png")))
     assert (got[4:] == 255).all() and (got[:4] == (10, 20, 30)).all()
 
 
@@ -212,7 +215,7 @@ def test_mask_handler_gives_the_paint_layer_of_an_uploaded_mask(app, inputs, tmp
 def test_exemplar_preview_is_the_models_crop(app, inputs, tmp_path):
     _, _, payload = inputs
     r = app.post("/api/exemplar", json={"exemplar_b": payload["exemplar_b"], "slot": "b"}).json()
-    want = cli.to_uint8(cli.read_exemplar(str(tmp_path / "ex_b.png"), editor.PREVIEW))
+    want = to_uint8(read_exemplar(str(tmp_path / "ex_b.png"), editor.PREVIEW))
     assert np.array_equal(decode(r["preview"]), want)
     r = app.post("/api/exemplar", json={"exemplar_a": _junk(), "exemplar_a_name": "x.gif"})
     assert r.status_code == 400 and r.json()["error"].startswith("Cannot decode image 'x.gif'")
@@ -226,7 +229,7 @@ def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp
                        detector=lambda rgb: found.append(rgb.shape) or [Face.from_landmarks(pts, "test")])
     client = local_client(editor.create_app(ed))
     photo = h.write_rgb(tmp_path / "p.png", 90, 80, seed=5)
-    want, _ = align_faces.align(photo, pts, 48)
+    want, _ = align(photo, pts, 48)
     base = {"photo": data_url(tmp_path / "p.png"), "photo_name": "p.png"}
     (tmp_path / "p.json").write_text(json.dumps({"p.png": pts.tolist()}))  # a name -> points map
     (tmp_path / "p.txt").write_text(" ".join(f"{v:g}" for v in pts.ravel()))
@@ -272,8 +275,8 @@ def test_page_needs_nothing_from_elsewhere(app):
 
 def test_model_is_loaded_once_and_served_on_localhost(files, inputs, monkeypatch, capsys):
     calls = []
-    real = cli.load_model
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = runtime.load_model
+    monkeypatch.setattr(runtime, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     served = {}
     import uvicorn
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw, app=app))
@@ -363,12 +366,12 @@ def test_implausible_masks_get_the_command_lines_warnings(app, h, inputs):
     big = np.ones((37, 45), bool)
     big[:5, :5] = False                                       # 98 % hole
     r = app.post("/api/run", json={**payload, "mask": _image_url(big.astype(np.uint8) * 255)}).json()
-    assert r["warnings"] == cli.mask_warnings(big) and r["warnings"][0].startswith("the hole covers 98 %")
+    assert r["warnings"] == mask_warnings(big) and r["warnings"][0].startswith("the hole covers 98 %")
     r = app.post("/api/run", json={**payload, "mask": _image_url(~hole * np.uint8(255))}).json()
     assert r["warnings"] == []  # inverted-looking: said when a mask file is uploaded, not at every run
     # An uploaded mask whose hole was drawn in black, read with white = hole.
     r = app.post("/api/mask", json={"mask": _image_url(~hole * np.uint8(255)), "width": 45, "height": 37}).json()
-    assert r["warnings"] == [cli.mask_warnings(~hole)[0].replace(
+    assert r["warnings"] == [mask_warnings(~hole)[0].replace(
         "pass --mask-hole black.", "switch 'black marks the hole' and upload the mask again.")]
     assert "looks inverted" in r["warnings"][0]
     r = app.post("/api/mask", json={"mask": _image_url(~hole * np.uint8(255)), "width": 45, "height": 37,

@@ -18,6 +18,7 @@ from inference import roundtrip
 from models.exegan import EXEGAN
 from models.sketch import SketchEXEGAN
 from scripts import export_onnx as ex
+from inference import onnx_export as ox
 from scripts import inpaint_onnx as io_onnx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +34,7 @@ def exported(files, tmp_path_factory):
     assert ex_run(["--ckpt", files["exe"], "--psp", files["psp"], "--out", path]) == 0  # the CLI
     sk_model = SketchEXEGAN.from_checkpoints(files["sketch"], files["psp"])
     sk_path = str(root / "tiny_sketch_style_mix.onnx")
-    ex.export_graph(sk_model, sk_path, style_mix=True, ckpt=files["sketch"], psp=files["psp"])
+    ox.export_graph(sk_model, sk_path, style_mix=True, ckpt=files["sketch"], psp=files["psp"])
     return types.SimpleNamespace(model=model, path=path, sk_model=sk_model, sk_path=sk_path)
 
 
@@ -46,7 +47,7 @@ def _torch_reference(model, inp, *, mix_layers=None):
     """PyTorch (reference ops, default grouped modulated conv) on the graph's inputs: [B, S, S, 3]."""
     f = lambda a: a.permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
     x, m = f(inp["image"]), (inp["mask"].permute(0, 3, 1, 2) >= 128).float()
-    noise = ex.split_noise(inp["noise"], ex.noise_sizes(model.generator))
+    noise = ox.split_noise(inp["noise"], ox.noise_sizes(model.generator))
     kw = dict(z=inp["z"], noise=noise, truncation=float(inp["truncation"][0]))
     if "sketch" in inp:
         kw["sketch"] = (inp["sketch"].permute(0, 3, 1, 2) >= 128).float()
@@ -69,17 +70,17 @@ def _check_parity(ref_float, out, completed, inp):
 
 def test_graph_has_standard_ops_only_and_its_metadata(exported, files):
     proto = onnx.load(exported.path)
-    assert ex.foreign_ops_onnx(proto) == []
+    assert ox.foreign_ops_onnx(proto) == []
     assert {o.domain for o in proto.opset_import if o.domain in ("", "ai.onnx")}
-    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [ex.DEFAULT_OPSET]
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [ox.DEFAULT_OPSET]
     meta = {p.key: p.value for p in proto.metadata_props}
     g = exported.model.generator
     assert meta["exegan.mask_polarity"].startswith("255 = hole")
     assert meta["exegan.size"] == str(g.size) and meta["exegan.n_exemplar"] == str(g.n_exemplar)
     assert meta["exegan.exemplar_start"] == str(g.exemplar_start)
-    assert meta["exegan.ckpt_sha256"] == ex.file_sha256(files["exe"])
-    assert meta["exegan.psp_sha256"] == ex.file_sha256(files["psp"])
-    assert meta["exegan.opset"] == str(ex.DEFAULT_OPSET)
+    assert meta["exegan.ckpt_sha256"] == ox.file_sha256(files["exe"])
+    assert meta["exegan.psp_sha256"] == ox.file_sha256(files["psp"])
+    assert meta["exegan.opset"] == str(ox.DEFAULT_OPSET)
     inputs = {v.name: v.type.tensor_type for v in proto.graph.input}
     assert list(inputs) == ["image", "mask", "exemplar", "z", "noise", "truncation"]
     assert inputs["image"].elem_type == onnx.TensorProto.UINT8
@@ -91,8 +92,8 @@ def test_graph_has_standard_ops_only_and_its_metadata(exported, files):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnxruntime_equals_pytorch(exported, batch):
     """Dynamic batch: one file at batch 1 and 3; truncation 0.7 at batch 3."""
-    graph = ex.InpaintGraph(exported.model)
-    inp = ex.example_inputs(graph, batch=batch, seed=batch)
+    graph = ox.InpaintGraph(exported.model)
+    inp = ox.example_inputs(graph, batch=batch, seed=batch)
     if batch == 3:
         inp["truncation"] = torch.tensor([0.7])
     out, completed = _session(exported.path).run(None, {k: v.numpy() for k, v in inp.items()})
@@ -102,8 +103,8 @@ def test_onnxruntime_equals_pytorch(exported, batch):
 def test_flipped_mask_polarity_is_caught(exported):
     """The check above fails when the graph's hole and the caller's disagree: the same inputs with the
     mask inverted leave the box's pixels untouched and change the rest."""
-    graph = ex.InpaintGraph(exported.model)
-    inp = ex.example_inputs(graph, batch=1, seed=7)
+    graph = ox.InpaintGraph(exported.model)
+    inp = ox.example_inputs(graph, batch=1, seed=7)
     flipped = dict(inp, mask=255 - inp["mask"])
     out, completed = _session(exported.path).run(None, {k: v.numpy() for k, v in flipped.items()})
     with pytest.raises(AssertionError):
@@ -112,11 +113,11 @@ def test_flipped_mask_polarity_is_caught(exported):
 
 def test_sketch_style_mix_graph_equals_pytorch(exported):
     proto = onnx.load(exported.sk_path)
-    assert ex.foreign_ops_onnx(proto) == []
+    assert ox.foreign_ops_onnx(proto) == []
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["exegan.graph"] == "style_mix" and meta["exegan.sketch"] == "1"
-    graph = ex.InpaintGraph(exported.sk_model, style_mix=True)
-    inp = ex.example_inputs(graph, batch=2, seed=3)
+    graph = ox.InpaintGraph(exported.sk_model, style_mix=True)
+    inp = ox.example_inputs(graph, batch=2, seed=3)
     assert list(inp) == [v.name for v in proto.graph.input]
     g = exported.sk_model.generator
     layers = [g.exemplar_start + k for k in range(g.n_exemplar) if inp["mix"][k]]
@@ -145,8 +146,8 @@ def test_a_custom_op_reaching_the_trace_is_refused(exported, tmp_path, monkeypat
     from op import _impl
     monkeypatch.setattr(_impl, "cuda_extension", lambda *t: _emulated_ext())
     path = tmp_path / "leak.onnx"
-    with pytest.raises(ex.ExportError, match="custom operators exegan"):
-        ex.export_graph(exported.model, str(path))
+    with pytest.raises(ox.ExportError, match="custom operators exegan"):
+        ox.export_graph(exported.model, str(path))
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
@@ -155,7 +156,7 @@ def test_the_onnx_check_finds_a_non_standard_node():
     inner = onnx.helper.make_graph([node], "inner", [], [])
     if_node = onnx.helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=inner)
     g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["a"], ["b"]), if_node], "g", [], [])
-    assert ex.foreign_ops_onnx(onnx.helper.make_model(g)) == ["exegan::upfirdn2d"]
+    assert ox.foreign_ops_onnx(onnx.helper.make_model(g)) == ["exegan::upfirdn2d"]
 
 
 def test_export_cli_refuses_cuda_ops_and_existing_files(files, tmp_path, capsys):
@@ -175,7 +176,7 @@ def test_the_cli_tells_sketch_checkpoints_apart(files):
 
 
 def ex_run(argv):
-    from scripts._cli_common import run
+    from scripts.cli_common import run
     return run(ex.main, argv)
 
 
@@ -239,8 +240,8 @@ def test_inpaint_onnx_equals_the_pytorch_round_trip(exported, tmp_path, h):
     prep = roundtrip.prepare(img, hole, g.size)
     codes = model.encode_exemplars(tio.read_exemplar(str(tmp_path / "ex" / "face.png"), g.size)[None])
     for k in range(2):
-        z, noise = io_onnx.latents(5 + k, g.style_dim, sum(r * r for r in ex.noise_sizes(g)))
-        maps = ex.split_noise(torch.from_numpy(noise)[None], ex.noise_sizes(g))
+        z, noise = io_onnx.latents(5 + k, g.style_dim, sum(r * r for r in ox.noise_sizes(g)))
+        maps = ox.split_noise(torch.from_numpy(noise)[None], ox.noise_sizes(g))
         want = prep.paste(model.complete(prep.image[None], prep.mask[None], codes, z=torch.from_numpy(z)[None],
                                          noise=maps)[0])
         got = h.read(out / f"face_sample{k}.png")
