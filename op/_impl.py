@@ -24,6 +24,7 @@ Which upfirdn2d kernel the compiled path uses is a second, independent choice:
 ``general`` and ``tiled`` are for debugging and benchmarks.
 """
 import os
+import contextlib
 import warnings
 
 ENV_VAR = 'EXEGAN_OPS'
@@ -70,6 +71,20 @@ def get_impl():
     if _override is not None:
         return _override
     return _from_env(ENV_VAR, 'auto', VALID_IMPLS)
+
+
+@contextlib.contextmanager
+def using_impl(impl):
+    """``with op.using_impl('ref'):`` selects ``impl`` as :func:`set_impl` does inside the block,
+    then restores the previous selection (set_impl's value, or none: the environment variable).
+    For code that must run one implementation for a while, e.g. tracing for an ONNX export."""
+    global _override
+    previous = _override
+    set_impl(impl)
+    try:
+        yield
+    finally:
+        _override = previous
 
 
 def set_upfirdn2d_kernel(kernel):

@@ -213,3 +213,20 @@ def test_prepare_build_env_on_a_copy():
     assert set(changed) <= {'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST', 'CPATH', 'PATH'}
     again = dict(env)
     assert _loader.prepare_build_env(again) == {} and again == env  # idempotent
+
+
+def test_using_impl_restores_the_previous_selection(monkeypatch):
+    monkeypatch.setenv(_impl.ENV_VAR, 'cuda')
+    op.set_impl(None)
+    with op.using_impl('ref'):
+        assert op.get_impl() == 'ref'
+    assert op.get_impl() == 'cuda' and _impl._override is None  # the environment decides again
+    op.set_impl('auto')
+    with pytest.raises(RuntimeError), op.using_impl('ref'):
+        raise RuntimeError('inside')
+    assert op.get_impl() == 'auto'
+    with pytest.raises(op.OpImplError):
+        with op.using_impl('fast'):
+            pass
+    assert op.get_impl() == 'auto'
+    op.set_impl(None)
