@@ -30,6 +30,8 @@ import threading
 import warnings
 from typing import Iterable, Optional, Tuple
 
+from PIL import Image
+
 from common.errors import UserError
 
 __all__ = ["WebGuardError", "ServerBusy", "LOCAL_NAMES", "local_hosts", "HostOriginGuard",
@@ -159,7 +161,6 @@ def check_image_pixels(source, max_pixels: int, what: str = "image",
     the pixels; raises :class:`WebGuardError` (413) above ``max_pixels`` and (400) when Pillow
     cannot read the header — or, with ``allow_unreadable``, returns None then, so that the
     caller's own reader gives its sentence. A file object is left where it was."""
-    from PIL import Image
     label = name or str(getattr(source, "label", None) or getattr(source, "name", None)
                         or (source if isinstance(source, str) else what))
     start = source.tell() if hasattr(source, "tell") else None
@@ -265,7 +266,7 @@ class WorkGateMiddleware:
             return await self.app(scope, receive, send)
         if not self.gate.admit():
             return await _send_json(send, 503, self.gate.busy_message(), [(b"retry-after", b"1")])
-        from starlette.concurrency import run_in_threadpool
+        from starlette.concurrency import run_in_threadpool  # optional: the editor's dependency
         taken = []
 
         def take():

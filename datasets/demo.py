@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import colorsys
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from datasets.errors import DatasetError
 
@@ -179,7 +181,6 @@ def _sample_attributes(rng: np.random.Generator) -> dict:
 
 
 def _hsv(h: float, s: float, v: float):
-    import colorsys
     return tuple(255 * c for c in colorsys.hsv_to_rgb(h, s, v))
 
 
@@ -428,7 +429,7 @@ def face(index: int, size: int, seed: int = 0, split: str = "train"):
 def astronaut_crops(n: int, size: int, seed: int = 0) -> List[Image.Image]:
     """``n`` jittered face crops of scikit-image's astronaut portrait (public-domain NASA photo),
     framed like the demo faces: a real face for qualitative checks."""
-    from skimage import data as skdata
+    from skimage import data as skdata  # heavy: scikit-image only for this photo
     photo = skdata.astronaut()  # [512, 512, 3] uint8; the face is centred near (225, 120)
     rng = np.random.default_rng([int(seed), 2])
     out = []
@@ -501,7 +502,6 @@ def make_demo_faces(root: str, n: int = 256, size: int = 64, seed: int = 0, *,
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".demo_faces-", dir=parent)
     try:
-        from tqdm import tqdm
         files = []
         jobs = [("train", i) for i in range(n)] + [("test", i) for i in range(n_test)]
         for split in ("train", "test"):

@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from datasets.errors import DatasetError
+from datasets.pairing import NamedFiles, NamePattern
 from datasets.imaging import (ALPHA_BACKGROUND, check_size, load_image, pil_to_tensor,
                               rel_stem, scan_images)
 from common.seeding import RngLike, as_rng
@@ -80,7 +81,6 @@ class ExemplarFolder:
 
     def __init__(self, root: str, size: int, background=ALPHA_BACKGROUND, pattern=None,
                  image_pattern=None):
-        from datasets.pairing import NamedFiles, NamePattern
         self.root, self.size, self.background = root, check_size(size), background
         names = scan_images(root)
         if not names:

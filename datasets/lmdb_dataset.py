@@ -33,6 +33,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 from torch.utils.data import Dataset
 
 from datasets.errors import DatasetError
@@ -80,7 +81,7 @@ _READERS: Dict[Tuple[str, int], object] = {}
 
 def reader_env(path: str):
     """The shared read-only handle of the LMDB at ``path`` for this process."""
-    import lmdb
+    import lmdb  # optional: lmdb is only needed for LMDB packs
     key = (os.path.abspath(path), os.getpid())
     env = _READERS.get(key)
     if env is None:
@@ -181,8 +182,7 @@ def pack_folder(root: str, out: str, sizes: Sequence[int], *, workers: int = 0,
     images without writing the metadata (used to test resuming). Returns the metadata dict
     (or ``None`` when stopped by ``limit``).
     """
-    import lmdb
-    from tqdm import tqdm
+    import lmdb  # optional: lmdb is only needed for LMDB packs
 
     sizes = sorted({check_size(s) for s in sizes})
     if not sizes:
@@ -316,7 +316,7 @@ class LMDBDataset(FlipMixin, Dataset):
         why = pack_damage(path)
         if why is not None:
             raise _damaged(self.path, why, size=self.size)
-        import lmdb
+        import lmdb  # optional: lmdb is only needed for LMDB packs
         try:
             meta = read_meta(reader_env(path))
         except (lmdb.Error, UnicodeDecodeError, ValueError) as e:
@@ -341,7 +341,7 @@ class LMDBDataset(FlipMixin, Dataset):
 
     def _validate(self) -> None:
         """Every image key of this size present (the index), and a few images decoded."""
-        import lmdb
+        import lmdb  # optional: lmdb is only needed for LMDB packs
         n, source = len(self.names), self.meta.get("source")
         if int(self.meta.get("length", n)) != n:
             raise _damaged(self.path, f"its metadata lists {n} names for {self.meta.get('length')} "
@@ -375,7 +375,7 @@ class LMDBDataset(FlipMixin, Dataset):
         return len(self.names)
 
     def load(self, index: int) -> torch.Tensor:
-        import lmdb
+        import lmdb  # optional: lmdb is only needed for LMDB packs
         try:
             with reader_env(self.path).begin() as txn:
                 data = txn.get(image_key(self.size, index))

@@ -51,10 +51,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from common.imagefile import mask_bits
 from datasets.errors import MaskError
 from datasets.imaging import DECODE_ERRORS, center_crop_box, rel_stem, scan_images
+from datasets.pairing import NamedFiles, NamePattern
 from common.seeding import RngLike, as_rng, rng_from_state, rng_state
 
 SizeLike = Union[int, Tuple[int, int], Sequence[int]]
@@ -481,7 +483,6 @@ def _in_interval(r: float, lo: float, hi: float) -> bool:
 def compute_ratios(root: str, names: Sequence[str], hole_value: int = 1,
                    progress: bool = False) -> Dict[str, dict]:
     """Hole ratio, hole pixel count and size of each mask file, at its own resolution."""
-    from tqdm import tqdm
     out = {}
     for name in tqdm(names, desc="mask ratios", unit="file", disable=not progress):
         hole = read_mask_file(os.path.join(root, name), hole_value)
@@ -501,7 +502,6 @@ class PairedMasks(MaskGenerator):
     random = False
 
     def __init__(self, root: str, hole_value: int = 1, pattern=None, image_pattern=None):
-        from datasets.pairing import NamedFiles, NamePattern
         names = _scan_mask_folder(root, hole_value)
         self.root, self.hole_value = root, hole_value
         self.image_pattern = image_pattern or NamePattern()

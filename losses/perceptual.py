@@ -79,7 +79,7 @@ def _trunk_state_dict(sd, path):
 
 
 def _shipped_heads_path(version='0.1'):
-    import lpips
+    import lpips  # optional: the lpips package is needed only when the LPIPS loss or metric is on
     return os.path.join(os.path.dirname(lpips.__file__), 'weights', f'v{version}', 'vgg.pth')
 
 
@@ -124,7 +124,7 @@ def load_lpips(vgg_path=None, *, allow_random_backbone=False, device='cpu'):
         trunk = _trunk_state_dict(sd, vgg_path)
         del sd  # the classifier tensors (~0.5 GB) are not needed
 
-    import lpips
+    import lpips  # optional: as in _shipped_heads_path
     with warnings.catch_warnings():
         # lpips passes torchvision's deprecated `pretrained=` argument; the trunk is random here.
         warnings.filterwarnings('ignore', message=".*'pretrained' is deprecated.*")

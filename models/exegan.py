@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from models.checkpoint import load_generator
 from models.generator import Generator
+from models.psp import load_style_encoder
 
 
 class InputError(UserError, ValueError):
@@ -77,8 +79,6 @@ class EXEGAN(nn.Module):
                          device: torch.device | str = "cpu", *, which: str = "g_ema") -> "EXEGAN":
         """Load G (entry ``which`` of an EXE-GAN checkpoint, ours or the authors') and the pSp
         encoder whose heads cover G's exemplar slots."""
-        from models.checkpoint import load_generator
-        from models.psp import load_style_encoder
         generator = load_generator(exe_ckpt, device, which=which)
         # Mapped from the file: an exemplar reads only the heads of G's slots (see load_style_encoder).
         encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device,

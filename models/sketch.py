@@ -44,6 +44,7 @@ from models.checkpoint import (CheckpointError, CheckpointMismatchError, infer_g
                                safe_load)
 from models.exegan import EXEGAN, InputError, make_gin
 from models.generator import Generator
+from models.psp import load_style_encoder
 from models.stylegan2 import EqualConv2d
 from op import conv2d_gradfix
 
@@ -324,7 +325,6 @@ class SketchEXEGAN(EXEGAN):
     @classmethod
     def from_checkpoints(cls, exe_ckpt, psp_ckpt, device: torch.device | str = "cpu", *,
                          which: str = "g_ema") -> "SketchEXEGAN":
-        from models.psp import load_style_encoder
         generator = load_sketch_generator(exe_ckpt, device, which=which)
         encoder = load_style_encoder(psp_ckpt, generator.exemplar_start, generator.n_exemplar, device,
                                      mapped=True)  # as EXEGAN.from_checkpoints

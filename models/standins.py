@@ -9,11 +9,15 @@ knowledge. Used by ``training.pretrained`` and ``metrics.testrun`` alike (hence 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Optional
 
 import torch
 
 from common import seeding as rng
+from models.checkpoint import safe_load, save_checkpoint
+from models.identity import IdentityNet
+from models.psp import StyleEncoder
 
 STANDIN_WIDTH = 8                  # first-stage channels of the IR-SE stand-ins
 STANDIN_UNITS = (1, 1, 1, 1)
@@ -31,8 +35,6 @@ def seeded(seed: int):
 
 
 def standin_style_encoder(start: int, n: int, n_styles: int, style_dim: int, seed: int):
-    from models.psp import StyleEncoder
-
     with seeded(rng.derive_seed(seed, 0x5E)):
         enc = StyleEncoder(start=start, n=n, n_styles=n_styles, style_dim=style_dim,
                            width=STANDIN_WIDTH, units=STANDIN_UNITS, input_size=STANDIN_ENCODER_INPUT)
@@ -43,8 +45,6 @@ def standin_style_encoder(start: int, n: int, n_styles: int, style_dim: int, see
 def save_standin_style_encoder(encoder, path: str) -> str:
     """Write a (stand-in) StyleEncoder in the released pSp file layout - ``opts``, ``state_dict``
     with ``encoder.`` keys, ``latent_avg`` - so that ``models.load_style_encoder`` reads it back."""
-    from models.checkpoint import save_checkpoint
-
     sd = {f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()}
     obj = {"opts": {"encoder_type": "GradualStyleEncoder", "input_nc": 3,
                     "note": "random stand-in of a pretrained.allow_random run, not a trained pSp"},
@@ -62,9 +62,6 @@ def trained_standin_beside(ckpt_path: str) -> Optional[str]:
     Raises FileNotFoundError (one sentence naming ``--psp``) when that file is missing; returns
     None for checkpoints of other runs (or unreadable ones: the caller's loader reports those).
     """
-    import os
-
-    from models.checkpoint import safe_load
     try:
         cfg = safe_load(ckpt_path).get("config") or {}
     except Exception:
@@ -81,7 +78,5 @@ def trained_standin_beside(ckpt_path: str) -> Optional[str]:
 
 
 def standin_identity(seed: int):
-    from models.identity import IdentityNet
-
     with seeded(rng.derive_seed(seed, 0x1D)):
         return IdentityNet("ir_se50", feature_dim=STANDIN_ID_DIM, width=STANDIN_WIDTH, units=STANDIN_UNITS)

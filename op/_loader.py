@@ -145,7 +145,7 @@ def prepare_build_env(environ=None):
     if shutil.which('ninja', path=environ.get('PATH')) is None:
         ninja_dirs = [os.path.dirname(sys.executable)]
         with contextlib.suppress(ImportError, AttributeError):
-            import ninja
+            import ninja  # optional: the pip ninja package, only to find its binary for a build
             ninja_dirs.insert(0, ninja.BIN_DIR)
         for d in ninja_dirs:
             if shutil.which('ninja', path=d):
@@ -153,7 +153,7 @@ def prepare_build_env(environ=None):
                 break
     environ.update(changed)
     if environ is os.environ and cuda_home:
-        import torch.utils.cpp_extension as cpp_ext
+        import torch.utils.cpp_extension as cpp_ext  # heavy: only when a CUDA build is set up
         cpp_ext.CUDA_HOME = environ['CUDA_HOME']
     return changed
 
@@ -202,7 +202,7 @@ def build_key(name=EXTENSION, csrc=CSRC, arch_list=None):
 def _build_lock(path):
     """An OS-level lock (released by the kernel even if the holder dies: no stale lock)."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:  # not POSIX: builds still land atomically, just possibly twice
         yield
         return
@@ -234,7 +234,7 @@ def build(name=EXTENSION, root=None, csrc=CSRC, verbose=False):
     if name not in SOURCES:
         raise KeyError(f"unknown op extension {name!r}; known: {sorted(SOURCES)}")
     prepare_build_env()
-    import torch.utils.cpp_extension as cpp_ext
+    import torch.utils.cpp_extension as cpp_ext  # heavy: never imported unless an op is built
     if not cpp_ext.CUDA_HOME or not _is_toolkit_root(cpp_ext.CUDA_HOME):
         raise OpBuildError(f"cannot build the CUDA op {name!r}: no CUDA toolkit found (looked at "
                            f"$CUDA_HOME, the nvcc on PATH and /usr/local/cuda*); install the "

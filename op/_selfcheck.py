@@ -16,6 +16,8 @@ atomics), so ranks on the same GPU model reach the same verdict without a collec
 collective here could deadlock: rank 0 alone runs the evaluation, which may meet a case the
 other ranks never do). tests/op/test_selfcheck.py checks this with gloo processes.
 """
+import argparse
+import json
 import logging
 import time
 import warnings
@@ -164,6 +166,8 @@ def tolerance(dtype, taps, scale):
 def check_case(ext, device, case, dtype):
     """Run tiled case ``case`` against the float64 reference on ``device``; None if it passes,
     else a one-line description of the first error."""
+    # cycle: op/upfirdn2d.py imports this module at its top (choose() asks tile_for), so the
+    # reference is looked up when a case is checked, after both modules exist.
     from .upfirdn2d import upfirdn2d_ref
     kh, kw, ux, uy, dx, dy = CASE_PARAMS[case]
     taps = -(-kh // uy) * -(-kw // ux)
@@ -187,7 +191,7 @@ def check_case(ext, device, case, dtype):
 def run_all(device, dtypes=(torch.float32, torch.bfloat16, torch.float16)):
     """Check every case in every dtype on ``device`` with the compiled extension (building it if
     needed); returns the verdicts. For scripts/gpu_check.py; a CPU device checks the emulation."""
-    from . import _loader
+    from . import _loader  # lazy, as in _impl.cuda_extension: `import op` never loads the builder
     ext = _loader.load_extension()
     device = torch.device(device)
     if device.type == 'cpu':  # the host emulation runs float and double only
@@ -199,8 +203,6 @@ def run_all(device, dtypes=(torch.float32, torch.bfloat16, torch.float16)):
 
 
 def main(argv=None):
-    import argparse
-    import json
     p = argparse.ArgumentParser(description="Run the tiled upfirdn2d kernel's self-check for "
                                             "every case and dtype; print (or write) the verdicts.")
     p.add_argument('--device', default='cuda')

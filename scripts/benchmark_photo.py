@@ -33,19 +33,23 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from skimage import data  # noqa: E402
 
 from common.cli import DefaultsHelpFormatter  # noqa: E402
+from inference.detect import make_detector  # noqa: E402
+from inference.photo import align_exemplar, align_photo  # noqa: E402
+from inference.roundtrip import prepare  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from models.generator import Generator  # noqa: E402
+from models.psp import StyleEncoder  # noqa: E402
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
+from scripts.inpaint import inpaint_one  # noqa: E402
 
 SIZE = 256
 
 
 def full_size_model(seed: int = 0):
     """EXEGAN at 256 px with the released architectures (StyleGAN2 generator, pSp IR-SE50 encoder)."""
-    from models.exegan import EXEGAN
-    from models.generator import Generator
-    from models.psp import StyleEncoder
-
     torch.manual_seed(seed)
     g = Generator(SIZE)
     enc = StyleEncoder(start=g.exemplar_start, n=g.n_exemplar, n_styles=max(18, g.n_latent),
@@ -57,7 +61,6 @@ def full_size_model(seed: int = 0):
 def photo_of(width: int, height: int, mirror: bool = False):
     """(photo [H, W, 3] uint8, hole [H, W] bool over nose and mouth): the astronaut enlarged so that
     the photo's short side is the portrait's side, centred, edges repeated."""
-    from skimage import data
     a = data.astronaut()[:, ::-1] if mirror else data.astronaut()
     side = min(width, height)
     big = np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((side, side), Image.LANCZOS))
@@ -73,10 +76,6 @@ def photo_of(width: int, height: int, mirror: bool = False):
 
 def overhead(model, detector, repeats: int) -> dict:
     """Round trip through the aligned crop vs the plain inpaint of that crop, 2 MP photo."""
-    from inference.photo import align_exemplar, align_photo
-    from inference.roundtrip import prepare
-    from scripts.inpaint import inpaint_one
-
     photo, hole = photo_of(1632, 1224)
     exemplar, _ = photo_of(1024, 1024, mirror=True)
     faces = detector(photo)
@@ -189,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from inference.detect import make_detector
     model = full_size_model()
     detector = make_detector("cpu")
     report = {"machine": machine_info(torch.device("cpu")), "model_size": SIZE,

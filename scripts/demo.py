@@ -25,11 +25,18 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join("configs", "demo.yaml")
 sys.path.insert(0, ROOT)  # run as `python scripts/demo.py`: the repository's packages
 
 from metrics.exemplar_effect import attribute_hole, measure  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from training.demo_encoder import load_labelled_faces  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
@@ -49,8 +56,6 @@ def _newest_run(outdir: str, before: set[str]) -> str:
 
 def _to_pil(t):
     """[3, H, W] in [-1, 1] -> Pillow image."""
-    import numpy as np
-    from PIL import Image
     a = ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(a))
 
@@ -94,11 +99,6 @@ def exemplar_effect(export: str, psp: str, demo_root: str, out_dir: str, *, n_gr
     """Measure the exemplar effect of the demo model on the demo test faces and write
     ``exemplar_effect.json`` and ``exemplar_grid.png`` into ``out_dir``. Returns
     (ExemplarEffect, grid path)."""
-    import torch
-
-    from models.exegan import EXEGAN
-    from training.demo_encoder import load_labelled_faces
-
     model = EXEGAN.from_checkpoints(export, psp)
     with open(os.path.join(demo_root, "demo_faces.json"), encoding="utf-8") as f:
         records = [e for e in json.load(f)["files"] if e.get("split") == "test"]
@@ -162,7 +162,6 @@ def main(argv=None) -> int:
     first, last = summary.get("first_eval") or {}, summary.get("last_eval") or {}
     psp = summary.get("standin_psp")
     with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
-        import yaml
         run_cfg = yaml.safe_load(f)
     demo_root = os.path.join(ROOT, run_cfg["data"]["demo_root"])
     size = int(run_cfg["model"]["size"])

@@ -43,6 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import torch  # noqa: E402
+
 from scripts.benchmark import write_report  # noqa: E402  (atomic JSON writer)
 
 # Every test that needs a CUDA GPU (each skips itself without one). The compile test builds
@@ -106,8 +108,6 @@ def install_wheels(site_dir: str) -> str:
 
 
 def env_info(device: str) -> dict:
-    import torch
-
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "nvcc": shutil.which("nvcc"),
             "cuda_available": torch.cuda.is_available(), "device": device}

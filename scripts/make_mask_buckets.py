@@ -8,9 +8,17 @@ every file again, and prints the count per bucket.
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.errors import UserError, report  # noqa: E402
+from datasets.errors import MaskError  # noqa: E402
+from datasets.imaging import scan_images  # noqa: E402
+from datasets.masks import (BUCKET_LABELS, COPIES_MARKER, INDEX_FILE, compute_ratios,  # noqa: E402
+                            without_bucket_copies)
 
 EPILOG = """\
 examples:
@@ -37,8 +45,6 @@ def main(argv=None):
                         help="also copy the files into DIR/<bucket>/ (e.g. DIR/10-20/x.png)")
     args = parser.parse_args(argv)
 
-    from common.errors import UserError, report
-    from datasets.masks import BUCKET_LABELS
     try:
         out, stats = index_masks(args)
     except UserError as e:
@@ -62,7 +68,6 @@ def _inside(path: str, folder: str) -> bool:
 
 def _check_outputs(args, out: str) -> None:
     """--out and --copy-into can be written, before any mask is read (one sentence each)."""
-    from datasets.errors import MaskError
     if os.path.isdir(out):
         raise MaskError(f"--out '{out}' is a folder; give the index file's path (e.g. "
                         f"{os.path.join(out, 'mask_ratios.json')}).")
@@ -86,10 +91,6 @@ def _copy(args, stats) -> None:
     """Copy the files into DIR/<bucket>/, marking DIR (datasets.masks.COPIES_MARKER) so that a
     scan of a root that holds DIR skips the copies; on failure the copies of this run are
     removed."""
-    import shutil
-
-    from datasets.errors import MaskError
-    from datasets.masks import COPIES_MARKER
     made_dirs, made_files = [], []
     try:
         head = os.path.abspath(args.copy_into)
@@ -127,9 +128,6 @@ def _copy(args, stats) -> None:
 
 def _stage_index(out: str, doc: dict) -> str:
     """The index written whole to a temporary file next to ``out`` (renamed over it last)."""
-    import tempfile
-
-    from datasets.errors import MaskError
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".mask_ratios.", suffix=".tmp",
@@ -147,9 +145,6 @@ def _stage_index(out: str, doc: dict) -> str:
 def index_masks(args):
     """(index path, stats per file): every check first, then the index staged, the copies, and
     the index renamed into place."""
-    from datasets.errors import MaskError
-    from datasets.masks import INDEX_FILE, compute_ratios, without_bucket_copies
-    from datasets.imaging import scan_images
 
     out = args.out or os.path.join(args.root, INDEX_FILE)
     if not os.path.isdir(args.root):

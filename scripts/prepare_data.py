@@ -5,10 +5,16 @@ Training and evaluation read image folders directly; an LMDB pack is faster on n
 with many DataLoader workers. Any `dataset.path` in a config may point at either.
 """
 import argparse
+import math
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.errors import UserError, report  # noqa: E402
+from datasets.errors import DatasetError  # noqa: E402
+from datasets.lmdb_dataset import pack_folder  # noqa: E402
 
 EPILOG = r"""workflow:
   1. Lay out the images as train/test folders (any nesting; png, jpg, jpeg, bmp, webp, tif):
@@ -47,7 +53,6 @@ def main(argv=None):
                         help="LMDB address space in GiB (the file only grows as needed)")
     args = parser.parse_args(argv)
 
-    from common.errors import UserError, report
     try:
         meta = pack(args)
     except UserError as e:
@@ -63,9 +68,6 @@ MAX_SIZE = 8192
 
 def check_args(args) -> None:
     """Every flag checked before anything is read or written (one sentence each)."""
-    import math
-
-    from datasets.errors import DatasetError
     bad = [s for s in args.size if not 1 <= s <= MAX_SIZE]
     if bad:
         raise DatasetError(f"--size must be a whole number of pixels from 1 to {MAX_SIZE}, got "
@@ -83,7 +85,6 @@ def check_args(args) -> None:
 def _prepare_out(out: str) -> list:
     """Check that ``out`` can hold the pack, creating it if missing; returns what this run
     created (folders, deepest last) so that a failed run can remove it."""
-    from datasets.errors import DatasetError
     if os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError(f"Output '{out}' exists and is not a folder; choose another --out.")
     created, head = [], os.path.abspath(out)
@@ -105,12 +106,7 @@ def pack(args) -> dict:
     folder, or the pack files in a folder that was empty) is removed: a failed run leaves
     nothing half-made. An interrupted run (Ctrl-C) keeps its pack, which the same command
     resumes."""
-    import shutil
-
-    import lmdb
-
-    from datasets.errors import DatasetError
-    from datasets.lmdb_dataset import pack_folder
+    import lmdb  # optional: lmdb is only needed for LMDB packs
 
     check_args(args)
     existed = os.path.isdir(args.out)
