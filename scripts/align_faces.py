@@ -29,10 +29,10 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inference.align import (LANDMARK_NAMES, PAD_MODES, TEMPLATE, align, apply,  # noqa: E402,F401
-                             landmarks_from_files, lookup, read_points, template, to_five, umeyama, warp)
-from inference.detect import Detector, make_detector  # noqa: E402,F401
-from scripts import _cli_common as cli  # noqa: E402
+from inference.align import PAD_MODES, align, landmarks_from_files, template  # noqa: E402
+from inference.detect import make_detector  # noqa: E402
+from inference.io import read_rgb  # noqa: E402
+from scripts import cli_common as cli  # noqa: E402
 
 #: Largest --size: 4096 x 4096 is four times FFHQ's 1024 (a larger one would allocate gigabytes).
 MAX_SIZE = 4096
@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     writer = cli.OutputWriter(args.out)
 
     for key, path in images.items():
-        image = cli.read_rgb(path)
+        image = read_rgb(path)
         if marks is not None:
             faces = [marks[key]]
         else:

@@ -24,14 +24,18 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+from skimage import data  # noqa: E402
 
-from scripts import _cli_common as cli  # noqa: E402
+from inference.io import to_uint8  # noqa: E402
+from inference.photo import PhotoAligner  # noqa: E402
+from inference.roundtrip import with_hole  # noqa: E402
+from scripts import cli_common as cli  # noqa: E402
+from scripts.editor import demo_files  # noqa: E402
 
 HEIGHT = 256
 
 
 def astronaut_and_hole():
-    from skimage import data
     photo = data.astronaut()
     hole = np.zeros(photo.shape[:2], bool)
     yy, xx = np.ogrid[0:512, 0:512]
@@ -40,16 +44,16 @@ def astronaut_and_hole():
 
 
 def figure(photo, hole, prep, completed, result, exemplar) -> Image.Image:
-    marked = Image.fromarray(cli.with_hole(photo, hole))
+    marked = Image.fromarray(with_hole(photo, hole))
     draw = ImageDraw.Draw(marked)
     x0, y0, x1, y1 = prep.face.box
     draw.rectangle([x0, y0, x1, y1], outline=(255, 212, 0), width=3)
     for x, y in prep.face.landmarks:
         draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(46, 204, 113))
     zx0, zy0, zx1, zy1 = (int(v) for v in (x0 - 20, y0 - 20, x1 + 20, y1 + 20))
-    tiles = [cli.tile(np.asarray(marked), HEIGHT), cli.tile(cli.with_hole(prep.crop, prep.crop_hole), HEIGHT),
+    tiles = [cli.tile(np.asarray(marked), HEIGHT), cli.tile(with_hole(prep.crop, prep.crop_hole), HEIGHT),
              cli.tile(exemplar, HEIGHT), cli.tile(completed, HEIGHT), cli.tile(result, HEIGHT),
-             cli.tile(cli.with_hole(photo, hole)[zy0:zy1, zx0:zx1], HEIGHT),
+             cli.tile(with_hole(photo, hole)[zy0:zy1, zx0:zx1], HEIGHT),
              cli.tile(result[zy0:zy1, zx0:zx1], HEIGHT)]
     return cli.hstack(tiles)
 
@@ -64,12 +68,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.demo:
-        from scripts.editor import demo_files
         args.ckpt, args.psp = demo_files(args.demo)
     if not (args.ckpt and args.psp):
         raise cli.CLIError("give --ckpt and --psp, or --demo.")
-    from inference.photo import PhotoAligner
-
     model = cli.load_model(args.ckpt, args.psp, cli.resolve_device("cpu"))
     photo, hole = astronaut_and_hole()
     aligner = PhotoAligner(model.size, feather=args.feather)
@@ -80,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = model.complete(prep.image[None], prep.mask[None], codes, seed=args.seed)[0]
     result = prep.paste(out)
     assert np.array_equal(result[~hole], photo[~hole])
-    sheet = figure(photo, hole, prep, cli.to_uint8(out), result, cli.to_uint8(ex))
+    sheet = figure(photo, hole, prep, to_uint8(out), result, to_uint8(ex))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(f"{args.out}: {sheet.width}x{sheet.height} ({args.ckpt}, {model.size}x{model.size} model)")

@@ -21,7 +21,7 @@ def _user_error_types():
     from models.checkpoint import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
     from models.exegan import InputError
     from models.irse import WeightsFileError
-    from scripts._cli_common import CLIError
+    from scripts.cli_common import CLIError
     from training.config import ConfigError
     from training.data import DataError
     from training.errors import NonFiniteLossError
@@ -101,7 +101,7 @@ def test_every_cli_prints_a_user_error_as_one_sentence_with_status_2(entry, caps
         monkeypatch.setattr(cli, "resolve", fail)
         rc = cli.main(["--data", "x"])
     else:
-        from scripts._cli_common import run
+        from scripts.cli_common import run
         rc = run(fail, [])
     err = capsys.readouterr().err
     assert rc == 2 and err == f"error: {sentence}\n"

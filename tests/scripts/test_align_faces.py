@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import _cli_common as cli
+from inference.align import apply, landmarks_from_files, template, to_five, umeyama
 from scripts import align_faces as af
+from scripts import cli_common as cli
 
 
 def _similarity(scale, degrees, tx, ty):
@@ -23,10 +24,10 @@ def test_umeyama_recovers_a_known_similarity_without_reflection():
     rng = np.random.default_rng(0)
     src = rng.uniform(0, 100, (5, 2))
     m = _similarity(0.37, 23.0, 12.5, -40.0)
-    assert np.allclose(af.umeyama(src, af.apply(m, src)), m, atol=1e-9)
+    assert np.allclose(umeyama(src, apply(m, src)), m, atol=1e-9)
     # Mirrored points: the best *rotation* is returned, never a reflection.
     mirrored = src * [-1, 1]
-    fit = af.umeyama(mirrored, af.apply(m, src))
+    fit = umeyama(mirrored, apply(m, src))
     assert np.linalg.det(fit[:, :2]) > 0
 
 
@@ -48,10 +49,10 @@ def _centroid(a, x, y, r):
 
 @pytest.mark.parametrize("scale,degrees,size", [(0.3, 17.0, 64), (1.6, -8.0, 96)])  # photo shrunk / enlarged
 def test_landmarks_land_on_the_template_within_a_pixel(h, tmp_path, scale, degrees, size):
-    tpl = af.template(size)
+    tpl = template(size)
     to_aligned = _similarity(scale, degrees, 7.0, -5.0)     # photo -> aligned, known
     inv = np.linalg.inv(np.vstack([to_aligned, [0, 0, 1]]))[:2]
-    photo_pts = af.apply(inv, tpl)                           # where the landmarks are in the photo
+    photo_pts = apply(inv, tpl)                           # where the landmarks are in the photo
     lo, hi = photo_pts.min(0), photo_pts.max(0)
     photo_pts = photo_pts - lo + 0.3 * (hi - lo).max() + 0.37  # fit inside a photo, sub-pixel offset
     W, H = (np.ceil(photo_pts.max(0) + 0.3 * (hi - lo).max())).astype(int)
@@ -69,7 +70,7 @@ def test_landmarks_land_on_the_template_within_a_pixel(h, tmp_path, scale, degre
         err = max(err, math.hypot(cx - x, cy - y))
     assert err < 0.25  # "within a pixel" with margin: a half-pixel convention slip would fail
     record = json.loads((out / "photo.json").read_text())
-    assert np.allclose(af.apply(np.array(record["matrix"]), photo_pts), tpl, atol=1e-6)
+    assert np.allclose(apply(np.array(record["matrix"]), photo_pts), tpl, atol=1e-6)
 
 
 def test_landmark_file_formats(tmp_path):
@@ -77,10 +78,10 @@ def test_landmark_file_formats(tmp_path):
     images = {"a": str(tmp_path / "a.png"), "sub/b": str(tmp_path / "sub" / "b.jpg")}
     # one TXT file for one image
     (tmp_path / "a.txt").write_text("\n".join(f"{x} {y}" for x, y in pts))
-    assert np.array_equal(af.landmarks_from_files({"a": images["a"]}, str(tmp_path / "a.txt"))["a"], pts)
+    assert np.array_equal(landmarks_from_files({"a": images["a"]}, str(tmp_path / "a.txt"))["a"], pts)
     # a JSON name -> points map for a folder
     (tmp_path / "map.json").write_text(json.dumps({"a.png": pts.tolist(), "sub/b": pts.ravel().tolist()}))
-    got = af.landmarks_from_files(images, str(tmp_path / "map.json"))
+    got = landmarks_from_files(images, str(tmp_path / "map.json"))
     assert np.array_equal(got["a"], pts) and np.array_equal(got["sub/b"], pts)
     # a folder of per-image files, paired by name; 68 iBUG points are reduced to five
     pts68 = np.zeros((68, 2))
@@ -90,15 +91,15 @@ def test_landmark_file_formats(tmp_path):
     (tmp_path / "lm" / "sub").mkdir(parents=True)
     (tmp_path / "lm" / "a.json").write_text(json.dumps(pts68.tolist()))
     (tmp_path / "lm" / "sub" / "b.txt").write_text(" ".join(map(str, pts.ravel())))
-    got = af.landmarks_from_files(images, str(tmp_path / "lm"))
+    got = landmarks_from_files(images, str(tmp_path / "lm"))
     assert np.allclose(got["a"], pts) and np.array_equal(got["sub/b"], pts)
     # errors
     with pytest.raises(cli.CLIError, match="holds 3 points"):
-        af.to_five([[1, 2], [3, 4], [5, 6]], "x.json")
+        to_five([[1, 2], [3, 4], [5, 6]], "x.json")
     with pytest.raises(cli.CLIError, match="one set of landmarks but --image has 2"):
-        af.landmarks_from_files(images, str(tmp_path / "a.txt"))
+        landmarks_from_files(images, str(tmp_path / "a.txt"))
     with pytest.raises(cli.CLIError, match="no sub/c.json or sub/c.txt"):
-        af.landmarks_from_files({"sub/c": "c.png"}, str(tmp_path / "lm"))
+        landmarks_from_files({"sub/c": "c.png"}, str(tmp_path / "lm"))
 
 
 def test_no_landmarks_and_no_detector_is_a_clear_error(h, tmp_path, monkeypatch, capsys):

@@ -11,7 +11,8 @@ from PIL import Image
 
 from models import Discriminator, make_checkpoint, save_checkpoint
 from models.exegan import EXEGAN
-from scripts import _cli_common as cli
+from inference.io import article, mask_warnings, read_exemplar, to_uint8
+from scripts import cli_common as cli
 from scripts import inpaint, style_mix
 
 
@@ -142,10 +143,10 @@ def test_implausible_masks_warn_in_both_clis(files, h, tmp_path, capsys, case, n
 def test_mask_warnings_thresholds():
     hole = np.zeros((10, 10), bool)
     hole[:7] = True                                    # exactly 70 %: no warning
-    assert cli.mask_warnings(hole) == []
+    assert mask_warnings(hole) == []
     hole[7, :1] = True                                 # 71 %
-    assert cli.mask_warnings(hole)[0].startswith("the hole covers 71 %")
-    assert "pass --mask-hole white" in cli.mask_warnings(~np.pad(np.ones((4, 4), bool), 3), "black")[0]
+    assert mask_warnings(hole)[0].startswith("the hole covers 71 %")
+    assert "pass --mask-hole white" in mask_warnings(~np.pad(np.ones((4, 4), bool), 3), "black")[0]
 
 
 def test_which_picks_the_generator_of_a_training_checkpoint(files, h, tmp_path, capsys):
@@ -177,7 +178,7 @@ def test_which_picks_the_generator_of_a_training_checkpoint(files, h, tmp_path, 
         model = EXEGAN.from_checkpoints(ckpt, files["psp"], which=which)
         image = torch.from_numpy(h.read(tmp_path / "a.png").copy()).permute(2, 0, 1).float() / 127.5 - 1
         mask = torch.from_numpy(h.read(tmp_path / "m.png")[..., 0] > 127).float()[None]
-        want = cli.to_uint8(model.inpaint(image, mask, cli.read_exemplar(str(tmp_path / "ex.png"), SIZE), seed=0))
+        want = to_uint8(model.inpaint(image, mask, read_exemplar(str(tmp_path / "ex.png"), SIZE), seed=0))
         assert np.array_equal(outs[which], want)
     assert not np.array_equal(outs["g"], outs["g_ema"])
     assert cli.run(inpaint.main, _args(files, *base, tmp_path / "bad", "--which", "gen", ckpt=ckpt)) == 2
@@ -192,7 +193,7 @@ def test_messages_use_an_before_exemplar(files, h, tmp_path, capsys):
                                      tmp_path / "out"))
     err = capsys.readouterr().err
     assert rc == 2 and "give an exemplar file" in err and "a exemplar" not in err
-    assert cli.article("exemplar") == "an" and cli.article("mask") == "a"
+    assert article("exemplar") == "an" and article("mask") == "a"
 
 
 @pytest.mark.parametrize("script", ["test.py", "train.py", "scripts/inpaint.py", "scripts/style_mix.py",
@@ -294,9 +295,9 @@ def test_a_full_disk_while_writing_keeps_what_was_written_and_leaves_no_partial_
 
 def test_mask_warnings_carry_their_kind_and_name_the_callers_control():
     inverted = ~np.pad(np.ones((4, 4), bool), 3)
-    (w,) = cli.mask_warnings(inverted, "black")
+    (w,) = mask_warnings(inverted, "black")
     assert w.kind == "inverted" and w.endswith("pass --mask-hole white.")
-    (w,) = cli.mask_warnings(inverted, "white", flip="tick the box")
+    (w,) = mask_warnings(inverted, "white", flip="tick the box")
     assert w.kind == "inverted" and w.endswith("if black marks the hole in your masks, tick the box.")
-    (w,) = cli.mask_warnings(np.pad(np.ones((9, 9), bool), ((0, 1), (0, 1))))
+    (w,) = mask_warnings(np.pad(np.ones((9, 9), bool), ((0, 1), (0, 1))))
     assert w.kind == "large_hole"

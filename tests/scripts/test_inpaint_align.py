@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from inference.detect import make_detector
-from scripts import _cli_common as cli
+from inference.io import read_rgb
+from scripts import cli_common as cli
 from scripts import inpaint, style_mix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -234,7 +235,7 @@ def test_exif_rotated_photo_comes_back_as_displayed(files, tmp_path, astronaut):
     exif = Image.Exif()
     exif[0x0112] = 6                                                        # "rotate 90 CW to display"
     Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
-    displayed = cli.read_rgb(str(tmp_path / "phone.jpg"))
+    displayed = read_rgb(str(tmp_path / "phone.jpg"))
     assert displayed.shape == shown.shape
     hole = np.zeros(shown.shape[:2], bool)
     hole[118:150, 145:190] = True

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from models.exegan import EXEGAN
-from scripts import _cli_common as cli
+from inference.io import read_exemplar, to_uint8
+from inference.roundtrip import model_sketch, prepare
+from scripts import cli_common as cli
 from scripts import inpaint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,9 +57,9 @@ def test_model_size_result_is_the_wrappers_prediction_with_seed_plus_k(files, h,
     model = EXEGAN.from_checkpoints(files["exe"], files["psp"])
     image = torch.from_numpy(src).permute(2, 0, 1).float() / 127.5 - 1
     mask = torch.from_numpy(hole).float()[None]
-    exemplar = cli.read_exemplar(str(tmp_path / "ex.png"), S)
+    exemplar = read_exemplar(str(tmp_path / "ex.png"), S)
     for k in range(2):
-        want = cli.to_uint8(model.inpaint(image, mask, exemplar, seed=5 + k, truncation=0.7))
+        want = to_uint8(model.inpaint(image, mask, exemplar, seed=5 + k, truncation=0.7))
         assert np.array_equal(h.read(out / f"a_sample{k}.png"), want)
 
 
@@ -165,12 +167,12 @@ def test_model_sketch_keeps_only_strokes_inside_the_hole(h):
     H, W = 30, 24
     src = np.zeros((H, W, 3), np.uint8)
     hole = h.box_hole(H, W, 5, 4, 20, 12)
-    prep = cli.prepare(src, hole, 16)
+    prep = prepare(src, hole, 16)
     strokes = np.zeros((H, W), bool)
     strokes[0, :] = True                              # outside the hole
-    assert cli.model_sketch(prep, strokes).sum() == 0
+    assert model_sketch(prep, strokes).sum() == 0
     strokes[10, 6] = True                             # one pixel inside survives the 30 -> 16 downscale
-    sk = cli.model_sketch(prep, strokes)
+    sk = model_sketch(prep, strokes)
     assert 1 <= sk.sum() <= 2 and bool((sk <= prep.mask).all())  # footprints of 30 -> 16 overlap
 
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from scripts import _cli_common as cli
+from scripts import cli_common as cli
 from scripts import inpaint
 
 

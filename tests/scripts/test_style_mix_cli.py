@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from scripts import _cli_common as cli
+from inference.io import read_exemplar
+from inference.roundtrip import paste_back, prepare
+from scripts import cli_common as cli
 from scripts import inpaint, style_mix
 
 
@@ -19,9 +21,9 @@ def setup(files, h, tmp_path_factory):
     h.write_rgb(d / "a.png", 16, 16, seed=12)
     h.write_rgb(d / "b.png", 20, 20, seed=13)
     model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
-    prep = cli.prepare(src, hole, model.size)
-    ex_a = cli.read_exemplar(str(d / "a.png"), model.size)
-    ex_b = cli.read_exemplar(str(d / "b.png"), model.size)
+    prep = prepare(src, hole, model.size)
+    ex_a = read_exemplar(str(d / "a.png"), model.size)
+    ex_b = read_exemplar(str(d / "b.png"), model.size)
     return dict(dir=d, src=src, hole=hole, model=model, prep=prep, ex_a=ex_a, ex_b=ex_b)
 
 
@@ -42,7 +44,7 @@ def test_empty_range_is_exemplar_a_and_all_slots_is_exemplar_b(setup):
     # Every cell is what EXEGAN.style_mix gives for those layers (the script encodes A and B once).
     codes = (m.encode_exemplars(a[None]), m.encode_exemplars(b[None]))
     for first, last in [(lo, lo), (hi, hi)]:  # the partial ranges at 16 px (slots 4, 5)
-        want = cli.paste_back(prep, m.style_mix(prep.image[None], prep.mask[None], a[None], b[None],
+        want = paste_back(prep, m.style_mix(prep.image[None], prep.mask[None], a[None], b[None],
                                                 range(first, last + 1), **kw)[0])
         assert np.array_equal(style_mix.mix(m, prep, a, b, first, last, codes=codes, **kw), want)
 

@@ -7,10 +7,12 @@ flags, and the ``main`` wrapper that prints a user-fixable error as one sentence
 The library they call lives in :mod:`inference`: reading photos, masks and exemplars
 (:mod:`inference.io`), the any-size round trip (:mod:`inference.roundtrip`, whose docstring has the
 resizing rules), face alignment (:mod:`inference.align`, :mod:`inference.detect`) and the photo
-pipeline of ``--align`` (:mod:`inference.photo`). Its names are re-exported here for the scripts.
+pipeline of ``--align`` (:mod:`inference.photo`); import them from there.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import tempfile
@@ -25,14 +27,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from common.cli import DefaultsHelpFormatter  # noqa: E402,F401
 from common.errors import UserError  # noqa: E402
-from datasets.imaging import IMAGE_EXTENSIONS, open_rgb, rel_stem, scan_images  # noqa: E402,F401
+from datasets.imaging import IMAGE_EXTENSIONS, rel_stem, scan_images  # noqa: E402
+from datasets.pairing import NAME, FolderPairing, NamedFiles, parse_pair_by, suggest_pair_by  # noqa: E402
+from inference.align import landmarks_from_files  # noqa: E402
 from inference.errors import InferenceInputError  # noqa: E402
-from inference.io import (LARGE_HOLE, article, mask_warnings, read_binary, read_exemplar,  # noqa: E402,F401
-                          read_rgb, to_uint8, warn)
-from inference.roundtrip import (RESIZE_FILTER, Prepared, any_pool, complete, model_sketch,  # noqa: E402,F401
-                                 paste_back, prepare, with_hole)
+from inference.io import article, read_rgb  # noqa: E402
+from inference.photo import check_settings, parse_face  # noqa: E402
+from inference.roundtrip import RESIZE_FILTER  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from models.sketch import SketchEXEGAN  # noqa: E402
+
+# TRANSITIONAL: scripts/inpaint.py, style_mix.py and editor.py still call these as cli.<name>;
+# their real homes are inference.io, inference.roundtrip and datasets.imaging. Delete this block
+# once those three scripts import them from there (tests/test_imports.py lists it).
+from datasets.imaging import open_rgb  # noqa: E402,F401
+from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402,F401
+from inference.roundtrip import Prepared, complete, model_sketch, prepare, with_hole  # noqa: E402,F401
 
 
 #: An input a user can fix; printed as one sentence without a traceback.
@@ -69,7 +80,6 @@ def resolve_device(name: str) -> torch.device:
 # The pairing rule itself (patterns, lookup, messages) is datasets/pairing.py, shared with test.py.
 def add_pair_by_arg(p, roles: Sequence[str]) -> None:
     """``--pair-by ROLE=PATTERN ...`` for a script whose folders have these roles."""
-    from datasets.pairing import NAME
     p.add_argument("--pair-by", nargs="+", default=[], metavar="ROLE=PATTERN",
                    help=f"how file names pair across folders (roles: {', '.join(roles)}): {NAME} "
                         f"is the shared part, e.g. mask={NAME}_mask for x.png + x_mask.png, or "
@@ -79,7 +89,6 @@ def add_pair_by_arg(p, roles: Sequence[str]) -> None:
 
 def folder_pairing(values: Optional[Sequence[str]], folders: Dict[str, Optional[str]]):
     """A :class:`datasets.pairing.FolderPairing` from ``--pair-by`` values and each role's path."""
-    from datasets.pairing import FolderPairing, parse_pair_by
     try:
         patterns = parse_pair_by(values, list(folders))
     except ValueError as e:
@@ -88,7 +97,6 @@ def folder_pairing(values: Optional[Sequence[str]], folders: Dict[str, Optional[
 
 
 def _named_files(path: str, what: str, option: str, pairing):
-    from datasets.pairing import NamedFiles
     pattern = pairing.pattern(what) if pairing else None
     files = NamedFiles(path, pattern, what, option, error=CLIError,
                        exclude=pairing.exclude(what, path) if pairing else ())
@@ -123,7 +131,6 @@ def pair(images: Dict[str, str], path: str, what: str, option: str, pairing=None
     if what in ("mask", "sketch") and image_dir and os.path.isdir(image_dir) and \
             os.path.realpath(image_dir) == os.path.realpath(path) and \
             pairing.pattern(what) == pairing.pattern("image"):
-        from datasets.pairing import suggest_pair_by
         stems = [rel_stem(n) for n in scan_images(path)]
         hint = suggest_pair_by(stems, stems, "image", what) or f"{what}={{name}}_{what}"
         raise CLIError(f"{option} {path} is also the --image folder and both use the name pattern "
@@ -211,7 +218,6 @@ class OutputWriter:
 
     def save_json(self, record: dict, path: str) -> str:
         """``record`` as indented JSON at ``path`` (exclusive create, like :meth:`save`)."""
-        import json
         return self._write(path, "x", lambda f: json.dump(record, f, indent=1))
 
     def _write(self, path: str, mode: str, write: Callable) -> str:
@@ -250,9 +256,7 @@ def load_model(ckpt: str, psp: str, device: torch.device, sketch: bool = False, 
             raise CLIError(f"{option} {path} does not exist; give the path of the "
                            f"{'EXE-GAN checkpoint' if option == '--ckpt' else 'pSp encoder file (psp_ffhq_encode.pt)'}.")
     if sketch:
-        from models.sketch import SketchEXEGAN
         return SketchEXEGAN.from_checkpoints(ckpt, psp, device, which=which)
-    from models.exegan import EXEGAN
     return EXEGAN.from_checkpoints(ckpt, psp, device, which=which)
 
 
@@ -306,7 +310,6 @@ def add_align_args(p, exemplar_options: Sequence[str] = ("--exemplar",)) -> None
 def check_finite(**values: float) -> None:
     """Every given number is finite: ``check_finite(truncation=args.truncation)`` refuses
     ``--truncation nan`` / ``inf`` (argparse's float() takes them) with one sentence."""
-    import math
     for name, value in values.items():
         if value is not None and not math.isfinite(value):
             raise CLIError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
@@ -314,7 +317,6 @@ def check_finite(**values: float) -> None:
 
 def check_align_args(args) -> None:
     """The --align flags make sense together (one sentence otherwise)."""
-    from inference.photo import check_settings, parse_face
     if not args.align:
         used = [f for f, v in (("--landmarks", args.landmarks), ("--face", args.face != "auto"),
                                ("--crop-scale", args.crop_scale != 1.0), ("--feather", args.feather != 0),
@@ -337,7 +339,6 @@ def photo_landmarks(images: Dict[str, str], path: Optional[str], option: str) ->
     """{key: [5, 2]} from a landmark file / folder / JSON map, or None (the detector finds them)."""
     if not path:
         return None
-    from inference.align import landmarks_from_files
     try:
         return landmarks_from_files(images, path)
     except CLIError as e:
@@ -370,5 +371,4 @@ class PhotoFaces:
 
 
 def transform_json(record: dict) -> str:
-    import json
     return json.dumps(record, separators=(",", ":"))
