@@ -19,7 +19,7 @@ vs reversed batch) leaves out the rank, so every rank of a multi-GPU step makes 
 and the step means what it means on one GPU.
 
 **Evaluation protocol** and the random stand-in networks derive their seeds with the same
-:func:`derive_seed`.
+:func:`derive_seed`, each with its own stream key (``*_KEY`` below, listed in :data:`SEED_KEYS`).
 """
 from __future__ import annotations
 
@@ -35,6 +35,26 @@ RngLike = Union[np.random.Generator, int, np.integer]
 # Purposes of the training loop's per-step streams (part of the seed key; never renumber).
 GLOBAL, MASK, EXEMPLAR, NOISE, AUGMENT, DATA = range(6)
 SKETCH = 6  # per-sample empty-sketch draws of a sketch fine-tune (training/sketch.py)
+
+# Stream keys: the second key of ``derive_seed(seed, KEY, ...)`` / ``derive_rng(seed, KEY, ...)``,
+# one per purpose (values distinct, tests/test_seeding.py; never renumber: a new value changes
+# the numbers drawn).
+EVAL_NOISE_KEY = 0x5A             # evaluation: z and noise maps of batch k (metrics/eval_loop.py)
+EVAL_MASK_KEY = 0x4D              # evaluation: generated mask of image i (datasets/protocols.py)
+EVAL_DEAL_KEY = 0x4445            # evaluation: dealing irregular mask files per bucket (same)
+STANDIN_STYLE_ENCODER_KEY = 0x5E  # random stand-in pSp style encoder (models/standins.py)
+STANDIN_IDENTITY_KEY = 0x1D       # random stand-in ArcFace (models/standins.py)
+STANDIN_INCEPTION_KEY = 0x1C      # random stand-in FID Inception (metrics/standins.py)
+STANDIN_LPIPS_KEY = 0x1F          # random stand-in LPIPS VGG16 trunk (metrics/standins.py)
+STANDIN_TRAINING_KEY = 0x5F       # training the demo's stand-in style encoder (training/pretrained.py)
+INITIAL_WEIGHTS_KEY = 0x6E        # the networks' initial weights of a training run (training/loop.py)
+# The sample grids' masks (training/evaluation.py) used EVAL_NOISE_KEY's value as an offset of
+# eval.seed; their own key, for training/evaluation.py to switch to:
+SAMPLE_GRID_KEY = 0x53
+
+#: Every stream key by name (the uniqueness test reads this).
+SEED_KEYS = {name: value for name, value in dict(globals()).items()
+             if name.endswith("_KEY") and isinstance(value, int)}
 
 
 # ------------------------------------------------------------------------- seeds and streams

@@ -29,8 +29,9 @@ import torch
 
 from common.errors import UserError
 
-from .fid import fid_against_stats, fid_from_features
+from .fid import fid_against_stats, fid_from_features, file_sha256
 from .ids import compute_ids
+from .inception import load_inception
 from .image_metrics import (SSIM_WIN_PAPER, l1, l1_mean, lpips_distance, psnr, quantize_8bit,
                             ssim, ssim_gauss11, ssim_window)
 
@@ -133,6 +134,7 @@ class Evaluator:
         self.quantize = quantize
         self.feature_batch = int(feature_batch)
         self.ssim_windows = set()  # window sides the paper SSIM used (51 unless images < 51 px)
+        self.random_standins: Tuple[str, ...] = ()   # set by from_files
         self.reset()
 
     # ---------------------------------------------------------------------------------------
@@ -330,32 +332,40 @@ class Evaluator:
     @classmethod
     def from_files(cls, metrics: Iterable[str] = DEFAULT_METRICS, device="cpu", *,
                    inception_path: Optional[str] = None, lpips_vgg_path: Optional[str] = None,
-                   allow_random: bool = False, resize: str = "pytorch_fid",
+                   allow_random: bool = False, seed: int = 0, resize: str = "pytorch_fid",
                    inception_config_key: str = "pretrained.inception", **kwargs) -> "Evaluator":
         """Load the networks the metric list needs from local files and build an Evaluator.
 
-        ``allow_random`` (demo/tests only) builds random-weight networks when a path is None;
-        the numbers are then meaningless and a warning is logged.
+        ``allow_random`` (demo/tests only) builds the seeded random stand-ins of
+        ``metrics/standins.py`` (from ``seed``) when a path is None; the numbers are then
+        meaningless, a warning is logged and ``random_standins`` names them.
         """
         metrics = tuple(metrics)
         inception = lp = None
+        random_used = []
         if "fid" in metrics or "ids" in metrics:
-            from .inception import FIDInceptionV3, load_inception
             if inception_path is None and allow_random:
+                from .standins import standin_inception  # reason: stand-ins only when asked for
                 log.warning("FID/IDS use a RANDOMLY INITIALISED Inception (allow_random): the "
                             "numbers are meaningless; set %s for real evaluation.",
                             inception_config_key)
-                inception = FIDInceptionV3(resize=resize).eval().requires_grad_(False)
+                inception = standin_inception(seed, resize)
+                random_used.append("FID Inception")
             else:
                 inception = load_inception(inception_path, device, resize=resize,
                                            config_key=inception_config_key)
         if "lpips" in metrics:
-            from losses.perceptual import load_lpips
-            lp = load_lpips(lpips_vgg_path, allow_random_backbone=allow_random, device=device)
-            if lpips_vgg_path is not None:
-                from .fid import file_sha256
-                lp.weights_sha256 = file_sha256(lpips_vgg_path)
-        return cls(inception, lp, metrics, device, **kwargs)
+            if lpips_vgg_path is None and allow_random:
+                from .standins import standin_lpips  # reason: as standin_inception above
+                lp = standin_lpips(seed, device)
+                random_used.append("LPIPS VGG16")
+            else:
+                from losses.perceptual import load_lpips  # optional: the lpips package
+                lp = load_lpips(lpips_vgg_path, allow_random_backbone=False, device=device)
+                lp.weights_sha256 = file_sha256(lpips_vgg_path)     # for protocol()
+        ev = cls(inception, lp, metrics, device, **kwargs)
+        ev.random_standins = tuple(random_used)
+        return ev
 
 
 # ------------------------------------------------------------------------------------------------

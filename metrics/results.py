@@ -111,7 +111,7 @@ def _finite(obj, path: str = "", found: Optional[Dict[str, str]] = None):
     return obj
 
 
-def _write_results(out_dir: str, result: dict) -> None:
+def write_results(out_dir: str, result: dict) -> None:
     found: Dict[str, str] = {}
     doc = _finite({"format": RESULTS_FORMAT, "summary": result["summary"],
                    "repeats": result["repeats"], "protocol": result["protocol"]}, "", found)

@@ -1,27 +1,24 @@
 """``test.py --pred DIR [DIR ...] --gt DIR``: score completions that already exist (this model's or
-another method's outputs) with the same Evaluator, hole metrics and results files as
-:func:`metrics.testrun.run_test`; each ``--pred`` folder is one repeat.
+another method's outputs) with the loop, Evaluator, hole metrics, protocol record and results
+files of :func:`metrics.testrun.run_test` (:mod:`metrics.eval_loop`): the folders are a model
+whose outputs are read from disk, each ``--pred`` folder one repeat.
 """
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
-import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
 from datasets.errors import ProtocolError
 from datasets.protocols import ALL_BUCKET, check_holes
 
-from .evaluator import STD_DDOF, aggregate_repeats
-from .protocol import (PROTOCOL_VERSION, STD_RECORD, _hole_keys, _hole_scores, _results_with_holes,
-                       build_evaluator)
-from .results import _write_results, remove_unfinished
-from .settings import (TestSettings, _banner, _check_metric_files, _check_out_dir, _device,
-                       _make_out_dir, _patterns, run_record, warn_small_sets)
+from .eval_loop import build_evaluator, hole_keys, protocol_record, run_batches, summarise
+from .results import remove_unfinished, write_results
+from .settings import (TestSettings, banner, check_metric_files, check_out_dir, make_out_dir,
+                       pair_patterns, resolve_device, run_record, warn_small_sets)
 
 log = logging.getLogger("exegan.test")
 
@@ -127,43 +124,59 @@ def _refuse_masks_as_ground_truth(s: TestSettings, keys, gt, masks, patterns) ->
 
 
 def score_folders(s: TestSettings) -> Tuple[str, dict]:
-    made: list = []
-    try:
-        return _score_folders(s, made)
-    except BaseException:
-        if made:  # a late failure (e.g. a metric that cannot take the images' size)
-            remove_unfinished(*made[0])
-        raise
-
-
-def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
     """``test.py --pred DIR [DIR ...] --gt DIR [--masks DIR]``: score existing completions.
 
     Each ``--pred`` folder is one repeat (e.g. ``images/all/r0``, ``r1``, ... of an earlier
     ``--save-images`` run, or another method's outputs); its files pair with the ground truth
     (``s.data``) and the optional masks (``s.mask_dir``) by name (``s.pair_by``). The same
-    Evaluator, hole metrics (with masks), mean ± std over repeats and results files as an
-    in-memory evaluation; the Inception features of the ground truth are computed once and
-    reused for every repeat. Completions are read as they are; each must have its ground
-    truth's size, or be S x S with the ground truth read like a test set at S (centre crop +
-    Lanczos), as the in-memory path reads it. Returns (results directory, results dict).
+    loop, Evaluator, hole metrics (with masks), mean ± std over repeats and results files as an
+    in-memory evaluation. Completions are read as they are; each must have its ground truth's
+    size, or be S x S with the ground truth read like a test set at S (centre crop + Lanczos),
+    as the in-memory path reads it. Returns (results directory, results dict); a late failure
+    (e.g. a metric that cannot take the images' size) leaves no results directory behind.
     """
-    from datasets.imaging import load_image, pil_to_tensor
-    from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
-    from datasets.pairing import NamedFiles
+    made: list = []
+    try:
+        return _score_folders(s, made)
+    except BaseException:
+        if made:
+            remove_unfinished(*made[0])
+        raise
 
-    _check_out_dir(s.out)
-    device = _device(s.device)
+
+def _check_scoring(s: TestSettings):
+    """The settings of a scoring run: (device, Inception needed, name patterns)."""
+    check_out_dir(s.out)
+    device = resolve_device(s.device)
     if s.batch < 1:
         raise ProtocolError(f"--batch must be >= 1, got {s.batch}.")
-    need_inc = _check_metric_files(s)
-    patterns = _patterns(s)
+    need_inc = check_metric_files(s)
+    patterns = pair_patterns(s)
     if not s.data:
         raise ProtocolError("--pred needs the ground truth: pass --gt DIR (the images the "
                             "completions were made from).")
     if not os.path.isdir(s.data):
         raise ProtocolError(f"--gt {s.data!r} is not a folder; give the folder of ground-truth "
                             f"images.")
+    for d in s.pred:
+        if os.path.realpath(d) == os.path.realpath(s.data) and \
+                patterns["pred"] == patterns["image"]:
+            from datasets.imaging import rel_stem, scan_images
+            from datasets.pairing import suggest_roles
+            roles = ("gt", "pred") + (("mask",) if s.mask_dir and os.path.realpath(s.mask_dir)
+                                      == os.path.realpath(d) else ())
+            hint = suggest_roles([rel_stem(n) for n in scan_images(d)], roles) or \
+                "gt={name}_real pred={name}_out"
+            raise ProtocolError(f"--pred and --gt are the same folder '{d}' with the same name "
+                                f"pattern, so every image would be scored against itself; tell "
+                                f"them apart with --pair-by (e.g. {hint}).")
+    return device, need_inc, patterns
+
+
+def _pair_folders(s: TestSettings, patterns):
+    """(completions per repeat, their keys, ground truth, masks or None, ground-truth names
+    without a completion): every file paired once, by name."""
+    from datasets.pairing import NamedFiles
     folders = {"image": s.data, "mask": s.mask_dir}
 
     def same_folder_patterns(path: str) -> list:
@@ -182,34 +195,19 @@ def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
                                 f"'{patterns[role].template}' (see --pair-by).")
         return found
 
-    for d in s.pred:
-        if os.path.realpath(d) == os.path.realpath(s.data) and \
-                patterns["pred"] == patterns["image"]:
-            from datasets.imaging import rel_stem, scan_images
-            from datasets.pairing import suggest_roles
-            roles = ("gt", "pred") + (("mask",) if s.mask_dir and os.path.realpath(s.mask_dir)
-                                      == os.path.realpath(d) else ())
-            hint = suggest_roles([rel_stem(n) for n in scan_images(d)], roles) or \
-                "gt={name}_real pred={name}_out"
-            raise ProtocolError(f"--pred and --gt are the same folder '{d}' with the same name "
-                                f"pattern, so every image would be scored against itself; tell "
-                                f"them apart with --pair-by (e.g. {hint}).")
     preds = [files(d, "pred", "completion", "--pred") for d in s.pred]
     keys = sorted(preds[0].keys())
     gt = files(s.data, "image", "ground-truth image", "--gt")
-    missing = gt.missing(keys)
-    if missing:
-        raise ProtocolError(gt.missing_message(missing, patterns["pred"], "pred", keys))
-    for d, p in zip(s.pred[1:], preds[1:]):
-        missing = p.missing(keys)
+
+    def complete_set(found):
+        missing = found.missing(keys)
         if missing:
-            raise ProtocolError(p.missing_message(missing, patterns["pred"], "pred", keys))
-    masks = None
-    if s.mask_dir:
-        masks = files(s.mask_dir, "mask", "mask", "--masks")
-        missing = masks.missing(keys)
-        if missing:
-            raise ProtocolError(masks.missing_message(missing, patterns["pred"], "pred", keys))
+            raise ProtocolError(found.missing_message(missing, patterns["pred"], "pred", keys))
+        return found
+
+    for found in [gt] + preds[1:]:
+        complete_set(found)
+    masks = complete_set(files(s.mask_dir, "mask", "mask", "--masks")) if s.mask_dir else None
     _check_one_to_one(s, keys, preds, gt)
     unscored = _unmatched(gt, keys)
     if unscored and not s.allow_subset:
@@ -227,9 +225,12 @@ def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
             raise ProtocolError(f"Asked for {s.n_images} images but --pred '{s.pred[0]}' has "
                                 f"{len(keys)}; lower --n-images.")
         keys = keys[:s.n_images]
+    return preds, keys, gt, masks, unscored
 
-    # Sizes: one size for all completions; ground truth at that size (or read at S when the
-    # completions are S x S, as a test set is read).
+
+def _sizes(preds, keys, gt) -> Tuple[Tuple[int, int], List[str]]:
+    """(the completions' one size, keys whose ground truth is read at that size like a test set):
+    one size for all completions; ground truth of that size, or resized when it is square."""
     size = _image_size(preds[0].get(keys[0]))
     for p in preds:
         for k in keys:
@@ -238,45 +239,44 @@ def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
                 raise ProtocolError(f"Completion '{p.get(k)}' is {other[0]}x{other[1]} but "
                                     f"'{preds[0].get(keys[0])}' is {size[0]}x{size[1]}; score "
                                     f"completions of one size per run.")
-    square = size[0] == size[1]
     resized = [k for k in keys if _image_size(gt.get(k)) != size]
-    if resized and not square:
+    if resized and size[0] != size[1]:
         k = resized[0]
         w, h = _image_size(gt.get(k))
         raise ProtocolError(f"Ground truth '{gt.get(k)}' is {w}x{h} but its completion is "
                             f"{size[0]}x{size[1]}; give ground truth of the completions' size.")
+    return size, resized
+
+
+def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
+    from datasets.imaging import load_image, pil_to_tensor
+    from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
+
+    device, need_inc, patterns = _check_scoring(s)
+    preds, keys, gt, masks, unscored = _pair_folders(s, patterns)
+    size, resized = _sizes(preds, keys, gt)
     warnings = []
     if resized:
         w, h = _image_size(gt.get(resized[0]))
-        msg = (f"{len(resized)} ground-truth image(s) (e.g. '{gt.get(resized[0])}', {w}x{h}) "
-               f"are not {size[0]}x{size[1]}: they are centre-cropped and resized (Lanczos) to "
-               f"the completions' size, as a test set is read")
-        log.warning("%s.", msg)
-        warnings.append(msg)
+        warnings.append(f"{len(resized)} ground-truth image(s) (e.g. '{gt.get(resized[0])}', "
+                        f"{w}x{h}) are not {size[0]}x{size[1]}: they are centre-cropped and "
+                        f"resized (Lanczos) to the completions' size, as a test set is read")
+        log.warning("%s.", warnings[-1])
     if unscored:
-        msg = (f"--allow-subset: {len(unscored)} of {len(gt)} ground-truth image(s) have no "
-               f"completion and are not scored (e.g. '{unscored[0]}')")
-        log.warning("%s.", msg)
-        warnings.append(msg)
+        warnings.append(f"--allow-subset: {len(unscored)} of {len(gt)} ground-truth image(s) "
+                        f"have no completion and are not scored (e.g. '{unscored[0]}')")
+        log.warning("%s.", warnings[-1])
     small = warn_small_sets(len(keys), s.metrics)
     if small:
         warnings.append(small)
 
-    resized_set = set(resized)
-
-    def read_gt(k):
-        path = gt.get(k)
-        if k in resized_set:              # S x S completions: read like a test set at S
-            return pil_to_tensor(load_image(path, size[0]))
-        return _read_rgb_tensor(path)
-
     mask_tensors: Dict[str, torch.Tensor] = {}
-    if masks is not None:
-        for k in keys:        # every mask read once, and refused without a hole, before any work
-            path = masks.get(k)
-            m = to_mask_tensor(fit_mask(read_mask_file(path, s.hole_value), (size[1], size[0])))
-            check_holes(m[None], [path], size)
-            mask_tensors[k] = m
+    for k in keys if masks is not None else ():
+        # every mask read once, and refused without a hole, before any work
+        path = masks.get(k)
+        m = to_mask_tensor(fit_mask(read_mask_file(path, s.hole_value), (size[1], size[0])))
+        check_holes(m[None], [path], size)
+        mask_tensors[k] = m
 
     evaluator, random_used = build_evaluator(
         s.metrics, device, inception=s.inception, lpips_vgg=s.lpips_vgg,
@@ -284,76 +284,55 @@ def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
         inception_key=s.sources.get("inception", "--inception"),
         lpips_key=s.sources.get("lpips_vgg", "--lpips-vgg"))
     if random_used:
-        _banner("SCORING WITH RANDOMLY INITIALISED STAND-INS: " + ", ".join(random_used)
-                + ".\nThese numbers are meaningless: use this for tests only.")
+        banner("SCORING WITH RANDOMLY INITIALISED STAND-INS: " + ", ".join(random_used)
+               + ".\nThese numbers are meaningless: use this for tests only.")
     existed = s.out is not None and os.path.isdir(s.out)
-    out_dir = _make_out_dir(s, "scored-" + os.path.basename(os.path.normpath(s.pred[0])))
+    out_dir = make_out_dir(s, "scored-" + os.path.basename(os.path.normpath(s.pred[0])))
     made.append((out_dir, existed))
     log.info("results directory: %s", out_dir)
     started = datetime.datetime.now(datetime.timezone.utc)
 
-    batches = [keys[i:i + s.batch] for i in range(0, len(keys), s.batch)]
-    hole_keys = _hole_keys(evaluator) if masks is not None else ()
-    real_cache: Dict[int, Optional[torch.Tensor]] = {}   # ground-truth features, once per batch
-    from tqdm import tqdm
-    bar = tqdm(total=len(preds) * len(batches), desc="scoring", unit="batch",
-               disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
-    runs, pairs = [], []
-    try:
-        for r, p in enumerate(preds):
-            evaluator.reset()
-            hole = {key: [] for key in hole_keys}
-            for b, bkeys in enumerate(batches):
-                real = torch.stack([read_gt(k) for k in bkeys])
-                completed = torch.stack([_read_rgb_tensor(p.get(k)) for k in bkeys])
-                if b not in real_cache:
-                    real_cache[b] = evaluator.real_features(real)
-                evaluator.update(completed, real, real_features=real_cache[b])
-                if masks is not None:
-                    mask = torch.stack([mask_tensors[k] for k in bkeys])
-                    scores = _hole_scores(completed, real, mask)
-                    for key in hole_keys:
-                        hole[key].append(scores[key])
-                for j, k in enumerate(bkeys):
-                    pairs.append({"repeat": r, "bucket": ALL_BUCKET, "index": b * s.batch + j,
-                                  "image": os.path.relpath(gt.get(k), s.data), "exemplar": "",
-                                  "mask": os.path.relpath(masks.get(k), s.mask_dir)
-                                  if masks is not None else "",
-                                  "batch": b, "completion": os.path.abspath(p.get(k))})
-                bar.update(1)
-            res = _results_with_holes(evaluator, hole, [ALL_BUCKET] * len(keys), None)
-            runs.append({"repeat": r, "seed": None, "mask_seed": None, "results": res,
-                         "pred": os.path.abspath(s.pred[r])})
-    finally:
-        bar.close()
+    resized_set = set(resized)
+    batches = [list(range(i, min(len(keys), i + s.batch))) for i in range(0, len(keys), s.batch)]
+
+    def real_batch(b):        # S x S completions: ground truth read like a test set at S
+        return torch.stack([pil_to_tensor(load_image(gt.get(keys[i]), size[0]))
+                            if keys[i] in resized_set else _read_rgb_tensor(gt.get(keys[i]))
+                            for i in batches[b]])
+
+    def mask_batch(r, bucket, b):
+        return (torch.stack([mask_tensors[keys[i]] for i in batches[b]]),
+                [os.path.relpath(masks.get(keys[i]), s.mask_dir) for i in batches[b]])
+
+    def complete(r, bucket, b, real, mask):     # the "model": repeat r's folder
+        return torch.stack([_read_rgb_tensor(preds[r].get(keys[i])) for i in batches[b]])
+
+    runs, pairs = run_batches(
+        evaluator, complete, repeats=len(preds), buckets=(ALL_BUCKET,), bucketed=False,
+        batches=batches, real_batch=real_batch, masks=mask_batch if masks is not None else None,
+        image_names=[os.path.relpath(gt.get(k), s.data) for k in keys],
+        pair_extra=lambda r, i: {"completion": os.path.abspath(preds[r].get(keys[i]))},
+        progress=s.progress, desc="scoring")
+    runs = [{"repeat": x["repeat"], "seed": None, "mask_seed": None, "results": x["results"],
+             "pred": os.path.abspath(s.pred[x["repeat"]])} for x in runs]
     finished = datetime.datetime.now(datetime.timezone.utc)
-    record = {
-        "protocol_version": PROTOCOL_VERSION,
-        "mode": "scored existing completions (test.py --pred)",
-        "pred": [os.path.abspath(d) for d in s.pred],
-        "gt": os.path.abspath(s.data),
-        "masks": None if masks is None else {
-            "kind": "paired", "root": os.path.abspath(s.mask_dir), "hole_value": s.hole_value,
-            "resize": "centre crop to square, nearest-neighbour resize to the completions' size"},
-        "pair_by": {r: patterns[r].template for r in ("image", "pred", "mask")},
-        "n_images": len(keys),
-        "subset": {"allow_subset": bool(s.allow_subset), "gt_images": len(gt),
-                   "gt_without_completion": len(unscored),
-                   "first_without_completion": unscored[:20]},
-        "image_names_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
-        "first_image": keys[0], "last_image": keys[-1],
-        "image_size": list(size),
-        "ground_truth_resized": len(resized),
-        "batch": int(s.batch),
-        "repeats": len(preds),
-        "std": STD_RECORD,
-        "std_ddof": STD_DDOF,
-        "hole_metrics": list(hole_keys),
-        "evaluator": evaluator.protocol(),
-        **run_record(s, need_inception=need_inc, random_used=random_used, warnings=warnings,
-                     device=device, started=started, finished=finished),
-    }
-    result = {"summary": aggregate_repeats([x["results"] for x in runs]), "repeats": runs,
-              "protocol": record, "pairs": pairs}
-    _write_results(out_dir, result)
+    record = protocol_record(
+        keys, list(size), s.batch, len(preds), evaluator,
+        hole_keys(evaluator) if masks is not None else (),
+        source={"mode": "scored existing completions (test.py --pred)",
+                "pred": [os.path.abspath(d) for d in s.pred], "gt": os.path.abspath(s.data),
+                "masks": None if masks is None else {
+                    "kind": "paired", "root": os.path.abspath(s.mask_dir),
+                    "hole_value": s.hole_value, "resize": "centre crop to square, "
+                    "nearest-neighbour resize to the completions' size"},
+                "pair_by": {r: patterns[r].template for r in ("image", "pred", "mask")}},
+        subset={"subset": {"allow_subset": bool(s.allow_subset), "gt_images": len(gt),
+                           "gt_without_completion": len(unscored),
+                           "first_without_completion": unscored[:20]}},
+        resized={"ground_truth_resized": len(resized)})
+    record.update(run_record(s, need_inception=need_inc, random_used=random_used,
+                             warnings=warnings, device=device, started=started,
+                             finished=finished))
+    result = summarise(runs, record, pairs)
+    write_results(out_dir, result)
     return out_dir, result

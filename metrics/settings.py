@@ -23,7 +23,7 @@ from datasets.errors import ProtocolError
 from datasets.protocols import MaskProtocol
 
 from .evaluator import ALL_METRICS, DEFAULT_METRICS
-from .protocol import _names_of, _require
+from .eval_loop import names_of, require_file
 
 log = logging.getLogger("exegan.test")
 
@@ -76,7 +76,8 @@ class TestSettings:
     allow_subset: bool = False
 
 
-def _file_record(path: Optional[str]) -> Optional[dict]:
+def file_record(path: Optional[str]) -> Optional[dict]:
+    """Path, size and SHA-256 of a weights file for the record (None when not given)."""
     if not path:
         return None
     from .fid import file_sha256
@@ -122,8 +123,8 @@ def run_record(s: "TestSettings", *, need_inception: bool, random_used, warnings
     fields, device, versions, code, command and times."""
     return {
         "files": {**(files or {}),
-                  "inception": _file_record(s.inception) if need_inception else None,
-                  "lpips_vgg16": _file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
+                  "inception": file_record(s.inception) if need_inception else None,
+                  "lpips_vgg16": file_record(s.lpips_vgg) if "lpips" in s.metrics else None},
         "random_standins": random_used,
         "warnings": warnings,
         **extra,
@@ -138,7 +139,8 @@ def run_record(s: "TestSettings", *, need_inception: bool, random_used, warnings
     }
 
 
-def _check_out_dir(out: Optional[str]) -> None:
+def check_out_dir(out: Optional[str]) -> None:
+    """Refuse an --out that is a file or a folder with something in it (nothing is overwritten)."""
     if out is not None and os.path.exists(out) and not os.path.isdir(out):
         raise ProtocolError(f"Results directory '{out}' is a file, not a folder; choose a new "
                             f"--out (results are never overwritten).")
@@ -147,21 +149,23 @@ def _check_out_dir(out: Optional[str]) -> None:
                             f"choose a new --out (results are never overwritten).")
 
 
-def _make_out_dir(s: TestSettings, name: str) -> str:
+def make_out_dir(s: TestSettings, name: str) -> str:
+    """The results directory: ``--out`` (created, must be empty) or a new numbered one."""
     if s.out is None:
         from common.rundir import create_run_dir   # exclusive mkdir, numbered from the highest
         return create_run_dir(s.out_root, name)
-    _check_out_dir(s.out)
+    check_out_dir(s.out)
     try:
         os.makedirs(s.out, exist_ok=True)
     except OSError as e:
         raise ProtocolError(f"Cannot create the results directory '{s.out}' "
                             f"({e.strerror or e}); choose a writable --out.") from None
-    _check_out_dir(s.out)
+    check_out_dir(s.out)
     return s.out
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``--device`` as a torch.device; one sentence for a bad name or a missing GPU."""
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
@@ -172,7 +176,8 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-def _banner(text: str) -> None:
+def banner(text: str) -> None:
+    """Log ``text`` between two rows of ``!`` (the stand-in warnings)."""
     bar = "!" * 78
     log.warning(bar)
     for line in text.split("\n"):
@@ -235,7 +240,8 @@ TEST_ROLES = ("image", "mask", "exemplar", "pred")
 _ROLE_ALIASES = {"gt": "image"}
 
 
-def _patterns(s: TestSettings) -> dict:
+def pair_patterns(s: TestSettings) -> dict:
+    """``--pair-by`` parsed: the name pattern of every role (image, mask, exemplar, pred)."""
     from datasets.pairing import parse_pair_by
     try:
         return parse_pair_by(s.pair_by, TEST_ROLES, _ROLE_ALIASES)
@@ -243,7 +249,7 @@ def _patterns(s: TestSettings) -> dict:
         raise ProtocolError(str(e)) from None
 
 
-def _check_metric_files(s: TestSettings) -> bool:
+def check_metric_files(s: TestSettings) -> bool:
     """Check the metric networks' files before anything runs; True when Inception is needed."""
     src = s.sources
     bad = [m for m in s.metrics if m not in ALL_METRICS]
@@ -251,21 +257,22 @@ def _check_metric_files(s: TestSettings) -> bool:
         raise ProtocolError(f"Unknown metric(s) {bad}; choose from {', '.join(ALL_METRICS)}.")
     need_inc = "fid" in s.metrics or "ids" in s.metrics
     if need_inc and (s.inception is not None or not s.allow_random_pretrained):
-        _require(s.inception, "FID Inception weights file", src.get("inception", "--inception"),
+        require_file(s.inception, "FID Inception weights file", src.get("inception", "--inception"),
                  "it is pt_inception-2015-12-05-6726825d.pth, see checkpoints/README.md")
     if "lpips" in s.metrics and (s.lpips_vgg is not None or not s.allow_random_pretrained):
-        _require(s.lpips_vgg, "LPIPS VGG16 weights file", src.get("lpips_vgg", "--lpips-vgg"),
+        require_file(s.lpips_vgg, "LPIPS VGG16 weights file", src.get("lpips_vgg", "--lpips-vgg"),
                  "it is torchvision's vgg16-397923af.pth, see checkpoints/README.md")
     return need_inc
 
 
-def _precheck(mask_spec: MaskProtocol, pairing, dataset, n: Optional[int], size: int) -> None:
+def precheck(mask_spec: MaskProtocol, pairing, dataset, n: Optional[int], size: int) -> None:
+    """The protocol's masks and exemplars against the test images, before anything is written."""
     total = len(dataset)
     if n is not None and n > total:
         raise ProtocolError(f"Asked for {n} test images but the test set has {total}; lower "
                             f"--n-images or use a larger test set.")
     n = total if n is None else n
-    names = _names_of(dataset, n)
+    names = names_of(dataset, n)
     paths = getattr(dataset, "paths", None)
     mask_spec.check(names, size, list(paths)[:n] if paths is not None else None)
     if pairing.mode == "folder":

@@ -30,7 +30,7 @@ from models.discriminator import Discriminator
 from models.generator import Generator
 from tests.metrics.conftest import inception_weights_file  # noqa: F401  (fixture)
 from tests.models.test_psp import _psp_file
-from models.standins import standin_style_encoder
+from metrics.standins import standin_style_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
 
@@ -345,7 +345,7 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
 
 def test_random_standins_are_loud_recorded_and_the_training_ones(files, entry, capsys, caplog,
                                                                   tmp_path, monkeypatch):
-    from metrics.protocol import evaluate
+    from metrics.eval_loop import evaluate
     from models.checkpoint import load_generator
     from models.exegan import EXEGAN
 

@@ -1,4 +1,4 @@
-"""The evaluation protocol (metrics/protocol.py): ``evaluate()`` — shared by test.py and the
+"""The evaluation loop (metrics/eval_loop.py): ``evaluate()`` — shared by test.py and the
 training loop — checked against completions computed by hand, seed and repeat bookkeeping,
 per-image mask seeding, irregular-mask bucketing and dealing, and the clear errors.
 
@@ -14,15 +14,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common.seeding import derive_seed
-from datasets.errors import MaskError
+from datasets.errors import MaskError, ProtocolError
 from datasets.imaging import pil_to_tensor
+from datasets.protocols import ALL_BUCKET, make_mask_protocol
+from metrics.eval_loop import evaluate
 from metrics.evaluator import Evaluator, EvaluatorError
 from metrics.image_metrics import l1, psnr, quantize_8bit, to_unit
-from metrics.protocol import (ALL_BUCKET, ProtocolError, evaluate,
-                              make_mask_protocol, results_rows, summary_means)
+from metrics.results import results_rows, summary_means
+from metrics.standins import standin_style_encoder
 from models.exegan import EXEGAN
 from models.generator import Generator
-from models.standins import standin_style_encoder
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
 
