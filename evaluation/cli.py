@@ -3,9 +3,10 @@
 mode, and the one-sentence report of user errors (exit status 2).
 
 The evaluation itself lives in metrics/ (``metrics.testrun.run_test``,
-``metrics.scoring.score_folders``, the loop ``metrics.protocol.evaluate``); see
-docs/evaluation.md, section "test.py". This package sits above metrics/ and training/ (it reads
-``training.config``), so that neither of those imports the other's command line.
+``metrics.scoring.score_folders``, the loop ``metrics.eval_loop``); see docs/evaluation.md,
+section "test.py". This package sits above metrics/ and training/ (a ``--config`` is read and
+checked by ``training.config``, the schema train.py uses), so that neither of those imports the
+other's command line.
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from common.cli import DefaultsHelpFormatter
 from common.errors import UserError, report
 from datasets.errors import ProtocolError
 from metrics.evaluator import DEFAULT_METRICS
-from metrics.settings import TestSettings
+from metrics.results import format_summary
+from metrics.scoring import score_folders
+from metrics.settings import TestSettings, settings_dict
+from metrics.testrun import run_test
+from training.config import Config, load_config
 
 MASK_CHOICES = ("center", "free_form", "large", "irregular", "paired")
 PAIR_BY_HELP = ("how file names pair across folders: {name} stands for the shared part, e.g. "
@@ -112,20 +117,10 @@ def _kind_and_dir(values, choices, flag: str):
 
 
 def _load_config(args):
-    """(config object or None, name of the file) — training/config.py's loader when present."""
+    """The ``--config`` file with the ``--set`` overrides, read and checked by the schema
+    train.py uses (None without either)."""
     if not args.config and not args.overrides:
         return None
-    try:
-        from training.config import load_config
-    except ImportError:  # training package absent: read the sections we use from the YAML
-        import types
-        import yaml
-        with open(args.config, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-        ns = lambda d: types.SimpleNamespace(**(d or {}))  # noqa: E731
-        return types.SimpleNamespace(
-            pretrained=ns(raw.get("pretrained")), loss=ns(raw.get("loss")),
-            data=ns(raw.get("data")), eval=ns(raw.get("eval")), model=ns(raw.get("model")))
     return load_config(args.config, args.overrides)
 
 
@@ -150,14 +145,9 @@ def resolve(args, argv=None):
 
     key_of = {"psp": "style_encoder", "inception": "inception", "lpips_vgg": "lpips_vgg_path",
               "data": "test"}
-    defaults = {}
-    try:
-        from training.config import Config
-        d = Config()
-        defaults = {"psp": d.pretrained.style_encoder, "inception": d.pretrained.inception,
-                    "lpips_vgg": d.loss.lpips_vgg_path}
-    except ImportError:
-        pass
+    d = Config()
+    defaults = {"psp": d.pretrained.style_encoder, "inception": d.pretrained.inception,
+                "lpips_vgg": d.loss.lpips_vgg_path}
     allow_random = bool(args.allow_random_pretrained or
                         (cfg is not None and getattr(cfg.pretrained, "allow_random", False)))
     files = {}
@@ -267,7 +257,7 @@ def _resolve_scoring(args, argv, files, allow_random, data, sources):
 
 def _demo_test_folder(cfg) -> str:
     """The demo faces' test split, generated on first use (the folder train.py uses)."""
-    from datasets.demo import make_demo_faces
+    from datasets.demo import make_demo_faces  # reason: the demo's drawing code, only for data.kind demo
     d, size = cfg.data, cfg.model.size
     root = os.path.join(d.demo_root, f"{size}px-n{d.demo_train}-t{d.demo_test}-seed{d.demo_seed}")
     make_demo_faces(root, d.demo_train, size, d.demo_seed, n_test=d.demo_test)
@@ -283,12 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         settings = resolve(args, argv)
         if args.dry_run:
-            from metrics.settings import settings_dict
             print(json.dumps(settings_dict(settings), indent=2))
             return 0
-        from metrics.results import format_summary
-        from metrics.scoring import score_folders
-        from metrics.testrun import run_test
         out_dir, result = score_folders(settings) if settings.pred else run_test(settings)
     except UserError as e:
         return report(e)
