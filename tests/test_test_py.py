@@ -343,6 +343,44 @@ def test_bad_inputs_are_one_sentence(files, entry, capsys, tmp_path, monkeypatch
         assert not out.exists()              # nothing written for a refused run
 
 
+def test_the_checkpoint_is_read_once(files, entry, capsys, tmp_path, monkeypatch):
+    """Counted where the real loader (models.checkpoint.safe_load) reads, torch.load, so that a
+    read through any import of the loader counts: one full read of --ckpt; with stand-ins one
+    more read of its config with the tensors memory-mapped (no tensor data). A damaged file is
+    the loader's one sentence, also when stand-ins need its config."""
+    reads = []
+    real = torch.load
+
+    def counting(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            reads.append((os.path.abspath(os.fspath(f)), bool(kwargs.get("mmap", False))))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    monkeypatch.chdir(tmp_path)              # no checkpoints/ here: the pSp file is missing
+    ours = os.path.abspath(files.ours)
+    common = ["--ckpt", files.ours, "--data", files.faces, "--n-images", 2, "--batch", 2,
+              "--metrics", "psnr", "l1", "--no-progress"]
+    rc, _, err = _run(entry, capsys, *common, "--psp", files.psp, "--out", tmp_path / "a")
+    assert rc == 0, err
+    assert [r for r in reads if r[0] == ours] == [(ours, False)]
+    reads.clear()
+    rc, _, err = _run(entry, capsys, *common, "--allow-random-pretrained", "--out", tmp_path / "b")
+    assert rc == 0, err
+    assert sorted(r for r in reads if r[0] == ours) == [(ours, False), (ours, True)]
+
+    damaged = tmp_path / "damaged.pt"
+    data = pathlib.Path(files.ours).read_bytes()
+    damaged.write_bytes(data[:len(data) // 2])
+    for extra in ([], ["--allow-random-pretrained"]):
+        rc, _, err = _run(entry, capsys, *common, "--psp", files.psp, "--ckpt", damaged, *extra,
+                          "--out", tmp_path / "c")
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {damaged} is not a") and "PyTorch checkpoint" in lines[0]
+        assert not (tmp_path / "c").exists()
+
+
 def test_random_standins_are_loud_recorded_and_the_training_ones(files, entry, capsys, caplog,
                                                                   tmp_path, monkeypatch):
     from metrics.eval_loop import evaluate
