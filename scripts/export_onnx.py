@@ -49,6 +49,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from inference.onnx_export import DEFAULT_OPSET, ExportError, export_graph  # noqa: E402
+from models.checkpoint import safe_load  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -69,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_sketch_checkpoint(path: str, which: str) -> bool:
-    from models.checkpoint import safe_load
     ckpt = safe_load(path)
     sd = ckpt.get(which) if isinstance(ckpt, dict) and isinstance(ckpt.get(which), dict) else ckpt
     w = sd.get("down_from_big.0.weight") if isinstance(sd, dict) else None
