@@ -277,15 +277,12 @@ def export_graph(model, path: str, *, style_mix: bool = False, opset: int = DEFA
 def reference_ops():
     """The pure-PyTorch reference ops and the batched modulated convolution while tracing (one
     shared weight, so the graph does not depend on the batch size); both settings restored after."""
-    from op import _impl
-
-    previous_impl, previous_modconv = _impl._override, get_modconv_impl()
-    op.set_impl("ref")
+    previous_modconv = get_modconv_impl()
     set_modconv_impl("batched")
     try:
-        yield
+        with op.using_impl("ref"):
+            yield
     finally:
-        _impl._override = previous_impl
         set_modconv_impl(previous_modconv)
 
 

@@ -35,6 +35,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from models.exegan import EXEGAN
+from models.sketch import SketchEXEGAN
+
 from .errors import InferenceInputError
 from .onnx_export import CodesGraph, CompleteGraph, export_module, file_sha256, float_inputs, noise_sizes
 
@@ -267,10 +270,7 @@ def load_model(ckpt: str, psp: str, device: torch.device, *, sketch: bool = Fals
 
 
 def _torch_model(ckpt: str, psp: str, device, sketch: bool, which: str):
-    if sketch:
-        from models.sketch import SketchEXEGAN as cls  # the sketch add-on only when asked for
-    else:
-        from models.exegan import EXEGAN as cls
+    cls = SketchEXEGAN if sketch else EXEGAN
     model = cls.from_checkpoints(ckpt, psp, device, which=which)
     model.runtime = "PyTorch"
     return model

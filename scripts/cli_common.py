@@ -35,16 +35,6 @@ from inference.errors import InferenceInputError  # noqa: E402
 from inference.io import article, read_rgb  # noqa: E402
 from inference.photo import check_settings, parse_face  # noqa: E402
 from inference.roundtrip import RESIZE_FILTER  # noqa: E402
-from models.exegan import EXEGAN  # noqa: E402
-from models.sketch import SketchEXEGAN  # noqa: E402
-
-# TRANSITIONAL: scripts/inpaint.py, style_mix.py and editor.py still call these as cli.<name>;
-# their real homes are inference.io, inference.roundtrip and datasets.imaging. Delete this block
-# once those three scripts import them from there (tests/test_imports.py lists it).
-from datasets.imaging import open_rgb  # noqa: E402,F401
-from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402,F401
-from inference.roundtrip import Prepared, complete, model_sketch, prepare, with_hole  # noqa: E402,F401
-
 
 #: An input a user can fix; printed as one sentence without a traceback.
 CLIError = InferenceInputError
@@ -248,18 +238,6 @@ def _remove_partial(path: str) -> None:
 
 
 # -------------------------------------------------------------------------------------- models
-def load_model(ckpt: str, psp: str, device: torch.device, sketch: bool = False, which: str = "g_ema"):
-    """EXEGAN (or SketchEXEGAN) from the two files, the generator from entry ``which`` of a
-    training checkpoint; errors are one sentence."""
-    for option, path in (("--ckpt", ckpt), ("--psp", psp)):
-        if not os.path.isfile(path):
-            raise CLIError(f"{option} {path} does not exist; give the path of the "
-                           f"{'EXE-GAN checkpoint' if option == '--ckpt' else 'pSp encoder file (psp_ffhq_encode.pt)'}.")
-    if sketch:
-        return SketchEXEGAN.from_checkpoints(ckpt, psp, device, which=which)
-    return EXEGAN.from_checkpoints(ckpt, psp, device, which=which)
-
-
 def add_model_args(p) -> None:
     p.add_argument("--ckpt", required=True, help="EXE-GAN checkpoint (ours, export.pt, or the released "
                                                  "EXE_GAN_model_256.pt / _512.pt)")

@@ -47,6 +47,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import webguard  # noqa: E402
 from inference import runtime  # noqa: E402
+from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8  # noqa: E402
+from inference.roundtrip import prepare  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_page.html")
@@ -214,16 +216,16 @@ class Editor:
 
     @staticmethod
     def _warnings(hole: np.ndarray, colour: str) -> list:
-        """The command line's warnings about a valid but implausible mask (``cli.mask_warnings``),
+        """The command line's warnings about a valid but implausible mask (``mask_warnings``),
         with the page's control named instead of ``--mask-hole``."""
-        return cli.mask_warnings(hole, colour, flip="switch 'black marks the hole' and upload the mask again")
+        return mask_warnings(hole, colour, flip="switch 'black marks the hole' and upload the mask again")
 
     def _hole(self, payload: dict, shape: tuple) -> np.ndarray:
         f = self._capped(upload(payload, "mask", "mask"), "mask")
         white = payload.get("mask_hole", "white") != "black"
         # "mask m.png is 40x30 but its image is ..." / "the painted mask is ..."
         option = "the" if f.label == PAINTED else "mask"
-        return cli.read_binary(f, shape, "mask", option, white_is_on=white)
+        return read_binary(f, shape, "mask", option, white_is_on=white)
 
     # ----------------------------------------------------------------------------- handlers
     def info(self, payload: Optional[dict] = None) -> dict:
@@ -250,7 +252,7 @@ class Editor:
         """An uploaded exemplar, decoded, as the model sees it (centre square, resized)."""
         key = "exemplar_b" if payload.get("slot") == "b" else "exemplar_a"
         preview = self._exemplar(payload, key, "exemplar B" if key == "exemplar_b" else "exemplar", PREVIEW)
-        return {"preview": png_data_url(cli.to_uint8(preview))}
+        return {"preview": png_data_url(to_uint8(preview))}
 
     def _landmarks(self, payload: dict, name: str):
         """[5, 2] points of an uploaded landmark file for the photo ``name``, or None without one."""
@@ -319,7 +321,7 @@ class Editor:
         face aligned like the training faces."""
         f = self._capped(upload(payload, key, what), what)
         if not (payload.get("align") and not payload.get("exemplar_aligned")):
-            return cli.read_exemplar(f, size)
+            return read_exemplar(f, size)
         from inference.photo import align_exemplar
         rgb = self._image(f, what)
         faces = self._find_faces(rgb, f.label, None, what)
@@ -357,7 +359,7 @@ class Editor:
             prep = aligner.photo(original, hole, name, self._find_faces(original, name, self._landmarks(payload, name)))
             record = prep.record()
         else:
-            prep = cli.prepare(original, hole, size)
+            prep = prepare(original, hole, size)
         ex_a = self._exemplar(payload, "exemplar_a", "exemplar", size)
         ex_b = self._exemplar(payload, "exemplar_b", "exemplar B", size) if mixing else None
 

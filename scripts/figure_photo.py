@@ -29,6 +29,7 @@ from skimage import data  # noqa: E402
 from inference.io import to_uint8  # noqa: E402
 from inference.photo import PhotoAligner  # noqa: E402
 from inference.roundtrip import with_hole  # noqa: E402
+from inference import runtime  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 from scripts.editor import demo_files  # noqa: E402
 
@@ -71,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.ckpt, args.psp = demo_files(args.demo)
     if not (args.ckpt and args.psp):
         raise cli.CLIError("give --ckpt and --psp, or --demo.")
-    model = cli.load_model(args.ckpt, args.psp, cli.resolve_device("cpu"))
+    model = runtime.load_model(args.ckpt, args.psp, cli.resolve_device("cpu"), runtime="torch")
     photo, hole = astronaut_and_hole()
     aligner = PhotoAligner(model.size, feather=args.feather)
     prep = aligner.photo(photo, hole, "astronaut", aligner.faces(photo))

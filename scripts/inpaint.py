@@ -28,8 +28,10 @@ from typing import List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from datasets.imaging import open_rgb  # noqa: E402
 from inference import runtime  # noqa: E402
-from inference.roundtrip import complete_samples  # noqa: E402
+from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402
+from inference.roundtrip import complete_samples, model_sketch, prepare, with_hole  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def inpaint_one(model, prep, exemplar, *, samples: int, seed: int, truncation: float,
                 sketch=None) -> list:
     """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k. ``prep`` is a
-    :class:`cli.Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`.
+    :class:`inference.roundtrip.Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`.
 
     Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
     it); the exemplar is encoded once for all K samples (and onnxruntime runs the K in one batch).
@@ -171,19 +173,19 @@ def precheck(images, masks, exemplars, sketches, args, todo, faces=None) -> List
             shape = None
         if shape is not None:
             try:
-                hole = cli.read_binary(masks[key], shape, "mask", "--mask", args.mask_hole == "white")
+                hole = read_binary(masks[key], shape, "mask", "--mask", args.mask_hole == "white")
                 if not hole.any():
                     problems.append(f"{masks[key]}: the mask has no hole pixels (nothing to fill); white "
                                     f"marks the hole (use --mask-hole black for black holes).")
-                for w in cli.mask_warnings(hole, args.mask_hole):
-                    cli.warn(f"{masks[key]}: {w}")
+                for w in mask_warnings(hole, args.mask_hole):
+                    warn(f"{masks[key]}: {w}")
                 if faces is not None and hole.any():
                     faces.photo(key, image_path, cli.read_rgb(image_path), hole, args.landmarks)
             except cli.user_errors() as e:
                 problems.append(str(e))
             if sketches is not None:
                 try:
-                    cli.read_binary(sketches[key], shape, "sketch", "--sketch", args.sketch_strokes == "white")
+                    read_binary(sketches[key], shape, "sketch", "--sketch", args.sketch_strokes == "white")
                 except cli.user_errors() as e:
                     problems.append(str(e))
         ex = exemplars[key]
@@ -192,7 +194,7 @@ def precheck(images, masks, exemplars, sketches, args, todo, faces=None) -> List
                 if faces is not None and not args.exemplar_aligned:
                     faces.exemplar(key, ex, args.exemplar_landmarks)
                 else:
-                    cli.open_rgb(ex)
+                    open_rgb(ex)
                 seen_exemplars[ex] = None
             except cli.user_errors() as e:
                 seen_exemplars[ex] = str(e)
@@ -285,26 +287,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for key in _progress(todo, "inpainting", True):
         image_path = images[key]
         original = cli.read_rgb(image_path)
-        hole = cli.read_binary(masks[key], original.shape[:2], "mask", "--mask", args.mask_hole == "white")
+        hole = read_binary(masks[key], original.shape[:2], "mask", "--mask", args.mask_hole == "white")
         record = None
         if faces is not None:
             prep = faces.photo(key, image_path, original, hole, args.landmarks)
             record = prep.record()
             if args.exemplar_aligned:
-                exemplar = cli.read_exemplar(exemplars[key], size)
+                exemplar = read_exemplar(exemplars[key], size)
             else:
                 exemplar, record["exemplar"] = faces.exemplar(key, exemplars[key], args.exemplar_landmarks)
         else:
             try:
-                prep = cli.prepare(original, hole, size)
+                prep = prepare(original, hole, size)
             except cli.CLIError as e:
                 raise cli.CLIError(f"{masks[key]}: {e}") from None
-            exemplar = cli.read_exemplar(exemplars[key], size)
+            exemplar = read_exemplar(exemplars[key], size)
         sketch = strokes = None
         if sketches is not None:
-            strokes = cli.read_binary(sketches[key], original.shape[:2], "sketch", "--sketch",
+            strokes = read_binary(sketches[key], original.shape[:2], "sketch", "--sketch",
                                       args.sketch_strokes == "white")
-            sketch = prep.model_sketch(strokes) if faces is not None else cli.model_sketch(prep, strokes)
+            sketch = prep.model_sketch(strokes) if faces is not None else model_sketch(prep, strokes)
         results = inpaint_one(model, prep, exemplar, samples=args.samples, seed=args.seed,
                               truncation=args.truncation, sketch=sketch)
 
@@ -320,12 +322,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 writer.save(res, paths[f"_sample{k}.png"], {**meta, "exegan:seed": args.seed + k})
         if not args.no_sheet and not os.path.exists(paths["_sheet.png"]):
             h = max(size, 64)
-            tiles = [cli.tile(cli.with_hole(original, hole), h), cli.tile(hole, h, nearest=True)]
+            tiles = [cli.tile(with_hole(original, hole), h), cli.tile(hole, h, nearest=True)]
             if faces is not None:  # what the model saw: the aligned crop and its hole
-                tiles.append(cli.tile(cli.with_hole(prep.crop, prep.crop_hole), h))
+                tiles.append(cli.tile(with_hole(prep.crop, prep.crop_hole), h))
             if strokes is not None:
                 tiles.append(cli.tile(strokes & hole, h, nearest=True))
-            tiles.append(cli.tile(cli.to_uint8(exemplar), h))
+            tiles.append(cli.tile(to_uint8(exemplar), h))
             tiles += [cli.tile(r, h) for r in results]
             writer.save(cli.hstack(tiles), paths["_sheet.png"], meta)
         where = "" if record is None else f" (face {record['face_index']} of {record['faces_found']})"

@@ -26,6 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from inference import runtime  # noqa: E402
+from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402
+from inference.roundtrip import complete, prepare, with_hole  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
@@ -75,7 +77,7 @@ def mix(model, prep, ex_a, ex_b, first: int, last: int, *, seed: int,
     if codes is None:
         codes = (model.encode_exemplars(ex_a[None]), model.encode_exemplars(ex_b[None]))
     mixed = mix_codes(codes[0], codes[1], lo, first, last)
-    return cli.complete(model, prep, mixed, seed=seed, truncation=truncation)
+    return complete(model, prep, mixed, seed=seed, truncation=truncation)
 
 
 def _label(img: Image.Image, text: str) -> Image.Image:
@@ -121,7 +123,7 @@ def _align_inputs(args, model, device, original, hole):
     exemplars = []
     for tag, path in (("a", args.exemplar_a), ("b", args.exemplar_b)):
         if args.exemplar_aligned:
-            exemplars.append(cli.read_exemplar(path, model.size))
+            exemplars.append(read_exemplar(path, model.size))
             continue
         faces.exemplar_marks = cli.photo_landmarks({key: path}, args.exemplar_landmarks, "--exemplar-landmarks") or {}
         tensor, record[f"exemplar_{tag}"] = faces.exemplar(key, path, args.exemplar_landmarks)
@@ -151,16 +153,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     slots = list(range(first, last + 1))
 
     original = cli.read_rgb(args.image)
-    hole = cli.read_binary(args.mask, original.shape[:2], "mask", "--mask", args.mask_hole == "white")
-    for w in cli.mask_warnings(hole, args.mask_hole):
-        cli.warn(f"{args.mask}: {w}")
+    hole = read_binary(args.mask, original.shape[:2], "mask", "--mask", args.mask_hole == "white")
+    for w in mask_warnings(hole, args.mask_hole):
+        warn(f"{args.mask}: {w}")
     record = None
     if args.align:
         prep, ex_a, ex_b, record = _align_inputs(args, model, device, original, hole)
     else:
-        prep = cli.prepare(original, hole, model.size)
-        ex_a = cli.read_exemplar(args.exemplar_a, model.size)
-        ex_b = cli.read_exemplar(args.exemplar_b, model.size)
+        prep = prepare(original, hole, model.size)
+        ex_a = read_exemplar(args.exemplar_a, model.size)
+        ex_b = read_exemplar(args.exemplar_b, model.size)
     # Each exemplar is encoded once (EXEGAN.style_mix would encode both for every cell).
     kw = dict(seed=args.seed, truncation=args.truncation,
               codes=(model.encode_exemplars(ex_a[None]), model.encode_exemplars(ex_b[None])))
@@ -170,8 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = {(i, j): mix(model, prep, ex_a, ex_b, i, j, **kw) for i in slots for j in slots if j >= i}
 
     h = max(model.size, 64)
-    strip = [cli.tile(cli.with_hole(original, hole), h), cli.tile(cli.to_uint8(ex_a), h),
-             cli.tile(cli.to_uint8(ex_b), h), cli.tile(only_a, h), cli.tile(only_b, h)]
+    strip = [cli.tile(with_hole(original, hole), h), cli.tile(to_uint8(ex_a), h),
+             cli.tile(to_uint8(ex_b), h), cli.tile(only_a, h), cli.tile(only_b, h)]
     sheet = grid_sheet(strip, {ij: cli.tile(r, h) for ij, r in results.items()}, slots, h)
 
     key = cli.rel_stem(os.path.basename(args.image))

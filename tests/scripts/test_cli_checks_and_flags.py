@@ -12,6 +12,7 @@ from PIL import Image
 from models import Discriminator, make_checkpoint, save_checkpoint
 from models.exegan import EXEGAN
 from inference.io import article, mask_warnings, read_exemplar, to_uint8
+from inference import runtime
 from scripts import cli_common as cli
 from scripts import inpaint, style_mix
 
@@ -257,7 +258,7 @@ def test_unwritable_outputs_are_one_sentence_before_any_work(files, h, tmp_path,
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "f0.json").write_text("[[5, 6], [12, 6], [9, 10], [6, 14], [12, 14]]")
     loads = []
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(runtime, "load_model", lambda *a, **k: loads.append(a))
     for out, want in ((tmp_path / "a_file", "is a file; give a folder"),
                       (tmp_path / "a_file" / "sub", "cannot be created:"),
                       ("/proc/exegan-test/out", "cannot be written (/proc:")):

@@ -174,7 +174,7 @@ def test_uploads_above_the_cap_and_non_json_requests_are_refused(files, inputs):
 
 
 def test_huge_photos_are_refused_before_decoding(files, h, tmp_path):
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     ed = editor.Editor(model, max_pixels=100)
     h.write_rgb(tmp_path / "big.png", 11, 10, seed=0)
     with pytest.raises(editor.EditorError, match=r"^photo big.png is 10x11 pixels, more than the editor's limit"):
@@ -222,7 +222,7 @@ def test_exemplar_preview_is_the_models_crop(app, inputs, tmp_path):
 
 
 def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp_path):
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     pts = np.array([[30.5, 40.0], [52.0, 38.5], [41.0, 52.0], [33.0, 62.0], [50.0, 61.5]])
     found = []
     ed = editor.Editor(model, align_size=48,
@@ -395,7 +395,7 @@ def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
     (tmp_path / "astro.json").write_text(json.dumps(pts.tolist()))
     (tmp_path / "ex.json").write_text(json.dumps(ex_pts.tolist()))
 
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     seen = []
 
     def detector(rgb):  # the photo's face, or the mirrored exemplar's
@@ -439,7 +439,7 @@ def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
 def test_only_this_servers_host_names_and_same_origin_json_reach_the_handlers(files, monkeypatch):
     """DNS rebinding (another Host), a blind cross-site form or text/plain POST, a foreign Origin:
     refused before any handler runs; the page's own requests (its Host, JSON, same origin or none) pass."""
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     ed = editor.Editor(model)
     calls = []
     monkeypatch.setattr(ed, "info", lambda payload=None: calls.append(1) or {"ok": True})
@@ -472,7 +472,7 @@ def test_only_this_servers_host_names_and_same_origin_json_reach_the_handlers(fi
 def test_every_decoded_image_is_capped_from_its_header(files, h, inputs, tmp_path):
     """A small file that decodes to a huge mask or exemplar is refused from its header (no decode)."""
     _, _, payload = inputs
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     app = local_client(editor.create_app(editor.Editor(model, max_pixels=10_000)))
     big = tmp_path / "big.png"
     Image.new("L", (13000, 13000)).save(big)      # ~150 KB on disk, 169 megapixels decoded
@@ -500,7 +500,7 @@ def test_work_in_flight_is_bounded(files, monkeypatch):
     """One request works at a time, `queue` wait; one more is refused at once (503) before its body
     is read, instead of being decoded in parallel."""
     import threading
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     ed = editor.Editor(model)
     started, release = threading.Event(), threading.Event()
 

@@ -8,6 +8,7 @@ import pytest
 
 from inference.io import read_exemplar
 from inference.roundtrip import paste_back, prepare
+from inference import runtime
 from scripts import cli_common as cli
 from scripts import inpaint, style_mix
 
@@ -20,7 +21,7 @@ def setup(files, h, tmp_path_factory):
     hole = h.write_mask(d / "mask.png", h.box_hole(H, W, 4, 6, 17, 20))
     h.write_rgb(d / "a.png", 16, 16, seed=12)
     h.write_rgb(d / "b.png", 20, 20, seed=13)
-    model = cli.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"))
+    model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     prep = prepare(src, hole, model.size)
     ex_a = read_exemplar(str(d / "a.png"), model.size)
     ex_b = read_exemplar(str(d / "b.png"), model.size)
