@@ -22,6 +22,7 @@ Evaluation (:class:`EvalPairing`), all deterministic:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -124,7 +125,10 @@ class EvalPairing:
 
     def __init__(self, mode: str = "reverse", folder: Optional[str] = None,
                  size: Optional[int] = None, pattern=None, image_pattern=None):
-        mode = "reverse" if mode == "reversed" else mode
+        if mode == "reversed":
+            warnings.warn("exemplar mode 'reversed' is the old name of 'reverse' (the same pairing); "
+                          "write 'reverse'.", FutureWarning, stacklevel=2)
+            mode = "reverse"
         if mode not in EVAL_MODES:
             raise ValueError(f"exemplar mode must be one of {EVAL_MODES}, got {mode!r}")
         if mode == "folder" and not folder:

@@ -537,6 +537,7 @@ class PairedMasks(MaskGenerator):
 _KINDS = {"free_form": FreeFormMasks, "mixed": FreeFormMasks, "center": CenterMask,
           "large": LargeMasks, "files": MaskFiles, "irregular": MaskFiles,
           "paired": PairedMasks}
+MASK_GENERATORS = _KINDS  # kind name -> generator class ("mixed": the old name of free_form)
 
 
 def make_mask_generator(cfg) -> MaskGenerator:
@@ -554,6 +555,9 @@ def make_mask_generator(cfg) -> MaskGenerator:
     kind = cfg.pop("kind", None)
     if kind not in _KINDS:
         raise ValueError(f"mask kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    if kind == "mixed":
+        warnings.warn("mask kind 'mixed' is the old name of 'free_form' (the same masks); write "
+                      "'free_form'.", FutureWarning, stacklevel=2)
     for key in ("per_sample",):  # sampler options, not generator options
         cfg.pop(key, None)
     return _KINDS[kind](**cfg)

@@ -1,5 +1,5 @@
 """The data side of the evaluation protocol (paper section 4): which hole mask and which exemplar
-each test image gets. ``metrics.protocol.evaluate`` (test.py and the training loop's periodic
+each test image gets. ``metrics.eval_loop.evaluate`` (test.py and the training loop's periodic
 evaluation) runs a model under these protocols.
 
 Masks (:func:`make_mask_protocol`):
@@ -28,19 +28,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
-from datasets.errors import ProtocolError
+from common.seeding import EVAL_DEAL_KEY, EVAL_MASK_KEY, derive_rng
+from datasets.errors import MaskError, ProtocolError
+from datasets.exemplars import EvalPairing
+from datasets.masks import (BUCKET_LABELS, MaskFiles, PairedMasks, fit_mask, make_mask_generator,
+                            read_mask_file, to_mask_tensor)
 
 log = logging.getLogger("exegan.test")
-
-# Seed-stream keys (part of every derived seed; never renumber).
-_MASK_STREAM = 0x4D
-_DEAL_STREAM = 0x4445
-
 
 MASK_KINDS = ("center", "free_form", "large", "irregular", "paired")
 #: Label of the whole evaluated set (the only bucket of non-bucketed mask protocols).
@@ -75,17 +76,15 @@ class GeneratedMasks(MaskProtocol):
     """``center`` / ``free_form`` / ``large``: datasets.masks generators, seeded per image."""
 
     def __init__(self, kind: str, **options):
-        from datasets.masks import make_mask_generator
         self.kind = kind
         self.options = dict(options)
         self.generator = make_mask_generator({"kind": kind, **self.options})
 
     def masks(self, bucket, indices, names, size, mask_seed):
-        from common.seeding import derive_rng
         out, sources = [], []
         for i in indices:
             if self.generator.random:
-                rng = derive_rng(int(mask_seed), _MASK_STREAM, int(i))
+                rng = derive_rng(int(mask_seed), EVAL_MASK_KEY, int(i))
                 out.append(self.generator(size, rng))
                 sources.append(f"{self.kind}:seed={int(mask_seed)}:image={int(i)}")
             else:
@@ -100,7 +99,7 @@ class GeneratedMasks(MaskProtocol):
         if self.kind == "center":
             d["hole"] = f"centred square of side {g.fraction} * S"
         else:
-            d["seeding"] = "numpy Generator of (mask_seed + repeat, 0x4D, image index)"
+            d["seeding"] = f"numpy Generator of (mask_seed + repeat, 0x{EVAL_MASK_KEY:X}, image index)"
             d["hole_range"] = list(g.hole_range)
         return d
 
@@ -112,7 +111,6 @@ class IrregularMasks(MaskProtocol):
     bucketed = True
 
     def __init__(self, root: str, hole_value: int = 1, buckets: Optional[Sequence[str]] = None):
-        from datasets.masks import BUCKET_LABELS, MaskFiles
         if not root or not os.path.isdir(root):
             raise ProtocolError(f"Irregular mask folder {root!r} does not exist; give the folder "
                                 f"of mask files (e.g. the NVIDIA irregular mask test set).")
@@ -157,7 +155,6 @@ class IrregularMasks(MaskProtocol):
         if self._pruned_for is not None:
             raise ProtocolError("An irregular mask protocol serves one image size; build a new "
                                 "one for another size.")
-        from datasets.masks import fit_mask, read_mask_file
         stats = self.files.stats
         for b in self.buckets:
             keep = []
@@ -193,7 +190,6 @@ class IrregularMasks(MaskProtocol):
         self._prune(size)
 
     def bucket_key(self, bucket: str) -> int:
-        from datasets.masks import BUCKET_LABELS
         return BUCKET_LABELS.index(bucket)
 
     def deal(self, bucket: str, mask_seed: int, n: int) -> np.ndarray:
@@ -203,14 +199,13 @@ class IrregularMasks(MaskProtocol):
         if order is None or len(order) < n:
             m = len(self.names[bucket])
             rng = np.random.default_rng(
-                [int(mask_seed), _DEAL_STREAM, self.bucket_key(bucket)])
+                [int(mask_seed), EVAL_DEAL_KEY, self.bucket_key(bucket)])
             # Shuffled passes over the bucket: no file repeats before all were used.
             order = np.concatenate([rng.permutation(m) for _ in range(max(1, -(-n // m)))])
             self._deal_cache[key] = order
         return order[:n]
 
     def masks(self, bucket, indices, names, size, mask_seed):
-        from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
         self._prune(size)
         order = self.deal(bucket, mask_seed, max(indices) + 1)
         out, sources = [], []
@@ -240,7 +235,7 @@ class IrregularMasks(MaskProtocol):
             "bucket_rule": "hole ratio at the file's own resolution in (k/10, (k+1)/10]",
             "resize": "centre crop to square, nearest-neighbour resize to S",
             "dealing": "per repeat and bucket: shuffled passes over the bucket's files, "
-                       "numpy Generator of (mask_seed + repeat, 0x4445, bucket index)",
+                       f"numpy Generator of (mask_seed + repeat, 0x{EVAL_DEAL_KEY:X}, bucket index)",
         }
 
 
@@ -250,7 +245,6 @@ class PairedMaskFiles(MaskProtocol):
     kind = "paired"
 
     def __init__(self, root: str, hole_value: int = 1, pattern=None, image_pattern=None):
-        from datasets.masks import PairedMasks
         if not root or not os.path.isdir(root):
             raise ProtocolError(f"Paired mask folder {root!r} does not exist; give the folder "
                                 f"holding one mask per test image.")
@@ -259,8 +253,6 @@ class PairedMaskFiles(MaskProtocol):
                                   image_pattern=image_pattern)      # MaskError when empty
 
     def check(self, names, size, image_paths=None):
-        from PIL import Image
-        from datasets.errors import MaskError
         self.paired.check(names)            # every missing mask in one sentence
         for k, name in enumerate(names):
             path = self.paired.path_for(name)                        # MaskError when missing
@@ -314,6 +306,9 @@ def make_mask_protocol(spec: Union[str, dict, MaskProtocol], root: Optional[str]
         options = {**spec, **options}
     else:
         kind = spec
+    if kind == "mixed":
+        warnings.warn("mask protocol 'mixed' is the old name of 'free_form' (the same masks); "
+                      "write 'free_form'.", FutureWarning, stacklevel=2)
     kind = {"mixed": "free_form", "files": "irregular"}.get(kind, kind)
     if kind not in MASK_KINDS:
         raise ProtocolError(f"Unknown mask protocol {kind!r}; choose from {', '.join(MASK_KINDS)}.")
@@ -328,7 +323,6 @@ def make_mask_protocol(spec: Union[str, dict, MaskProtocol], root: Optional[str]
 
 
 def as_pairing(exemplars, size: int, pattern=None, image_pattern=None):
-    from datasets.exemplars import EvalPairing
     if isinstance(exemplars, EvalPairing):
         return exemplars
     kw = dict(size=size, pattern=pattern, image_pattern=image_pattern)
