@@ -384,7 +384,7 @@ def _check_plain(obj: Any, where: str) -> None:
     raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}")
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
     """fsync a directory (makes a rename durable); skipped where directories cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -426,7 +426,7 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> None:
                 # name never points at a partly written file; then the directory entry (best effort).
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -1,34 +1,34 @@
 """Benchmark of EXE-GAN training and inference (the figures are in docs/benchmarks.md).
 
-Times, as the median of ``--repeats`` runs after ``--warmup`` runs, each phase of one training
-iteration of ``training.loop.Trainer`` — prep (masks, exemplars, the exemplar's style codes and
+A sweep over variants of the training config: each variant builds the loop's own
+``training.trainer.Trainer`` with ``train.time_phases`` on and runs ``Trainer.train_step``; the
+phase times are the trainer's own timer's (``training/timing.py``: the figures a run writes to
+stats.jsonl as ``time_<phase>_ms``) — prep (masks, exemplars, the exemplar's style codes and
 identity features), D main, D reg (R1), G main (adversarial + attribute + identity + LPIPS), G reg
-(path length), EMA — the whole iteration (``Trainer.train_step`` itself, at a step where R1 and
-path length both run), and inference (``models.EXEGAN.inpaint`` on G_ema, and G_ema alone), in
-images per second. Every phase records the peak memory of its timed runs: the process's peak RSS
-(``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear_refs`` before each phase) and,
-on CUDA, ``torch.cuda.max_memory_allocated``.
+(path length), EMA and the whole iteration — as the median of ``--repeats`` steps after
+``--warmup`` steps, at steps where R1 and path length both run. Inference (``models.EXEGAN.inpaint``
+on G_ema, and G_ema alone) is timed with the same timer. Every measurement records the peak memory
+of its timed runs: the process's peak RSS (``VmHWM`` of ``/proc/self/status``, reset through
+``/proc/self/clear_refs`` first) and, on CUDA, ``torch.cuda.max_memory_allocated``; the loop's
+phases share the peak of the timed steps.
 
 The networks are the real ones at full width with random weights — G and D at the paper's
-channel multiplier 2, the pSp IR-SE50 style encoder, the ResNet-101 ArcFace and the LPIPS VGG16 —
-built in memory (no file is read). ``--tiny`` instead takes the loop's own tiny configuration
-(32 px, narrow G/D, the tiny random stand-ins of ``pretrained.allow_random``) for smoke runs.
-
-The whole iteration is ``Trainer.train_step``; the phases are the trainer's own phase methods
-(``prepare_step``, ``d_main_step``, ``r1_step``, ``g_main_step``, ``path_length_step``,
-``update_ema``), which ``train_step`` runs in that order.
+channel multiplier 2, and ``pretrained.standin_size: full`` (the pSp IR-SE50 style encoder, the
+ResNet-101 ArcFace and the LPIPS VGG16, built in memory; no file is read). ``--tiny`` instead takes
+the tiny configuration (32 px, narrow G/D, the tiny random stand-ins) for smoke runs.
 
 Presets set the size and the number of runs: ``paper`` (256 px, batch 2 per device, 3 timed
 runs; the default with ``--device cuda``), ``cpu`` (64 px, 2 timed runs, a few minutes on a 2-core
 CPU; the default on CPU) and ``tiny``. ``--size``, ``--batch``, ``--repeats``, ``--warmup`` override.
 
-``--variants a,b,...`` runs each variant in its own process (so peak memory, thread count and
-compiled code do not leak between them) and prints one table with each phase's speed-up over the
-first variant. A variant is one name from ``VARIANTS`` or several joined by ``+``
-(``bf16+channels_last``). ``--rounds N`` repeats the whole list N times (A B A B ...) and pools the
-runs. On a busy machine ``--interleave`` gives paired figures instead: one trainer in one process,
-the variants (implementation switches only: modconv_*, naive_upfirdn, recompute_exemplar,
-channels_last, ops_*) switched around every timed run. Examples::
+``--variants a,b,...`` runs each variant in its own process (``multiprocessing`` with ``spawn``,
+so peak memory, thread count and compiled code do not leak between them) and prints one table
+with each phase's speed-up over the first variant. A variant is one name from ``VARIANTS`` or
+several joined by ``+`` (``bf16+channels_last``); most are config overrides (``--set``), the rest
+switch a library implementation (ops, upfirdn2d, modconv). ``--rounds N`` repeats the whole list N
+times (A B A B ...) and pools the runs. On a busy machine ``--interleave`` gives paired figures
+instead: one trainer in one process, the variants (library switches only: modconv_*,
+naive_upfirdn, tiled, general, ops_*) switched around every timed step. Examples::
 
     python scripts/benchmark.py                                   # CPU preset: 64 px, base only
     python scripts/benchmark.py --preset paper --repeats 1        # 256 px, batch 2
@@ -47,12 +47,13 @@ import argparse
 import contextlib
 import json
 import logging
+import math
+import multiprocessing
 import os
 import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,10 +64,21 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
+import op  # noqa: E402
 from common.cli import DefaultsHelpFormatter  # noqa: E402
+from datasets.demo import make_demo_faces  # noqa: E402
+from datasets.folder import ImageFolderDataset  # noqa: E402
+from models import stylegan2  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from training.config import apply_overrides, from_dict, validate  # noqa: E402
+from training.data import StepBatchSampler  # noqa: E402
+from training.distributed import DistInfo  # noqa: E402
+from training.timing import PhaseTimer  # noqa: E402
+from training.trainer import Trainer  # noqa: E402
 
-SCHEMA = 1
+SCHEMA = 2
 # Defaults of --size / --repeats / --warmup. "paper" is the paper's training setting (256 px; batch
 # 2 per device is --batch's default). A full 256-px iteration with the full-size pretrained
 # networks takes about a minute on a 2-core CPU, so the CPU default is 64 px, which keeps every
@@ -75,16 +87,18 @@ SCHEMA = 1
 PRESETS = {"paper": {"size": 256, "repeats": 3, "warmup": 1},
            "cpu": {"size": 64, "repeats": 2, "warmup": 1},
            "tiny": {"size": 32, "repeats": 2, "warmup": 1}}
-# Phases in table order. "iteration" is Trainer.train_step at a step where R1 and path length run.
-PHASES = ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration", "inference", "inference_g")
+# Phases in table order: the trainer's timer's (training/timing.py), then inference.
+LOOP_PHASES = ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration")
+PHASES = LOOP_PHASES + ("inference", "inference_g")
 DEFAULT_PHASES = PHASES
 
-# Variant atoms: what each changes relative to the plain fp32 loop. Joined with '+'.
+# Variant atoms: what each changes relative to the plain fp32 loop. Joined with '+'. "set": config
+# overrides (a run gets the same with --set); the other keys switch a library implementation.
 VARIANTS = {
     "base": {},                                         # fp32, ops 'auto', default threads
     "threads1": {"threads": 1},                         # one intra-op CPU thread
-    "bf16": {"amp": "bf16"},                            # the loop's train.amp=bf16 autocast
-    "channels_last": {"channels_last": True},           # NHWC networks and inputs
+    "bf16": {"set": ["train.amp=bf16"]},                # the loop's bf16 autocast
+    "channels_last": {"set": ["train.channels_last=true"]},  # NHWC networks and inputs
     "compile": {"compile": True, "set": ["train.compile=true"]},  # train.compile; compiled EXEGAN
     "tiled": {"upfirdn_kernel": "tiled"},               # the tiled upfirdn2d kernel, forced (no self-check)
     "general": {"upfirdn_kernel": "general"},           # the general upfirdn2d kernel only (the old default)
@@ -92,7 +106,6 @@ VARIANTS = {
     "ops_ref": {"ops": "ref"},                          # pure-PyTorch custom ops on CUDA
     "ops_cuda": {"ops": "cuda"},                        # compiled custom ops (CUDA only)
     "naive_upfirdn": {"upfirdn": "naive"},              # baseline: the single-channel upfirdn2d
-    "recompute_exemplar": {"recompute_exemplar": True},  # baseline: codes/ids recomputed per loss
     "no_lpips": {"set": ["loss.lambda_lpips=0"]},       # weight 0: the term is skipped
     "no_id": {"set": ["loss.lambda_id=0"]},
     "no_attr": {"set": ["loss.lambda_attr=0"]},
@@ -167,68 +180,47 @@ def write_report(report: dict, out: str) -> str:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
-    """Median / min wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs, with the peak
-    memory of the timed runs (the process's peak RSS; CUDA max allocated)."""
-    first = None
-    for i in range(warmup):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        if i == 0:
-            first = time.perf_counter() - t0
-    rss_reset = reset_peak_rss()
-    rss_start = rss_mib()
+def _reset_peaks(device: torch.device) -> tuple:
+    """Reset the peak counters; returns (peak-RSS reset worked, RSS now in MiB)."""
+    ok = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
-           "first_warmup_s": first,
-           "peak_rss_mib": rss_mib("VmHWM") if rss_reset else None, "rss_start_mib": rss_start}
+    return ok, rss_mib()
+
+
+def _peaks(device: torch.device, rss_reset: bool, rss_start) -> dict:
+    out = {"peak_rss_mib": rss_mib("VmHWM") if rss_reset else None, "rss_start_mib": rss_start}
     if device.type == "cuda":
         out["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
     return out
 
 
+def _summary(times: list) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
+    """Median / min time of ``fn`` over ``repeats`` runs after ``warmup`` runs, timed by the
+    training loop's phase timer (CUDA events / perf_counter), with the peak memory of the timed
+    runs (the process's peak RSS; CUDA max allocated)."""
+    timer = PhaseTimer(device, enabled=True)
+    first, times = None, []
+    for i in range(warmup + repeats):
+        if i == warmup:
+            rss_reset, rss_start = _reset_peaks(device)
+        with timer.phase("run"):
+            fn()
+        t = timer.read()["run"][0]
+        if i == 0 and warmup:
+            first = t
+        if i >= warmup:
+            times.append(t)
+    return {**_summary(times), "first_warmup_s": first, **_peaks(device, rss_reset, rss_start)}
+
+
 # ----------------------------------------------------------------------------------------------
-# Building the loop's trainer with full-size pretrained networks
+# The variant's training config and trainer
 # ----------------------------------------------------------------------------------------------
-
-def _full_size_pretrained(cfg, generator, device, log_):
-    """The trainer's ``pretrained_factory`` (in place of ``training.pretrained.build``): the
-    released architectures at full size with random weights (pSp IR-SE50 with 18 heads,
-    ResNet-101 ArcFace, LPIPS VGG16), built in memory.
-    Only the networks a positive loss weight needs are built, as the real ``build`` does."""
-    from losses.perceptual import load_lpips
-    from models.identity import IdentityNet
-    from models.psp import StyleEncoder
-    from training import pretrained
-
-    L = cfg.loss
-    with pretrained._seeded(cfg.train.seed):
-        enc = StyleEncoder(start=generator.exemplar_start, n=generator.n_exemplar,
-                           n_styles=max(18, generator.n_latent), style_dim=generator.style_dim)
-        enc.set_latent_avg(torch.randn(enc.n_styles, enc.style_dim) * 0.1)
-        ident = IdentityNet(cfg.pretrained.identity_kind) if L.lambda_id > 0 else None
-        lp = None
-        if L.lambda_lpips > 0:
-            lp = load_lpips(None, allow_random_backbone=True, device=device)
-    names = ("style encoder", "identity net", "LPIPS VGG16")
-    random = tuple(n for n, m in zip(names, (enc, ident, lp)) if m is not None)
-    return pretrained.Pretrained(enc.to(device), None if ident is None else ident.to(device), lp, random)
-
 
 def tiny_config_dict() -> dict:
     """The ``--tiny`` preset: configs/demo.yaml's 32-px networks and the loop's tiny stand-ins."""
@@ -239,16 +231,15 @@ def tiny_config_dict() -> dict:
 
 
 def make_config(opts, settings: dict):
-    """The training Config the benchmark runs: paper defaults + size/batch + variant settings."""
-    from training.config import apply_overrides, from_dict, validate
-
-    data = tiny_config_dict() if opts.tiny else {}
+    """The training Config the benchmark runs: paper defaults + size/batch + variant settings,
+    the phase timer on, random stand-ins of the pretrained networks (full size unless --tiny)."""
+    data = tiny_config_dict() if opts.tiny else {"pretrained": {"allow_random": True, "standin_size": "full"},
+                                                 "loss": {"allow_random_backbone": True}}
     data = apply_overrides(data, [])
     data.setdefault("model", {})
     if opts.size is not None:
         data["model"]["size"] = opts.size
-    data["train"] = {"batch": opts.batch, "device": opts.device, "seed": opts.seed,
-                     "amp": settings.get("amp", "off")}
+    data["train"] = {"batch": opts.batch, "device": opts.device, "seed": opts.seed, "time_phases": True}
     # "All losses on": LPIPS only runs where the exemplar is the image itself, so the default
     # times that case (self_prob 1); --self-prob 0.2 times the paper's typical step instead.
     data["exemplar"] = {"self_prob": opts.self_prob}
@@ -259,12 +250,8 @@ def make_config(opts, settings: dict):
     return cfg
 
 
-def build_trainer(opts, settings: dict, device: torch.device):
-    """A ``training.loop.Trainer`` for the benchmark config (full-size pretrained networks
-    unless ``--tiny``)."""
-    from training.distributed import DistInfo
-    from training.loop import Trainer
-
+def build_trainer(opts, settings: dict, device: torch.device) -> Trainer:
+    """The loop's Trainer for the benchmark config."""
     cfg = make_config(opts, settings)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     quiet = logging.getLogger("benchmark.trainer")
@@ -272,30 +259,8 @@ def build_trainer(opts, settings: dict, device: torch.device):
     quiet.propagate = False
     # The random-LPIPS-trunk warning: the JSON records which networks are random stand-ins.
     logging.getLogger("losses.perceptual").disabled = True
-    return Trainer(cfg, info, quiet, pretrained_factory=None if opts.tiny else _full_size_pretrained)
+    return Trainer(cfg, info, quiet)
 
-
-# ----------------------------------------------------------------------------------------------
-# The loop's iteration, phase by phase
-# ----------------------------------------------------------------------------------------------
-
-def loop_phases(trainer, step: int, real: torch.Tensor, *, reuse_exemplar: bool = True) -> dict:
-    """{phase: callable} running one phase of ``Trainer.train_step`` on its own, on the inputs
-    ``prepare_step`` drew for ``step``. ``reuse_exemplar=False`` is the baseline of the "exemplar
-    codes once" optimisation: the losses encode the exemplar again."""
-    s = trainer.prepare_step(step, real)
-    return {"prep": lambda: trainer.prepare_step(step, real),
-            "d_main": lambda: trainer.d_main_step(s),
-            "d_reg": lambda: trainer.r1_step(s),
-            "g_main": lambda: trainer.g_main_step(s, reuse_exemplar=reuse_exemplar),
-            "g_reg": lambda: trainer.path_length_step(s),
-            "ema": trainer.update_ema,
-            "iteration": lambda: trainer.train_step(step, real, reuse_exemplar=reuse_exemplar)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Variants
-# ----------------------------------------------------------------------------------------------
 
 def parse_variant(name: str) -> dict:
     """'bf16+channels_last' -> merged settings; unknown atoms are a BenchmarkError."""
@@ -313,23 +278,32 @@ def parse_variant(name: str) -> dict:
     return settings
 
 
-def _set_memory_format(trainer, fmt) -> None:
-    """Storage format of every 4-D parameter / buffer of the trainer's networks. (Module.to's
-    memory_format would also try the 5-D modulated-conv weights, which have no NHWC layout.)"""
-    import itertools
-
-    pre = trainer.pre
-    for m in (trainer.G, trainer.D, trainer.G_ema, pre.style_encoder, pre.identity, pre.lpips):
-        if m is None:
-            continue
-        for t in itertools.chain(m.parameters(), m.buffers()):
-            if t.dim() == 4:
-                t.data = t.data.contiguous(memory_format=fmt)
+@contextlib.contextmanager
+def library_switches(settings: dict):
+    """Select the op / model implementations a variant chooses (through the switches op and
+    models.stylegan2 offer), for the duration of the block."""
+    with contextlib.ExitStack() as stack:
+        if settings.get("ops"):
+            stack.enter_context(op.using_impl(settings["ops"]))
+        if settings.get("upfirdn_kernel"):
+            old_kernel = op.get_upfirdn2d_kernel()
+            op.set_upfirdn2d_kernel(settings["upfirdn_kernel"])
+            stack.callback(op.set_upfirdn2d_kernel, old_kernel)
+        if settings.get("upfirdn") == "naive":
+            old_naive = op.get_upfirdn2d_naive()
+            op.set_upfirdn2d_naive(True)
+            stack.callback(op.set_upfirdn2d_naive, old_naive)
+        if settings.get("modconv"):
+            old = stylegan2.get_modconv_impl()
+            stylegan2.set_modconv_impl(settings["modconv"])
+            stack.callback(stylegan2.set_modconv_impl, old)
+        yield
 
 
 def _config_summary(trainer) -> dict:
     cfg = trainer.cfg
     return {"size": cfg.model.size, "batch": cfg.train.batch, "amp": cfg.train.amp,
+            "channels_last": cfg.train.channels_last,
             "d_reg_every": cfg.loss.d_reg_every, "g_reg_every": cfg.loss.g_reg_every,
             "loss_terms": list(trainer.objective.terms), "pretrained": list(trainer.pre.random)}
 
@@ -343,246 +317,202 @@ def _param_counts(trainer) -> dict:
             "identity": count(pre.identity), "lpips": count(pre.lpips)}
 
 
-def apply_settings(trainer, settings: dict, device: torch.device) -> list:
-    """Apply a variant's module-level settings to a built trainer; returns notes for the JSON.
-
-    Library implementation switches (ops, upfirdn, modconv) are set and undone by
-    ``library_switches`` (they only matter inside this benchmark process).
-    """
-    notes = []
-    if settings.get("channels_last"):
-        _set_memory_format(trainer, torch.channels_last)
-    if settings.get("compile"):
-        # The loop's own train.compile: torch.compile cannot differentiate twice (R1, path
-        # length), so the compiled modules serve D main, G main and the style codes, and the
-        # regularisers use the eager ones; inference runs EXEGAN.compile().
-        notes.append("compile: train.compile (G/D main and style encoder compiled; R1 and path "
-                     "length eager) and EXEGAN.compile() for inference")
-    return notes
-
-
-@contextlib.contextmanager
-def library_switches(settings: dict):
-    """Select the op / model implementations a variant chooses (through the switches op and
-    models.stylegan2 offer), for the duration of the block."""
-    import op
-    from models import stylegan2
-
-    with contextlib.ExitStack() as stack:
-        if settings.get("ops"):
-            old = op.get_impl()
-            op.set_impl(settings["ops"])
-            stack.callback(op.set_impl, old)
-        if settings.get("upfirdn_kernel"):
-            old_kernel = op.get_upfirdn2d_kernel()
-            op.set_upfirdn2d_kernel(settings["upfirdn_kernel"])
-            stack.callback(op.set_upfirdn2d_kernel, old_kernel)
-        if settings.get("upfirdn") == "naive":
-            old_naive = op.get_upfirdn2d_naive()
-            op.set_upfirdn2d_naive(True)
-            stack.callback(op.set_upfirdn2d_naive, old_naive)
-        if settings.get("modconv"):
-            if not hasattr(stylegan2, "set_modconv_impl"):
-                raise BenchmarkError("this checkout's models.stylegan2 has no set_modconv_impl; "
-                                     "the modconv_* variants need it.")
-            old = stylegan2.get_modconv_impl()
-            stylegan2.set_modconv_impl(settings["modconv"])
-            stack.callback(stylegan2.set_modconv_impl, old)
-        yield
-
-
-# ----------------------------------------------------------------------------------------------
-# One variant, in this process
-# ----------------------------------------------------------------------------------------------
-
-def _inputs(opts, batch: int, size: int, device: torch.device, channels_last: bool):
+def _inputs(opts, batch: int, size: int, device: torch.device):
     """Deterministic smooth 'images' in [-1, 1]: real [B,3,S,S] (exemplars come from the loop)."""
     g = torch.Generator().manual_seed(opts.seed)
     low = torch.rand(batch, 3, 8, 8, generator=g) * 2 - 1
     real = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-    real = (real + 0.05 * torch.randn(real.shape, generator=g)).clamp(-1, 1)
-    real = real.to(device)
-    if channels_last:
-        real = real.contiguous(memory_format=torch.channels_last)
-    return real
+    return (real + 0.05 * torch.randn(real.shape, generator=g)).clamp(-1, 1).to(device)
+
+
+def full_steps(trainer) -> Callable[[int], int]:
+    """i -> the i-th step at which R1 and path length both run (multiples of both intervals)."""
+    L = trainer.cfg.loss
+    every = math.lcm(L.d_reg_every, L.g_reg_every)
+    return lambda i: i * every
+
+
+def timed_step(trainer, step: int, real: torch.Tensor) -> dict:
+    """One ``Trainer.train_step`` and its phase times in seconds, as the timer recorded them."""
+    trainer.train_step(step, real)
+    return {k: v[0] for k, v in trainer.timer.read().items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# One variant in this process, or all of them on one trainer (--interleave)
+# ----------------------------------------------------------------------------------------------
+
+def _check_device(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda was given but no CUDA device is visible; use --device cpu.")
+
+
+def _new_result(opts, trainer, settings: dict, build_s: float) -> dict:
+    return {"status": "ok", "settings": settings, "threads": torch.get_num_threads(), "pid": os.getpid(),
+            "load_avg_start": os.getloadavg(), "build_s": build_s, "phases": {}, "errors": {},
+            "notes": ["compile: each phase's first_warmup_s includes compiling it; R1 and path "
+                      "length stay eager, inference runs EXEGAN.compile()"] if settings.get("compile") else [],
+            "config": _config_summary(trainer), "params_m": _param_counts(trainer),
+            "infer_batch": opts.infer_batch or trainer.cfg.train.batch}
+
+
+def _time_loop(opts, trainer, device: torch.device, result: dict) -> None:
+    """The trainer's own phase times over ``warmup + repeats`` full steps (R1 and path length
+    run), the loop's phases sharing the peak memory of the timed steps."""
+    wanted = [p for p in opts.phases if p in LOOP_PHASES]
+    if not wanted:
+        return
+    real = _inputs(opts, trainer.cfg.train.batch, trainer.cfg.model.size, device)
+    step_at, runs, first = full_steps(trainer), [], None
+    for i in range(opts.warmup + opts.repeats):
+        if i == opts.warmup:
+            rss_reset, rss_start = _reset_peaks(device)
+        t = timed_step(trainer, step_at(i), real)
+        if i == 0 and opts.warmup:
+            first = t
+        if i >= opts.warmup:
+            runs.append(t)
+    peaks = _peaks(device, rss_reset, rss_start)
+    for p in wanted:
+        result["phases"][p] = {**_summary([r[p] for r in runs]),
+                               "first_warmup_s": first.get(p) if first else None, **peaks}
+
+
+def _inference_fns(opts, trainer, device: torch.device, compiled: bool) -> dict:
+    """{phase: callable}: ``EXEGAN.inpaint`` on G_ema, and G_ema alone on encoded codes."""
+    model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
+    if compiled:
+        model.compile()
+    nb = opts.infer_batch or trainer.cfg.train.batch
+    imgs = _inputs(opts, nb, trainer.cfg.model.size, device)
+    masks = trainer.draw_masks(1, nb)
+    codes = model.encode_exemplars(imgs.flip(0))
+    return {"inference": lambda: model.inpaint(imgs, masks, imgs.flip(0), seed=0),
+            "inference_g": lambda: model.complete(imgs, masks, codes, seed=0)}
+
+
+def _record_error(result: dict, phase: str, exc: Exception) -> None:
+    result["errors"][phase] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    log.warning("  %s failed: %s", phase, result["errors"][phase])
 
 
 def run_variant(opts, name: str) -> dict:
     """Build the loop's trainer for variant ``name`` and time the requested phases."""
     settings = parse_variant(name)
     device = torch.device(opts.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError("--device cuda was given but no CUDA device is visible; use --device cpu.")
+    _check_device(device)
     if settings.get("ops") == "cuda" and device.type != "cuda":
         return {"status": "skipped", "reason": "CPU tensors always take the reference ops; "
                 "ops_cuda needs --device cuda", "settings": settings}
     threads = settings.get("threads", opts.threads)
     if threads:
         torch.set_num_threads(threads)
-    result = {"status": "ok", "settings": settings, "threads": torch.get_num_threads(),
-              "load_avg_start": os.getloadavg(), "phases": {}, "errors": {}, "notes": []}
-    t_build = time.perf_counter()
     with library_switches(settings):
+        t_build = time.perf_counter()
         trainer = build_trainer(opts, settings, device)
-        result["build_s"] = time.perf_counter() - t_build
-        result["notes"] += apply_settings(trainer, settings, device)
-        result["config"] = _config_summary(trainer)
-        result["params_m"] = _param_counts(trainer)
-        _time_phases(opts, trainer, settings, device, result)
+        result = _new_result(opts, trainer, settings, time.perf_counter() - t_build)
+        try:
+            _time_loop(opts, trainer, device, result)
+        except RuntimeError as exc:  # a variant that cannot run the step (e.g. an op on this device)
+            _record_error(result, "iteration", exc)
+        for p, fn in _inference_fns(opts, trainer, device, bool(settings.get("compile"))).items():
+            if p in opts.phases:
+                try:
+                    result["phases"][p] = measure(fn, device, opts.repeats, opts.warmup)
+                except RuntimeError as exc:
+                    _record_error(result, p, exc)
     result["load_avg_end"] = os.getloadavg()
     derive(result)
     return result
 
 
-def _time_phases(opts, trainer, settings: dict, device: torch.device, result: dict) -> None:
-    cfg = trainer.cfg
-    B, S = cfg.train.batch, cfg.model.size
-    cl = bool(settings.get("channels_last"))
-    real = _inputs(opts, B, S, device, cl)
-    # A step at which R1 and path length both run (step 0 is such a step for any interval).
-    step = 0
-    fns = loop_phases(trainer, step, real, reuse_exemplar=not settings.get("recompute_exemplar"))
-    wanted = [p for p in opts.phases if p in PHASES]
-    compiled = bool(settings.get("compile"))
-
-    def run(name, fn):
-        if name not in wanted:
-            return
-        log.info("  %s ...", name)
-        try:
-            result["phases"][name] = measure(fn, device, opts.repeats, opts.warmup)
-        except Exception as exc:  # one failing phase (e.g. a variant that cannot run it) is recorded
-            result["errors"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("  %s failed: %s", name, result["errors"][name])
-
-    if compiled:
-        result["notes"].append("compile: each phase's first_warmup_s includes compiling it")
-
-    for name in ("prep", "d_main", "d_reg", "g_main", "g_reg", "ema", "iteration"):
-        run(name, fns[name])
-
-    if "inference" in wanted or "inference_g" in wanted:
-        from models.exegan import EXEGAN
-
-        model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
-        if compiled:
-            model.compile()
-        nb = opts.infer_batch or B
-        imgs = _inputs(opts, nb, S, device, cl)
-        masks = trainer.draw_masks(1, nb)
-        exemplars = imgs.flip(0)
-        codes = model.encode_exemplars(exemplars)
-        run("inference", lambda: model.inpaint(imgs, masks, exemplars, seed=0))
-        run("inference_g", lambda: model.complete(imgs, masks, codes, seed=0))
-        result["infer_batch"] = nb
-
-
-# Settings that can be switched on and off around each timed run of one built trainer.
-SWITCHABLE = ("modconv", "upfirdn", "upfirdn_kernel", "recompute_exemplar", "channels_last", "ops",
-              "amp")
-
-
-@contextlib.contextmanager
-def switched(trainer, settings: dict):
-    """Apply a switchable variant to a built trainer for the duration of the block."""
-    with library_switches(settings):
-        if settings.get("channels_last"):
-            _set_memory_format(trainer, torch.channels_last)
-        amp = trainer.amp
-        trainer.set_amp(settings.get("amp", "off") == "bf16")  # the loop's autocast switch
-        try:
-            yield
-        finally:
-            trainer.set_amp(amp)
-            if settings.get("channels_last"):
-                _set_memory_format(trainer, torch.contiguous_format)
-
-
 def run_interleaved(opts, names: list) -> dict:
-    """All variants on ONE trainer in this process, their timed runs interleaved (A B B A A B ...),
-    so that slow drifts of the machine's load hit every variant alike: paired comparisons for a
-    busy machine. Only variants made of SWITCHABLE settings qualify. Each timed run resets the
-    peak-RSS counter first, so a variant's peak RSS is the largest over its own runs."""
+    """All variants in this process, their timed steps interleaved (A B B A A B ...), so that slow
+    drifts of the machine's load hit every variant alike: paired comparisons for a busy machine.
+    Variants with the same training config share one trainer (the library switches are switched
+    around each step); each other config gets its own trainer, built here. Variants that change
+    the process (threads, compile) need their own process. Each timed step resets the peak-RSS
+    counter first: a variant's peak RSS is the process's largest over its own steps (every
+    trainer of the process included)."""
     settings = {n: parse_variant(n) for n in names}
     for n, st in settings.items():
-        fixed = sorted(k for k, v in st.items() if k not in SWITCHABLE and v)
+        fixed = sorted(k for k in ("threads", "compile") if st.get(k))
         if fixed:
-            raise BenchmarkError(f"--interleave runs every variant on one trainer; '{n}' changes "
+            raise BenchmarkError(f"--interleave runs every variant in one process; '{n}' changes "
                                  f"{', '.join(fixed)}, which needs its own process (drop --interleave).")
     device = torch.device(opts.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError("--device cuda was given but no CUDA device is visible; use --device cpu.")
+    _check_device(device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    t_build = time.perf_counter()
-    trainer = build_trainer(opts, {}, device)
-    build_s = time.perf_counter() - t_build
-    cfg = trainer.cfg
-    B, S = cfg.train.batch, cfg.model.size
-    nb = opts.infer_batch or B
-    step = 0
-    wanted = [p for p in opts.phases if p in PHASES]
-    from models.exegan import EXEGAN
-
-    model = EXEGAN(trainer.G_ema, trainer.pre.style_encoder)
-    masks_inf = trainer.draw_masks(1, nb)
-    fns = {}
+    trainers, infer, results = {}, {}, {}
     for n in names:
-        st = settings[n]
-        cl = bool(st.get("channels_last"))
-        real = _inputs(opts, B, S, device, cl)
-        imgs = _inputs(opts, nb, S, device, cl)
-        with switched(trainer, st):
-            fns[n] = loop_phases(trainer, step, real, reuse_exemplar=not st.get("recompute_exemplar"))
-            codes = model.encode_exemplars(imgs.flip(0))
-        fns[n]["inference"] = lambda imgs=imgs: model.inpaint(imgs, masks_inf, imgs.flip(0), seed=0)
-        fns[n]["inference_g"] = lambda imgs=imgs, codes=codes: model.complete(imgs, masks_inf, codes, seed=0)
-    results = {n: {"status": "ok", "settings": settings[n], "threads": torch.get_num_threads(),
-                   "interleaved": True, "build_s": build_s, "load_avg_start": os.getloadavg(),
-                   "phases": {}, "errors": {}, "notes": [], "infer_batch": nb,
-                   "config": dict(_config_summary(trainer), amp=settings[n].get("amp", "off")),
-                   "params_m": _param_counts(trainer)}
-               for n in names}
-    for p in wanted:
-        log.info("  %s ...", p)
-        runs = {n: [] for n in names}
-        for rep in range(opts.warmup + opts.repeats):
-            order = names if rep % 2 == 0 else names[::-1]
-            for n in order:
-                if p in results[n]["errors"]:
-                    continue
-                try:
-                    with switched(trainer, settings[n]):
-                        reset_peak_rss()
-                        if device.type == "cuda":
-                            torch.cuda.reset_peak_memory_stats(device)
-                        _sync(device)
-                        t0 = time.perf_counter()
-                        fns[n][p]()
-                        _sync(device)
-                        dt = time.perf_counter() - t0
-                        peak = rss_mib("VmHWM")
-                        cuda_peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20
-                                     if device.type == "cuda" else None)
-                except Exception as exc:
-                    results[n]["errors"][p] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    log.warning("  [%s] %s failed: %s", n, p, results[n]["errors"][p])
-                    continue
-                if rep >= opts.warmup:
-                    runs[n].append((dt, peak, cuda_peak))
-        for n in names:
-            if not runs[n]:
-                continue
-            times = [r[0] for r in runs[n]]
-            m = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
-                 "peak_rss_mib": max((r[1] for r in runs[n] if r[1] is not None), default=None)}
-            if device.type == "cuda":
-                m["cuda_max_allocated_mib"] = round(max(r[2] for r in runs[n]), 1)
-            results[n]["phases"][p] = m
+        key = tuple(settings[n]["set"])
+        if key not in trainers:
+            t_build = time.perf_counter()
+            trainers[key] = (build_trainer(opts, settings[n], device), time.perf_counter() - t_build)
+            infer[key] = _inference_fns(opts, trainers[key][0], device, compiled=False)
+        results[n] = _new_result(opts, trainers[key][0], settings[n], trainers[key][1])
+    real = _inputs(opts, opts.batch, next(iter(trainers.values()))[0].cfg.model.size, device)
+    runs, done = {n: [] for n in names}, {n: 0 for n in names}
+    for rep in range(opts.warmup + opts.repeats):
+        for n in (names if rep % 2 == 0 else names[::-1]):
+            key = tuple(settings[n]["set"])
+            trainer = trainers[key][0]
+            with library_switches(settings[n]):
+                rss_reset, rss_start = _reset_peaks(device)
+                t = timed_step(trainer, full_steps(trainer)(done[n]), real)
+                for p in ("inference", "inference_g"):
+                    if p in opts.phases:
+                        with trainer.timer.phase(p):
+                            infer[key][p]()
+                t.update({p: v[0] for p, v in trainer.timer.read().items()})
+                done[n] += 1
+            if rep >= opts.warmup:
+                runs[n].append((t, _peaks(device, rss_reset, rss_start)))
     for n in names:
+        for p in opts.phases:
+            if all(p in t for t, _ in runs[n]):
+                peaks = [pk for _, pk in runs[n]]
+                m = _summary([t[p] for t, _ in runs[n]])
+                m["peak_rss_mib"] = max((pk["peak_rss_mib"] for pk in peaks if pk["peak_rss_mib"]), default=None)
+                if device.type == "cuda":
+                    m["cuda_max_allocated_mib"] = max(pk["cuda_max_allocated_mib"] for pk in peaks)
+                results[n]["phases"][p] = m
+        results[n]["interleaved"] = True
         results[n]["load_avg_end"] = os.getloadavg()
         derive(results[n])
     return results
+
+
+def _variant_process(opts, name: str, out: str) -> None:
+    """The body of one variant's own process (``multiprocessing`` spawn): its result to ``out``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    res = _safe_run_variant(opts, name)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(res, f)
+
+
+def _run_isolated(opts, name: str) -> dict:
+    """Run one variant in a fresh process and read its result back."""
+    with tempfile.TemporaryDirectory(prefix="exegan-bench-") as tmp:
+        out = os.path.join(tmp, "variant.json")
+        proc = multiprocessing.get_context("spawn").Process(target=_variant_process, args=(opts, name, out))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0 or not os.path.isfile(out):
+            return {"status": "error", "error": f"the variant's process exited with code {proc.exitcode}"}
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def _safe_run_variant(opts, name: str) -> dict:
+    try:
+        return run_variant(opts, name)
+    except BenchmarkError:
+        raise
+    except Exception as exc:  # a variant that cannot be built is reported in the JSON, not fatal
+        log.exception("variant %s failed", name)
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def derive(result: dict) -> None:
@@ -653,12 +583,6 @@ def merge_rounds(results: list) -> dict:
 def bench_data(opts, size: int, batch: int, workers_list) -> dict:
     """images/s of the loop's DataLoader (ImageFolderDataset + StepBatchSampler) on demo faces,
     per number of workers, measured after the first batch (worker start-up excluded)."""
-    from torch.utils.data import DataLoader
-
-    from datasets.demo import make_demo_faces
-    from datasets.folder import ImageFolderDataset
-    from training.data import StepBatchSampler
-
     n_batches = max(4, opts.data_batches)
     out = {}
     with tempfile.TemporaryDirectory(prefix="exegan-bench-data-") as tmp:
@@ -809,13 +733,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default runs/bench/benchmark_<device>.json)")
     p.add_argument("--interleave", action="store_true",
-                   help="paired comparison for a busy machine: one trainer in this process, the "
-                        "variants switched around each timed run (modconv, upfirdn, "
-                        "recompute_exemplar, channels_last, ops variants only)")
+                   help="paired comparison for a busy machine: every variant in this process (one "
+                        "trainer per training config), their timed steps alternating (not threads1 "
+                        "or compile)")
     p.add_argument("--in-process", action="store_true",
                    help="run the variants in this process instead of one subprocess each")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)       # internal: one variant
-    p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -840,62 +762,16 @@ def _check_opts(opts) -> None:
     opts.data_workers_list = [int(w) for w in opts.data_workers.split(",") if w.strip()]
 
 
-def _child_argv(argv: list, name: str, out: str) -> list:
-    """The parent's arguments with --variants/--out/--data-workers replaced for one child."""
-    drop = {"--variants", "--out", "--data-workers", "--rounds"}
-    kept, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        key = a.split("=", 1)[0]
-        if key in drop:
-            skip = "=" not in a
-            continue
-        if a == "--in-process":
-            continue
-        kept.append(a)
-    return [sys.executable, os.path.abspath(__file__)] + kept + ["--child", name, "--child-out", out]
-
-
-def _run_child(argv: list, name: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="exegan-bench-") as tmp:
-        out = os.path.join(tmp, "variant.json")
-        proc = subprocess.run(_child_argv(argv, name, out), cwd=os.getcwd())
-        if proc.returncode != 0 or not os.path.isfile(out):
-            return {"status": "error", "error": f"the variant's process exited with code {proc.returncode}"}
-        with open(out, encoding="utf-8") as f:
-            return json.load(f)
-
-
-def _safe_run_variant(opts, name: str) -> dict:
-    try:
-        return run_variant(opts, name)
-    except BenchmarkError:
-        raise
-    except Exception as exc:  # a variant that cannot be built is reported, not fatal
-        log.exception("variant %s failed", name)
-        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-
-
 def main(argv: Optional[list] = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         _check_opts(opts)
+        device = torch.device(opts.device)
+        _check_device(device)
     except BenchmarkError as e:
         raise SystemExit(f"benchmark: {e}")
-
-    if opts.child:  # one variant, result to --child-out
-        res = _safe_run_variant(opts, opts.child)
-        with open(opts.child_out, "w", encoding="utf-8") as f:
-            json.dump(res, f)
-        return res
-
-    device = torch.device(opts.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmark: --device cuda was given but no CUDA device is visible; use --device cpu.")
     report = {"schema": SCHEMA, "interleaved": bool(opts.interleave),
               "command": "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in argv),
               "machine": machine_info(device),
@@ -909,26 +785,23 @@ def main(argv: Optional[list] = None) -> dict:
               "variants": {}}
     isolate = (len(opts.variant_list) > 1 or opts.rounds > 1) and not opts.in_process
     per_round: dict = {name: [] for name in opts.variant_list}
-    if opts.interleave:
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    try:
         for r in range(opts.rounds):
-            try:
+            if opts.interleave:
                 res = run_interleaved(opts, opts.variant_list)
-            except BenchmarkError as e:
-                raise SystemExit(f"benchmark: {e}")
+                for name in opts.variant_list:
+                    per_round[name].append(res[name])
+                continue
             for name in opts.variant_list:
-                per_round[name].append(res[name])
-        report["wall_s"] = time.perf_counter() - t0
-    for r in range(0 if opts.interleave else opts.rounds):
-        for name in opts.variant_list:
-            log.info("variant %s (round %d/%d)", name, r + 1, opts.rounds)
-            t0 = time.perf_counter()
-            try:
-                res = _run_child(argv, name) if isolate else _safe_run_variant(opts, name)
-            except BenchmarkError as e:
-                raise SystemExit(f"benchmark: {e}")
-            res["wall_s"] = time.perf_counter() - t0
-            per_round[name].append(res)
+                log.info("variant %s (round %d/%d)", name, r + 1, opts.rounds)
+                t1 = time.perf_counter()
+                res = _run_isolated(opts, name) if isolate else _safe_run_variant(opts, name)
+                res["wall_s"] = time.perf_counter() - t1
+                per_round[name].append(res)
+    except BenchmarkError as e:
+        raise SystemExit(f"benchmark: {e}")
+    report["wall_s"] = time.perf_counter() - t0
     for name in opts.variant_list:
         report["variants"][name] = merge_rounds(per_round[name])
     if opts.data_workers_list:

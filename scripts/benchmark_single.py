@@ -26,14 +26,14 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from common.cli import DefaultsHelpFormatter  # noqa: E402
+from losses.weight_maps import ConfidenceMap  # noqa: E402
+from models.discriminator import Discriminator  # noqa: E402
 
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
 
 
 def d_step(size: int, batch: int, device: torch.device, bf16: bool, repeats: int) -> dict:
     """D forward + backward (parameter gradients), at channel multiplier 2."""
-    from models.discriminator import Discriminator
-
     torch.manual_seed(0)
     D = Discriminator(size, channel_multiplier=2).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -48,8 +48,6 @@ def d_step(size: int, batch: int, device: torch.device, bf16: bool, repeats: int
 
 
 def confidence_map(size: int, batch: int, device: torch.device, separable: bool, repeats: int) -> dict:
-    from losses.weight_maps import ConfidenceMap
-
     m = torch.zeros(batch, 1, size, size, device=device)
     m[:, :, size // 4:3 * size // 4, 3 * size // 16:25 * size // 32] = 1
     cm = ConfidenceMap(separable=separable).to(device)

@@ -19,7 +19,7 @@ DRIVER = textwrap.dedent("""
     import os, signal, sys
     import torch
     from models import checkpoint
-    from training.loop import StopFlag, TrainingAborted
+    from training.signals import StopFlag, TrainingAborted
 
     real_open = checkpoint._open_for_write
 

@@ -1,9 +1,11 @@
-"""Training of EXE-GAN (Lu et al., Neurocomputing 2025): config schema (``config``), the loop
-split by phase (``loop``), run directories and logging (``rundir``), checkpoints
-(``checkpointing``), torchrun/DDP helpers (``distributed``), the seeded data order (``data``)
-and per-step random streams (``rng``), pretrained networks and their random stand-ins
-(``pretrained``) and the in-loop evaluation (``evaluation``). Entry point: ``train.py``;
-see docs/training.md.
+"""Training of EXE-GAN (Lu et al., Neurocomputing 2025). Entry point: ``train.py``; see
+docs/training.md and docs/architecture.md (the training/ section).
 
-Importing the package is cheap: ``training.config`` does not pull in the networks.
+The config: ``config`` (the schema and ``load_config``), ``configload`` (YAML, overrides),
+``validation`` (ranges, choices, cross-field rules), ``errors``. The step: ``trainer`` (the
+phases), ``builders`` (G, D, Adam), ``pretrained`` (the frozen networks and their stand-ins),
+``timing`` (opt-in phase timer). The run: ``run`` (its life), ``signals`` (stop handling),
+``consensus`` (what the ranks agree on), ``checkpointing``, ``outputs`` (run directory, logs,
+stats, samples, summary), ``evaluation`` (in-loop metrics), ``data``, ``distributed``, ``cli``.
+Add-ons: ``sketch`` (the sketch fine-tune, imported only when enabled), ``demo_encoder``.
 """

@@ -23,10 +23,10 @@ import glob
 import os
 import re
 import shutil
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Union
 
-from models.checkpoint import FORMAT, CheckpointError, safe_load, save_checkpoint
-from models.checkpoint import _fsync_dir
+from models.checkpoint import FORMAT, CheckpointError, fsync_dir, safe_load, save_checkpoint
 
 EXPORT_FORMAT = "exegan-export-v1"
 
@@ -41,7 +41,7 @@ def _link_atomic(src: str, dst: str) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-    _fsync_dir(os.path.dirname(dst))
+    fsync_dir(os.path.dirname(dst))
 
 
 # The temporary names this module's writers use: save_checkpoint's mkstemp (".<name>.<8 random
@@ -96,6 +96,24 @@ def load_training_checkpoint(path: str) -> dict:
                               f"<run>/checkpoints/latest.pt); released or exported generator files "
                               f"cannot be resumed.")
     return ckpt
+
+
+@dataclass
+class Resume:
+    """The checkpoint a run continues from: its path and, once read, its content. train.py's
+    command line reads the file for the run's config and hands it on, so that a resume reads
+    its checkpoint once; ``take`` gives the content away (the holder keeps no reference)."""
+    path: str
+    state: Optional[dict] = None
+
+    @classmethod
+    def of(cls, resume: Union[str, "Resume", None]) -> Optional["Resume"]:
+        return resume if resume is None or isinstance(resume, Resume) else cls(str(resume))
+
+    def take(self) -> dict:
+        """The checkpoint's content (read now unless it was read already); read once."""
+        state, self.state = self.state, None
+        return state if state is not None else load_training_checkpoint(self.path)
 
 
 class CheckpointManager:

@@ -37,9 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args):
-    """The Config of this invocation (and the checkpoint path when resuming)."""
-    from .checkpointing import load_training_checkpoint, resolve_resume
-    from .config import ConfigError, check_resume_model, load_config
+    """The Config of this invocation and, when resuming, the checkpoint (a ``Resume``: its path
+    and its content, read here once and handed to the run)."""
+    # Imported here, not at the top: main() has the SIGTERM handler in place before torch loads.
+    from .checkpointing import Resume, load_training_checkpoint, resolve_resume  # after the handler
+    from .config import ConfigError, check_resume_model, load_config  # after the handler
 
     overrides = list(args.overrides)
     if args.outdir:
@@ -52,7 +54,7 @@ def resolve_config(args):
         ckpt = load_training_checkpoint(ckpt_path)
         cfg = load_config(None, overrides, base=ckpt["config"])
         check_resume_model(cfg, ckpt["config"], args.resume)
-        return cfg, ckpt_path
+        return cfg, Resume(ckpt_path, ckpt)
     if not args.config:
         raise ConfigError("No config given; pass --config configs/<name>.yaml (or --resume RUN_DIR).")
     return load_config(args.config, overrides), None
@@ -84,15 +86,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from common.errors import UserError, report
+        from common.errors import UserError, report  # as above: after the SIGTERM handler
 
         try:
-            cfg, ckpt_path = resolve_config(args)
+            cfg, resume = resolve_config(args)
             if args.dry_run:
                 sys.stdout.write(cfg.to_yaml())
                 return 0
-            from .loop import run
-            result = run(cfg, resume=ckpt_path)
+            from .run import run  # as above: after the SIGTERM handler
+            result = run(cfg, resume=resume)
+            del resume
         except UserError as e:
             return report(e)
     except KeyboardInterrupt as e:

@@ -1,4 +1,4 @@
-"""Typed training configuration: dataclass schema, YAML loading, dotted CLI overrides.
+"""Typed training configuration: the dataclass schema and its entry points.
 
 Every weight and schedule of the EXE-GAN objective (paper section 3; docs/losses.md) is a
 field here with the paper's default. A config file is YAML whose top-level keys are the
@@ -6,30 +6,29 @@ sections below; ``base: other.yaml`` includes another file (resolved relative to
 file) and the including file's keys win. ``--set section.key=value`` overrides one value; the
 value is parsed as a YAML scalar (``--set train.iters=2000``, ``--set mask.per_sample=false``).
 
-A key that the schema does not know is an error naming the valid keys of that section, so a
-typo never silently trains with a default.
+The machinery lives beside it: ``training/configload.py`` reads YAML and overrides and builds the
+dataclasses, ``training/validation.py`` checks ranges, choices and cross-field rules. Both are
+generic (they never import this module); this module ties them to the schema (``from_dict``,
+``load_config``). A key that the schema does not know is an error naming the valid keys of that
+section, so a typo never silently trains with a default.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import types
-import typing
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
-from common.errors import UserError
 # The `loss` section is the losses package's own schema (weights, lazy-regularization intervals,
 # LPIPS backbone path): one definition, shared by the loop and the objective it builds.
 from losses.objective import LossConfig
-from models.stylegan2 import MODCONV_IMPLS
 
-
-class ConfigError(UserError, ValueError):
-    """A configuration the user can fix (unknown key, wrong type, unreadable file)."""
+from .configload import apply_overrides, build, deep_merge, parse_override, read_yaml  # noqa: F401
+from .errors import ConfigError  # noqa: F401  (re-exported: the config's own error)
+from .validation import CHOICES, RANGES, check_ignored, choices_of, validate  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +71,8 @@ class DataConfig:
 @dataclass
 class MaskConfig:
     """Hole masks drawn per iteration (1 = hole)."""
-    kind: str = "mixed"                 # "mixed" (rectangles + free-form strokes, 256 setting)
+    kind: str = "free_form"             # "free_form" (rectangles + free-form strokes, 256 setting;
+                                        # the old name "mixed" still works, with a warning)
                                         # | "large" (CoModGAN-style large masks, 512 setting)
                                         # | "center" (centre square of side S/2)
     # DEVIATION: the authors draw one mask and share it across the batch; one mask per sample
@@ -110,6 +110,10 @@ class PretrainedConfig:
     # VGG16 trunk; "pixel_l1" = the mean absolute pixel difference (training/pretrained.py
     # PixelDistance), which makes the LPIPS term an L1 reconstruction of the hole.
     standin_lpips: str = "random_vgg"
+    # allow_random only: "tiny" stand-ins (demo, tests) or "full": the released architectures at
+    # full size with random weights (pSp IR-SE50, ArcFace, LPIPS VGG16) - a real run's compute
+    # without its files, for timing (scripts/benchmark.py).
+    standin_size: str = "tiny"
 
 
 @dataclass
@@ -157,6 +161,10 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     fused_adam: bool = False
+    # Time each phase of the step (prep, d_main, d_reg, g_main, g_reg, ema, iteration) and log the
+    # means as time_<phase>_ms in stats.jsonl / TensorBoard (training/timing.py): CUDA events on
+    # a GPU (no added synchronisation), perf_counter on the CPU; nothing at all when off.
+    time_phases: bool = False
     ckpt_every: int = 5000              # checkpoint interval (steps); 0 = only at the end
     keep_last: int = 3                  # periodic checkpoints kept (latest/best kept apart)
 
@@ -215,13 +223,6 @@ class SketchConfig:
     drop_prob: float = 0.2
 
 
-def sketch_addon(cfg):
-    """The module ``training.sketch`` when ``cfg.sketch.enabled``, else None: the one place the
-    loop and its evaluation decide on the add-on, so a plain run never imports it."""
-    if not cfg.sketch.enabled:
-        return None
-    from . import sketch
-    return sketch
 
 
 @dataclass
@@ -264,196 +265,26 @@ def ema_decay(cfg: Config) -> float:
     return 0.5 ** (cfg.train.ema_batch / (cfg.train.ema_kimg * 1000.0))
 
 
+
 # --------------------------------------------------------------------------------------------
 # Building from dicts, files and overrides
 # --------------------------------------------------------------------------------------------
 
-def _field_types(cls) -> dict:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert one scalar against the annotated type; raise ConfigError when impossible."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}.")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where} must be an integer, got {value!r}.")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML (YAML 1.1) reads "2e-3" as a string; accept it as the number it means.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}.")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}.")
-    if tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{where} must be a mapping, got {value!r}.")
-    if tp is list or origin is list:
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise ConfigError(f"{where} must be a list, got {value!r}.")
-    return value
-
-
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {data!r}.")
-    types_ = _field_types(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in types_:
-            valid = ", ".join(types_)
-            raise ConfigError(
-                f"Unknown config key '{where + '.' if where else ''}{key}'; "
-                f"valid keys of {where or 'the top level'} are: {valid}.")
-        tp = types_[key]
-        sub = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value if value is not None else {}, sub)
-        else:
-            kwargs[key] = _coerce(value, tp, sub)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:  # a section's own __post_init__ checks
-        raise ConfigError(str(e).rstrip(".") + ".") from None
+# Old value -> (key, the value it is now). Read with a warning, never silently.
+# (eval.exemplar never took "reversed", the old name datasets.exemplars still reads.)
+RENAMED_VALUES = {("mask", "kind", "mixed"): "free_form", ("eval", "mask", "mixed"): "free_form"}
 
 
 def from_dict(data: dict) -> Config:
-    """Build a Config from a (possibly partial) nested dict; missing keys take the defaults."""
-    return _build(Config, dict(data or {}), "")
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    # Nested dicts are copied, never shared: overrides are applied to the result in place and
-    # must not reach into the caller's dict (e.g. the config stored in a checkpoint).
-    out = {k: _deep_merge({}, v) if isinstance(v, dict) else v for k, v in base.items()}
-    for k, v in over.items():
-        if isinstance(v, dict):
-            out[k] = _deep_merge(out[k] if isinstance(out.get(k), dict) else {}, v)
-        else:
-            out[k] = v
-    return out
-
-
-class _AliasFound(Exception):
-    pass
-
-
-class YAMLAliasError(ConfigError):
-    """User YAML that uses an alias (refused, see _NoAliasLoader)."""
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """yaml.SafeLoader without aliases (``*name``): a few hundred bytes of nested aliases expand
-    to gigabytes (a "billion laughs"), and a config has no need of them."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise _AliasFound(self.peek_event().start_mark)
-        return super().compose_node(parent, index)
-
-
-def _yaml_where(mark) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
-
-
-def load_yaml_text(text: str, where: str):
-    """Parse user YAML (a config file, a --set value) without aliases; errors are one sentence
-    that starts with ``where``."""
-    loader = _NoAliasLoader(text)
-    try:
-        return loader.get_single_data()
-    except _AliasFound as e:
-        raise YAMLAliasError(f"{where} uses a YAML alias at {_yaml_where(e.args[0])}; aliases are not "
-                          f"allowed in configs (they can expand without bound), write the values "
-                          f"out.") from None
-    except yaml.MarkedYAMLError as e:
-        raise ConfigError(f"{where} is not valid YAML ({e.problem or e.context} at "
-                          f"{_yaml_where(e.problem_mark or e.context_mark)}).") from None
-    except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{where} is not valid YAML ({first}).") from None
-    finally:
-        loader.dispose()
-
-
-def _read_yaml(path: str, _seen: tuple = ()) -> dict:
-    path = os.path.abspath(path)
-    if path in _seen:
-        raise ConfigError(f"Config file {path} includes itself through 'base:'; remove the cycle.")
-    if not os.path.isfile(path):
-        raise ConfigError(f"Config file {path} does not exist; pass an existing YAML file to --config.")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"Config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
-                          f"{e.start}); save it as UTF-8.") from None
-    data = load_yaml_text(text, f"Config file {path}") or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections, not {type(data).__name__}.")
-    base = data.pop("base", None)
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        data = _deep_merge(_read_yaml(base_path, _seen + (path,)), data)
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'loss.lambda_id=0.1' -> (['loss', 'lambda_id'], 0.1); the value is a YAML scalar."""
-    if "=" not in text:
-        raise ConfigError(f"Override '{text}' must look like section.key=value (e.g. loss.lambda_id=0.1).")
-    key, raw = text.split("=", 1)
-    keys = [k for k in key.strip().split(".") if k]
-    if not keys:
-        raise ConfigError(f"Override '{text}' has no key before '='.")
-    try:
-        value = load_yaml_text(raw, f"Override '{text}'") if raw.strip() != "" else ""
-    except YAMLAliasError:
-        raise
-    except ConfigError:
-        value = raw
-    return keys, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted overrides to a nested dict (validated later by from_dict)."""
-    data = _deep_merge({}, data)
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                node[k] = {} if node.get(k) is None else node[k]
-                if not isinstance(node[k], dict):
-                    raise ConfigError(f"Override '{text}': '{k}' is a value, not a section.")
-            node = node[k]
-        node[keys[-1]] = value
-    return data
+    """Build a Config from a (possibly partial) nested dict; missing keys take the defaults.
+    Renamed values (``RENAMED_VALUES``) are replaced by their current names, with a warning."""
+    cfg = build(Config, dict(data or {}), "")
+    for (section, key, old), new in RENAMED_VALUES.items():
+        if getattr(getattr(cfg, section), key) == old:
+            warnings.warn(f"{section}.{key}: {old!r} is the old name of {new!r} (the same setting); "
+                          f"write {new!r}.", FutureWarning, stacklevel=2)
+            setattr(getattr(cfg, section), key, new)
+    return cfg
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
@@ -462,246 +293,16 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 
     The run name defaults to the config file's stem (configs/demo.yaml -> "demo").
     """
-    data: dict = _deep_merge({}, base or {})
+    data: dict = deep_merge({}, base or {})
     if path is not None:
-        file_data = _read_yaml(path)
+        file_data = read_yaml(path)
         if "name" not in file_data:
             file_data["name"] = os.path.splitext(os.path.basename(path))[0]
-        data = _deep_merge(data, file_data)
+        data = deep_merge(data, file_data)
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(data)
     validate(cfg)
     return cfg
-
-
-# --------------------------------------------------------------------------------------------
-# Ranges of the numeric keys (one place; validate() checks them all, --dry-run included)
-# --------------------------------------------------------------------------------------------
-
-# key -> (low, high, low_open, high_open, what the value means); None = unbounded on that side.
-# tests/training/test_config.py checks that every int / float key of the schema is listed here.
-RANGES: dict = {
-    "model.size": (8, None, False, False, "the image side in pixels (a power of two)"),
-    "model.style_dim": (1, None, False, False, ""),
-    "model.n_mlp": (1, None, False, False, "mapping-network layers"),
-    "model.channel_multiplier": (0, None, True, False, ""),
-    "model.channel_max": (1, None, False, False, ""),
-    "model.lr_mlp": (0, None, True, False, "the mapping network's learning-rate multiplier"),
-    "data.num_workers": (0, None, False, False, "0 = load in the training process"),
-    "data.demo_train": (1, None, False, False, ""),
-    "data.demo_test": (0, None, False, False, ""),
-    "data.demo_seed": (0, None, False, False, ""),
-    "exemplar.self_prob": (0, 1, False, False, "a probability"),
-    "pretrained.standin_encoder_steps": (0, None, False, False, "0 = the random stand-in"),
-    "loss.lambda_adv": (0, None, False, False, ""),
-    "loss.lambda_id": (0, None, False, False, ""),
-    "loss.lambda_lpips": (0, None, False, False, ""),
-    "loss.lambda_attr": (0, None, False, False, ""),
-    "loss.r1_gamma": (0, None, False, False, "0 = no R1"),
-    "loss.d_reg_every": (1, None, False, False, ""),
-    "loss.path_weight": (0, None, False, False, "0 = no path-length regularization"),
-    "loss.g_reg_every": (1, None, False, False, ""),
-    "loss.path_decay": (0, 1, False, False, "a running-mean decay"),
-    "loss.path_batch_shrink": (1, None, False, False, ""),
-    "optim.lr": (0, None, True, False, "Adam's learning rate"),
-    "optim.beta1": (0, 1, False, True, "an Adam beta"),
-    "optim.beta2": (0, 1, False, True, "an Adam beta"),
-    "optim.d_lr": (0, None, True, False, "D's learning rate, null = optim.lr"),
-    "train.batch": (1, None, False, False, "the per-process batch"),
-    "train.iters": (1, None, False, False, "the total number of iterations"),
-    "train.seed": (0, None, False, False, ""),
-    "train.mixing": (0, 1, False, False, "a probability"),
-    "train.ema_kimg": (0, None, False, False, "0 = G_ema follows G without averaging"),
-    "train.ema_batch": (1, None, False, False, ""),
-    "train.threads": (0, None, False, False, "0 = PyTorch's default"),
-    "train.ckpt_every": (0, None, False, False, "0 = only at the end"),
-    "train.keep_last": (1, None, False, False, ""),
-    "eval.every": (0, None, False, False, "0 = never"),
-    "eval.n_images": (1, None, False, False, ""),
-    "eval.batch": (1, None, False, False, ""),
-    "eval.seed": (0, None, False, False, ""),
-    "log.log_every": (0, None, False, False, "0 = never"),
-    "log.sample_every": (0, None, False, False, "0 = never"),
-    "log.n_samples": (1, None, False, False, ""),
-    "dist.timeout_min": (1, None, False, False, "minutes"),
-    "sketch.edge_threshold": (0, None, False, False, ""),
-    "sketch.drop_prob": (0, 1, False, False, "a probability"),
-}
-
-
-def _range_text(low, high, low_open, high_open) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {low}"
-    return f"{'<' if high_open else '<='} {high}"
-
-
-def check_ranges(cfg: "Config") -> None:
-    """Every key of RANGES within its range, else one sentence naming the key."""
-    for key, (low, high, low_open, high_open, what) in RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value is None:
-            continue
-        bad = (not math.isfinite(value)
-               or (low is not None and (value <= low if low_open else value < low))
-               or (high is not None and (value >= high if high_open else value > high)))
-        if bad:
-            note = f" ({what})" if what else ""
-            raise ConfigError(f"{key} must be {_range_text(low, high, low_open, high_open)}{note}, "
-                              f"got {value}.")
-
-
-# --------------------------------------------------------------------------------------------
-# Enumerations (one place; validate() checks them all, --dry-run included)
-# --------------------------------------------------------------------------------------------
-
-def _mask_kinds() -> tuple:
-    from datasets.masks import _KINDS
-    return tuple(_KINDS)
-
-
-def _eval_masks() -> tuple:
-    from datasets.protocols import MASK_KINDS
-    return MASK_KINDS + ("mixed", "files")  # the aliases make_mask_protocol reads
-
-
-def _eval_exemplars() -> tuple:
-    from datasets.exemplars import EVAL_MODES
-    return EVAL_MODES
-
-
-# key -> the valid values (a tuple, or a function giving them from the code that reads the key).
-# tests/training/test_config.py checks that the errors list them.
-CHOICES: dict = {
-    "data.kind": ("folder", "demo"),
-    "mask.kind": _mask_kinds,
-    "pretrained.identity_kind": ("resnet101", "ir_se50"),
-    "pretrained.standin_lpips": ("random_vgg", "pixel_l1"),
-    "train.amp": ("off", "bf16"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.modconv": MODCONV_IMPLS,
-    "eval.mask": _eval_masks,
-    "eval.exemplar": _eval_exemplars,
-    "dist.backend": ("auto", "nccl", "gloo"),
-}
-
-
-def choices_of(key: str) -> tuple:
-    valid = CHOICES[key]
-    return tuple(valid() if callable(valid) else valid)
-
-
-def check_choices(cfg: "Config") -> None:
-    """Every key of CHOICES one of its values, else one sentence listing them."""
-    for key in CHOICES:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        valid = choices_of(key)
-        if value not in valid:
-            raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {value!r}.")
-
-
-def check_mask_options(cfg: "Config") -> None:
-    """mask.options are the keyword arguments of mask.kind's generator: build it once, so that a
-    misspelt or out-of-range option fails now and not at the first step."""
-    import inspect
-
-    from datasets.masks import _KINDS, make_mask_generator
-
-    cls = _KINDS[cfg.mask.kind]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(k for k in cfg.mask.options if k not in params and k != "per_sample")
-    if unknown:
-        raise ConfigError(f"mask.options has unknown key(s) {', '.join(unknown)} for mask.kind "
-                          f"{cfg.mask.kind}; its options are {', '.join(params)}.")
-    try:
-        make_mask_generator(dict(cfg.mask.options, kind=cfg.mask.kind))
-    except UserError as e:
-        raise ConfigError(f"mask.options: {str(e).rstrip('.')}.") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"mask.options for mask.kind {cfg.mask.kind} are not usable: "
-                          f"{str(e).rstrip('.')}; see docs/datasets.md for each kind's options.") from None
-
-
-def validate(cfg: Config) -> None:
-    """Cross-field checks that a user can fix."""
-    check_ranges(cfg)
-    check_choices(cfg)
-    s = cfg.model.size
-    if s < 8 or s & (s - 1):
-        raise ConfigError(f"model.size must be a power of two >= 8, got {s}.")
-    if cfg.train.diffaug:
-        from datasets.augment import POLICIES
-        bad = [p.strip() for p in cfg.train.diffaug_policy.split(",") if p.strip() not in POLICIES]
-        if bad:
-            raise ConfigError(f"train.diffaug_policy has unknown parts {bad}; use a comma-separated "
-                              f"subset of {', '.join(POLICIES)}.")
-    if cfg.eval.every > 0:
-        from metrics.evaluator import ALL_METRICS
-        bad = [m for m in cfg.eval.metrics if m not in ALL_METRICS]
-        if bad:
-            raise ConfigError(f"eval.metrics has unknown metrics {bad}; choose from {', '.join(ALL_METRICS)}.")
-        known = set(cfg.eval.metrics) | {"l1_hole", "psnr_hole"} | (
-            {"u_ids", "p_ids"} if "ids" in cfg.eval.metrics else set())
-        if cfg.eval.best_metric not in known:
-            raise ConfigError(f"eval.best_metric '{cfg.eval.best_metric}' is not computed; pick one of "
-                              f"{', '.join(sorted(known))} or add it to eval.metrics.")
-    slots = cfg.model.exemplar_slots
-    n_latent = 2 * int(math.log2(s)) - 2
-    if slots is not None and not (len(slots) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                          for v in slots) and slots[0] >= 0 and slots[1] >= 1
-                                  and slots[0] + slots[1] <= n_latent):
-        raise ConfigError(f"model.exemplar_slots must be null or [start, n] with start >= 0, n >= 1 and "
-                          f"start + n <= {n_latent} (the w slots at model.size {s}), got {slots}.")
-    check_mask_options(cfg)
-    e = cfg.eval
-    kind = {"mixed": "free_form", "files": "irregular"}.get(e.mask, e.mask)
-    if kind in ("irregular", "paired") and not e.mask_dir:
-        raise ConfigError(f"eval.mask {e.mask} reads mask files: set eval.mask_dir to their folder, or "
-                          f"choose a generated protocol (center, free_form, large).")
-    if e.exemplar == "folder" and not e.exemplar_folder:
-        raise ConfigError("eval.exemplar folder reads exemplar images: set eval.exemplar_folder to "
-                          "their folder, or use eval.exemplar reverse or self.")
-    if cfg.pretrained.standin_lpips != "random_vgg" and not cfg.pretrained.allow_random:
-        raise ConfigError("pretrained.standin_lpips chooses a stand-in of the LPIPS network, used only "
-                          "with pretrained.allow_random=true; drop it or set allow_random.")
-    if cfg.pretrained.standin_encoder_steps > 0 and not (cfg.pretrained.allow_random
-                                                          and cfg.data.kind == "demo"):
-        raise ConfigError(f"pretrained.standin_encoder_steps = {cfg.pretrained.standin_encoder_steps} "
-                          "trains the stand-in style encoder on the demo faces, so it needs "
-                          "pretrained.allow_random=true and data.kind=demo; set it to 0 otherwise.")
-    check_ignored(cfg)
-
-
-# --------------------------------------------------------------------------------------------
-# Settings the chosen mode does not read are an error, not silence
-# --------------------------------------------------------------------------------------------
-
-def check_ignored(cfg: Config) -> None:
-    """A key set to something other than its default that the chosen mode never reads."""
-    d, e, dflt = cfg.data, cfg.eval, DataConfig()
-    if d.kind == "demo":
-        for key, used in (("train", os.path.join(d.demo_root, "train")),
-                          ("test", os.path.join(d.demo_root, "test"))):
-            value = getattr(d, key)
-            if value != getattr(dflt, key) and os.path.normpath(str(value)) != os.path.normpath(used):
-                raise ConfigError(
-                    f"data.{key} = {value!r} is not read when data.kind is demo (the demo faces in "
-                    f"{used} are); set data.kind=folder to use {value!r} (an image folder or an LMDB "
-                    f"pack), or drop data.{key}.")
-    else:
-        for key in ("demo_root", "demo_train", "demo_test", "demo_seed"):
-            if getattr(d, key) != getattr(dflt, key):
-                raise ConfigError(f"data.{key} = {getattr(d, key)!r} is only read when data.kind is demo "
-                                  f"(it is {d.kind!r}); drop it or set data.kind=demo.")
-    if e.mask_dir is not None and e.mask not in ("irregular", "paired"):
-        raise ConfigError(f"eval.mask_dir = {e.mask_dir!r} is only read by the irregular and paired mask "
-                          f"protocols (eval.mask is {e.mask!r}); drop it or set eval.mask.")
-    if e.exemplar_folder is not None and e.exemplar != "folder":
-        raise ConfigError(f"eval.exemplar_folder = {e.exemplar_folder!r} is only read when eval.exemplar "
-                          f"is folder (it is {e.exemplar!r}); drop it or set eval.exemplar=folder.")
 
 
 # --------------------------------------------------------------------------------------------

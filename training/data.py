@@ -1,4 +1,5 @@
-"""Data order of the training loop: a seeded, resumable, rank-split batch sampler.
+"""Data of the training loop: the train / test sets (``build_datasets``) and their order, a
+seeded, resumable, rank-split batch sampler.
 
 The global batch of iteration ``i`` is a pure function of ``(seed, i)``: with ``B = batch *
 world_size`` images per step and ``N`` images in the dataset, an epoch has ``N // B`` steps (the
@@ -10,11 +11,17 @@ number of DataLoader workers.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.utils.data import Sampler
 
 from common import seeding as rng
 from common.errors import UserError
+from datasets.demo import make_demo_faces
+from datasets.lmdb_dataset import open_dataset
+
+from . import distributed as dist_utils
 
 
 class DataError(UserError, ValueError):
@@ -56,3 +63,27 @@ class StepBatchSampler(Sampler):
 
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step)
+
+
+def build_datasets(cfg, is_main: bool, log):
+    """(train set, test set): image folders or LMDB packs, opened by ``datasets.open_dataset`` as
+    test.py opens ``--data``; the demo faces are generated on first use."""
+    d = cfg.data
+    if d.kind == "demo":
+        root = d.demo_root
+        if is_main:  # generated on first use, reused after (regenerated if the parameters change)
+            log.info("demo faces: %s", root)
+            make_demo_faces(root, d.demo_train, cfg.model.size, d.demo_seed, n_test=d.demo_test)
+        dist_utils.barrier()
+        train_root, test_root = os.path.join(root, "train"), os.path.join(root, "test")
+    else:
+        train_root, test_root = d.train, d.test
+    # Flips are drawn by the loop from its per-step stream (resumable), not by the dataset.
+    train = open_dataset(train_root, cfg.model.size, hflip=False)
+    test = open_dataset(test_root, cfg.model.size, hflip=False) if test_root else None
+    return train, test
+
+
+def dataset_location(ds) -> str:
+    """The folder or LMDB pack a dataset reads (ImageFolderDataset.root, LMDBDataset.path)."""
+    return getattr(ds, "root", None) or getattr(ds, "path")

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -40,7 +42,6 @@ def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
     if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from .config import ConfigError
         raise ConfigError("train.device is 'cuda' but no CUDA device is visible; use train.device=cpu.")
     return torch.device("cuda", local_rank)
 

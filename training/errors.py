@@ -1,9 +1,15 @@
-"""Training's own user error. Every user error derives from :class:`common.errors.UserError`,
+"""Training's own user errors. Every user error derives from :class:`common.errors.UserError`,
 which train.py (training/cli.py), test.py and the scripts catch to print one sentence.
+
+A leaf module: every other module of training/ may import it, it imports none of them.
 """
 from __future__ import annotations
 
 from common.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration the user can fix (unknown key, wrong type, unreadable file)."""
 
 
 class NonFiniteLossError(UserError, RuntimeError):

@@ -5,7 +5,7 @@ use a fixed set of test images with fixed, seeded masks (the ``eval.mask`` proto
 the batch reversed as exemplars and a fixed z, so grids of different steps are comparable; the
 generator's stored noise maps are used (``randomize_noise=False``).
 
-Metrics go through ``metrics.protocol.evaluate`` and ``metrics.Evaluator``, the code ``test.py``
+Metrics go through ``metrics.eval_loop.evaluate`` and ``metrics.Evaluator``, the code ``test.py``
 runs, on the first ``eval.n_images`` test images with masks, z and noise fixed by ``eval.seed``:
 the Evaluator's metrics plus ``l1_hole`` / ``psnr_hole`` (the hole pixels only). Rank 0
 evaluates; the other ranks wait and receive the numbers.
@@ -19,18 +19,24 @@ import torch
 
 from common.errors import UserError, sentence
 from datasets.errors import ProtocolError
+from datasets.protocols import as_pairing, make_mask_protocol
+from metrics.eval_loop import build_evaluator, evaluate
+from metrics.results import summary_means
 from models.exegan import composite, make_gin
 
 from . import distributed as dist_utils
-from .rundir import sample_grid, save_grid
-from .config import sketch_addon
+from .outputs import sample_grid, save_grid
 
 SAMPLE_KEY = 0x5A  # seed-stream key of the sample-grid masks and z
 
 
 class InLoopEvaluator:
-    def __init__(self, cfg, test_set, trainer, info, log):
+    """Sample grids and metrics of ``trainer.G_ema``. ``sketch``: the sketch add-on the Trainer
+    chose (``Trainer.sketch``, the module training/sketch.py) or None for a plain run."""
+
+    def __init__(self, cfg, test_set, trainer, info, log, *, sketch=None):
         self.cfg, self.test_set, self.trainer, self.info, self.log = cfg, test_set, trainer, info, log
+        self.sketch = sketch
         self._samples = None
         self._metrics = None
         # Rank 0 checks; the others learn of a refusal here instead of waiting for rank 0 at
@@ -51,8 +57,6 @@ class InLoopEvaluator:
         """Build the eval.mask protocol and the eval.exemplar pairing against the test images
         now, so that a missing mask folder or unpaired file fails before the first step, not at
         the first evaluation thousands of steps later."""
-        from metrics.protocol import make_mask_protocol
-
         cfg = self.cfg
         n = max(cfg.log.n_samples if cfg.log.sample_every > 0 else 0,
                 cfg.eval.n_images if cfg.eval.every > 0 else 0)
@@ -64,15 +68,12 @@ class InLoopEvaluator:
         protocol = make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir)
         protocol.check(names, cfg.model.size, list(paths)[:n] if paths is not None else None)
         if cfg.eval.every > 0 and cfg.eval.exemplar == "folder":
-            from datasets.protocols import as_pairing
             as_pairing(("folder", cfg.eval.exemplar_folder), cfg.model.size).folder_for(
                 cfg.model.size).check(names)
 
     # -- sample grids -----------------------------------------------------------------------------
     def _sample_inputs(self):
         if self._samples is None:
-            from metrics.protocol import make_mask_protocol
-
             cfg = self.cfg
             n = min(cfg.log.n_samples, len(self.test_set))
             real = torch.stack([self.test_set[i] for i in range(n)])
@@ -94,7 +95,7 @@ class InLoopEvaluator:
         real, mask, exemplar, z = (t.to(dev) for t in self._sample_inputs())
         G_ema, E = self.trainer.G_ema, self.trainer.pre.style_encoder
         codes = E(exemplar)
-        addon = sketch_addon(self.cfg)
+        addon = self.sketch
         # with a sketch: the edges, never dropped
         gin = make_gin(real, mask) if addon is None else addon.gin_with_edges(self.cfg, real, mask)
         pred = G_ema(gin, codes, [z], randomize_noise=False)
@@ -112,8 +113,6 @@ class InLoopEvaluator:
     def _build_metrics(self):
         """metrics.Evaluator with the networks of eval.metrics, built as test.py builds them
         (random stand-ins seeded from train.seed when pretrained.allow_random)."""
-        from metrics.protocol import build_evaluator
-
         cfg = self.cfg
         rand = cfg.pretrained.allow_random
         ev, random_used = build_evaluator(
@@ -127,13 +126,11 @@ class InLoopEvaluator:
         return ev
 
     def _compute(self) -> dict:
-        from metrics.protocol import evaluate, make_mask_protocol, summary_means
-
         cfg = self.cfg
         if self._metrics is None:
             self._metrics = self._build_metrics()
         exemplars = ("folder", cfg.eval.exemplar_folder) if cfg.eval.exemplar == "folder" else cfg.eval.exemplar
-        addon = sketch_addon(cfg)
+        addon = self.sketch
         model = (self.trainer.G_ema, self.trainer.pre.style_encoder)
         if addon is not None:
             model = addon.eval_model(cfg, *model)

@@ -14,16 +14,22 @@ ArcFace stand-ins live in ``models/standins.py`` (test.py builds the same ones).
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from common import seeding as rng
+from models.identity import IdentityNet, load_identity_net
+from models.psp import StyleEncoder, load_style_encoder
 from models.standins import (STANDIN_ENCODER_INPUT, STANDIN_ID_DIM, STANDIN_PSP_FILE,  # noqa: F401
                              STANDIN_UNITS, STANDIN_WIDTH, save_standin_style_encoder,
                              standin_identity, standin_style_encoder, trained_standin_beside)
-from models.standins import seeded as _seeded
+from models.standins import seeded
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -38,9 +44,7 @@ def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
     """``pretrained.standin_encoder_steps > 0`` (demo only): train the stand-in style encoder to
     predict the demo faces' recorded attributes (training/demo_encoder.py), seeded from
     ``train.seed`` so that a resumed run trains the same one. Returns the training accuracies."""
-    import time
-
-    from .demo_encoder import load_labelled_faces, train_attribute_encoder
+    from .demo_encoder import load_labelled_faces, train_attribute_encoder  # demo only
 
     steps = cfg.pretrained.standin_encoder_steps
     t0 = time.perf_counter()
@@ -54,9 +58,9 @@ def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
 
 
 def standin_lpips(seed: int, device):
-    from losses.perceptual import load_lpips
+    from losses.perceptual import load_lpips  # optional: the lpips package, only for the LPIPS term
 
-    with _seeded(rng.derive_seed(seed, 0x1F)):
+    with seeded(rng.derive_seed(seed, 0x1F)):
         return load_lpips(None, allow_random_backbone=True, device=device)
 
 
@@ -72,16 +76,18 @@ class PixelDistance(torch.nn.Module):
         return (in0 - in1).abs().mean(dim=(1, 2, 3), keepdim=True)
 
 
-def check_files(cfg) -> None:
-    """Fail before anything is created when a file the run will read is missing.
+def check_files(cfg, *, resuming: bool = False) -> None:
+    """Fail before anything is created when a file the run will read is missing (a sketch
+    fine-tune's base checkpoint too, unless ``resuming``: the run's own checkpoint holds it).
 
     The loaders give the same kind of message later; checking up front means a typo in a path
     costs no run directory and no minutes of start-up.
     """
-    import os
-
-    from .config import ConfigError
-
+    s = cfg.sketch
+    if s.enabled and not resuming and not (s.base_checkpoint and os.path.isfile(s.base_checkpoint)):
+        raise ConfigError(f"sketch.base_checkpoint = {s.base_checkpoint!r} does not exist; a sketch "
+                          f"fine-tune starts from a trained EXE-GAN checkpoint (with g, g_ema and d, "
+                          f"e.g. runs/<run>/checkpoints/latest.pt), so point it at one.")
     p, L, e = cfg.pretrained, cfg.loss, cfg.eval
     needed = []
     if not p.allow_random:
@@ -113,14 +119,36 @@ def check_files(cfg) -> None:
                               f"(nothing is downloaded at run time).")
 
 
+def full_size_standins(cfg, generator, need_id: bool, need_lpips: bool, device) -> tuple:
+    """``pretrained.standin_size: full``: the released architectures at full size with random
+    weights (pSp IR-SE50 with 18 heads, the ArcFace of ``pretrained.identity_kind``, LPIPS VGG16),
+    seeded from ``train.seed``: the compute of a real run without its files (scripts/benchmark.py).
+    Returns (style encoder, identity net or None, LPIPS or None)."""
+    seed = cfg.train.seed
+    with seeded(rng.derive_seed(seed, 0x5E)):
+        enc = StyleEncoder(start=generator.exemplar_start, n=generator.n_exemplar,
+                           n_styles=max(18, generator.n_latent), style_dim=generator.style_dim)
+        enc.set_latent_avg(torch.randn(enc.n_styles, enc.style_dim) * 0.1)
+    ident = None
+    if need_id:
+        with seeded(rng.derive_seed(seed, 0x1D)):
+            ident = IdentityNet(cfg.pretrained.identity_kind)
+    return enc, ident, standin_lpips(seed, device) if need_lpips else None
+
+
 def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     """The pretrained networks the config needs, frozen, in eval mode, on `device`."""
-    from models.psp import load_style_encoder
-
     p, L = cfg.pretrained, cfg.loss
     start, n = generator.exemplar_start, generator.n_exemplar
     need_id, need_lpips = L.lambda_id > 0, L.lambda_lpips > 0
 
+    if p.allow_random and p.standin_size == "full":
+        enc, ident, lp = full_size_standins(cfg, generator, need_id, need_lpips, device)
+        random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
+                                            ("LPIPS VGG16", lp)) if m is not None)
+        log.warning("PRETRAINED NETWORKS ARE RANDOM FULL-SIZE STAND-INS (pretrained.standin_size=full): "
+                    "%s; the losses carry NO pretrained knowledge (timing only).", ", ".join(random))
+        return Pretrained(enc.to(device), ident.to(device) if ident is not None else None, lp, random)
     if p.allow_random:
         seed = cfg.train.seed
         enc = standin_style_encoder(start, n, generator.n_latent, generator.style_dim, seed)
@@ -150,15 +178,13 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
 
     enc = load_style_encoder(p.style_encoder, start=start, n=n, device=device)
     if enc.style_dim != generator.style_dim:
-        from .config import ConfigError
         raise ConfigError(f"The style encoder {p.style_encoder} gives {enc.style_dim}-d codes but "
                           f"model.style_dim is {generator.style_dim}; set model.style_dim={enc.style_dim}.")
     ident = None
     if need_id:
-        from models.identity import load_identity_net
         ident = load_identity_net(p.identity, kind=p.identity_kind, device=device)
     lp = None
     if need_lpips:
-        from losses.perceptual import load_lpips
+        from losses.perceptual import load_lpips  # optional: the lpips package, only for the LPIPS term
         lp = load_lpips(L.lpips_vgg_path, allow_random_backbone=L.allow_random_backbone, device=device)
     return Pretrained(enc, ident, lp, ())

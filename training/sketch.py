@@ -1,12 +1,12 @@
 """The training loop's side of the sketch-guided fine-tune (an application on top of EXE-GAN,
 Lu et al., Neurocomputing 2025; the model is ``models/sketch.py``, the recipe docs/applications.md).
 
-An add-on: only a run with ``sketch.enabled`` imports this module (through
-``training.config.sketch_addon``); a plain run builds its networks and its gin without it. It gives
+An add-on: only a run with ``sketch.enabled`` imports this module (the Trainer chooses it once,
+``training.trainer.sketch_addon``, and hands it to the evaluation); a plain run builds its
+networks and its gin without it. It gives
 
-* :func:`check_base` - before a run directory exists, the base checkpoint must be there;
 * :func:`build_networks` - G, G_ema and D come from ``sketch.base_checkpoint`` (ours or the
-  authors' format, read through ``models.checkpoint``) and G / G_ema are upgraded with
+  authors' format, read once with ``models.checkpoint.safe_load``) and G / G_ema are upgraded with
   ``models.sketch.upgrade_generator`` (zero sketch column: step 0 is the base model exactly);
   a resumed run builds the SketchGenerator shapes directly, the checkpoint then fills them;
 * :func:`make_sketch` / :func:`gin_with_edges` - the gin builder of the loop's phases, the sample
@@ -16,47 +16,72 @@ An add-on: only a run with ``sketch.enabled`` imports this module (through
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 import torch
 
+from models import Discriminator, Generator
+from models.checkpoint import CheckpointError, CheckpointMismatchError, safe_load
 from models.sketch import SketchEXEGAN, SketchGenerator, extract_edges, sketch_gin, upgrade_generator
 
-
-def check_base(cfg) -> None:
-    """One sentence when the fine-tune's base checkpoint is missing (before anything is created)."""
-    from .config import ConfigError
-
-    s = cfg.sketch
-    if s.enabled and not (s.base_checkpoint and os.path.isfile(s.base_checkpoint)):
-        raise ConfigError(f"sketch.base_checkpoint = {s.base_checkpoint!r} does not exist; a sketch "
-                          f"fine-tune starts from a trained EXE-GAN checkpoint (with g, g_ema and d, "
-                          f"e.g. runs/<run>/checkpoints/latest.pt), so point it at one.")
+from .builders import build_networks as plain_networks, discriminator_kwargs, generator_kwargs
 
 
-def build_networks(cfg, device, *, resuming: bool, log) -> tuple:
+def _state_dict(base: dict, path: str, which: str) -> dict:
+    sd = base.get(which) if isinstance(base, dict) else None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"sketch.base_checkpoint {path} has no '{which}' state dict; a sketch "
+                              f"fine-tune starts from a training checkpoint with g, g_ema and d.")
+    return sd
+
+
+def _load_strict(model: torch.nn.Module, sd: dict, path: str, which: str) -> None:
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(sd)) + [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointMismatchError(
+            f"sketch.base_checkpoint {path} ['{which}'] does not fit the model section of this config "
+            f"(first differing entries {bad[:3]}); set model.* to the base run's architecture.")
+    model.load_state_dict(sd, strict=True)
+
+
+def _base_generator_kwargs(cfg, base: dict) -> dict:
+    """The config's generator arguments; where the base file records them, its lr_mlp and (when
+    the config leaves them to the default) its exemplar slots, as models.load_generator does."""
+    kw = generator_kwargs(cfg)
+    recorded = ((base.get("arch") or {}).get("g") or {}) if isinstance(base.get("arch"), dict) else {}
+    args = base.get("args")
+    if recorded.get("lr_mlp") is not None:
+        kw["lr_mlp"] = recorded["lr_mlp"]
+    elif getattr(args, "lr_mlp", None) is not None:
+        kw["lr_mlp"] = float(args.lr_mlp)
+    if kw["exemplar_slots"] is None and recorded.get("exemplar_slots") is not None:
+        kw["exemplar_slots"] = tuple(recorded["exemplar_slots"])
+    return kw
+
+
+def build_networks(cfg, device, *, resuming: bool, log, base: Optional[dict] = None) -> tuple:
     """(G in train mode, G_ema in eval mode or None, D in train mode) on ``device``: from the
-    base checkpoint (fresh run), or SketchGenerator shapes drawn as a plain run draws its
-    networks, to be filled by the resumed checkpoint (G_ema None: the loop copies G)."""
-    from models.checkpoint import load_discriminator, load_generator
-
-    from .loop import build_networks as plain_networks, generator_kwargs
-
-    m = cfg.model
+    base checkpoint (fresh run; ``base`` is its content when the caller read it already, else it
+    is read here, once), or SketchGenerator shapes drawn as a plain run draws its networks, to be
+    filled by the resumed checkpoint (G_ema None: the loop copies G)."""
     if resuming:
         G, D = plain_networks(cfg, device, generator_cls=SketchGenerator)
         return G, None, D
     path = cfg.sketch.base_checkpoint
-    expect = {k: v for k, v in generator_kwargs(cfg).items() if k != "lr_mlp"}  # what the checkpoint must match
-    G = upgrade_generator(load_generator(path, device, which="g", **expect)).train()
-    G_ema = upgrade_generator(load_generator(path, device, which="g_ema", **expect)).eval()
-    D = load_discriminator(path, device, which="d", size=m.size, channel_multiplier=m.channel_multiplier,
-                           channel_max=m.channel_max).train()
+    base = safe_load(path) if base is None else base
+    kw = _base_generator_kwargs(cfg, base)
+    nets = {}
+    for which in ("g", "g_ema"):  # drawn, then overwritten (the caller forks the RNG around this)
+        G = Generator(**kw).to(device)
+        _load_strict(G, _state_dict(base, path, which), path, which)
+        nets[which] = upgrade_generator(G)
+    D = Discriminator(**discriminator_kwargs(cfg)).to(device)
+    _load_strict(D, _state_dict(base, path, "d"), path, "d")
     log.info("sketch fine-tune: G, G_ema and D from %s; G / G_ema upgraded with a zero-initialised "
              "sketch input channel", path)
-    return G, G_ema, D
+    return nets["g"].train(), nets["g_ema"].eval(), D.train()
 
 
 def make_sketch(cfg, real: torch.Tensor, mask: torch.Tensor,
@@ -92,5 +117,5 @@ class EdgeSketchEXEGAN(SketchEXEGAN):
 
 
 def eval_model(cfg, generator, style_encoder):
-    """What the in-loop evaluation of a fine-tune passes to ``metrics.protocol.evaluate``."""
+    """What the in-loop evaluation of a fine-tune passes to ``metrics.eval_loop.evaluate``."""
     return EdgeSketchEXEGAN(generator, style_encoder, cfg)

@@ -1,7 +1,9 @@
-"""scripts/benchmark.py: the harness runs the loop's code on the tiny preset and writes a complete,
-self-consistent JSON; its per-phase split of the iteration is the loop's iteration; variant and
-round bookkeeping. Properties only: no timing is asserted."""
+"""scripts/benchmark.py: the harness runs the loop's Trainer on the tiny preset and writes a
+complete, self-consistent JSON from the trainer's own phase timer; timing changes nothing the
+step computes; variants run in their own processes; variant and round bookkeeping. Properties
+only: no timing is asserted."""
 import json
+import os
 
 import pytest
 import torch
@@ -39,6 +41,7 @@ def test_tiny_run_writes_complete_consistent_json(tmp_path):
     # Every loss term is on (self_prob 1 makes LPIPS run) and the stand-ins are named.
     assert v["config"]["loss_terms"] == ["adv", "lpips", "id", "attr"]
     assert set(v["config"]["pretrained"]) == {"style encoder", "identity net", "LPIPS VGG16"}
+    assert v["pid"] == os.getpid()  # one variant, one round: in this process
     for name, m in v["phases"].items():
         assert len(m["times_s"]) == 2 and all(t > 0 for t in m["times_s"]), name
         assert m["median_s"] == pytest.approx(sum(m["times_s"]) / 2)
@@ -48,7 +51,11 @@ def test_tiny_run_writes_complete_consistent_json(tmp_path):
     assert d["iteration_images_per_s"] == pytest.approx(2 / v["phases"]["iteration"]["median_s"])
     assert d["inference_g_images_per_s"] == pytest.approx(2 / v["phases"]["inference_g"]["median_s"])
     assert d["peak_rss_mib"] == max(m["peak_rss_mib"] for m in v["phases"].values())
-    assert "amortised_iteration_s" not in d  # needs prep / ema, which were not timed
+    assert "amortised_iteration_s" not in d  # needs prep / ema, which were not reported
+    # The loop's phases are one timed step each: a phase never takes longer than its iteration.
+    for i in range(2):
+        assert v["phases"]["d_main"]["times_s"][i] + v["phases"]["g_main"]["times_s"][i] <= \
+            v["phases"]["iteration"]["times_s"][i]
     assert all(r == pytest.approx(1.0) for r in data["ratios"]["base"].values())
 
 
@@ -57,56 +64,37 @@ def _state(trainer):
             for k, t in m.state_dict().items()}
 
 
-def test_loop_phases_reproduce_train_step_exactly():
-    """Running the timed phases in sequence is Trainer.train_step: same networks afterwards, bit
-    for bit, over a step with both regularisers (0) and one without (1)."""
+def test_the_timed_steps_are_train_step_and_timing_changes_nothing():
+    """What the benchmark times is Trainer.train_step with train.time_phases on: the same losses
+    and networks, bit for bit, as the same steps with the timer off; the timer saw every phase
+    of each full step (R1 and path length included) once."""
     opts = _opts()
     torch.set_num_threads(1)
     a = bench.build_trainer(opts, {}, torch.device("cpu"))
-    b = bench.build_trainer(opts, {}, torch.device("cpu"))
+    b = bench.build_trainer(opts, {"set": ["train.time_phases=false"]}, torch.device("cpu"))
+    assert a.timer.enabled and not b.timer.enabled
     assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
-    real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
-    for step in (0, 1):
-        stats_a = a.train_step(step, real)
-        fns = bench.loop_phases(b, step, real)   # draws the step's inputs, as train_step does
-        stats_b = fns["d_main"]()
-        if step == 0:
-            stats_b.update(fns["d_reg"]())
-        stats_b.update(fns["g_main"]())
-        if step == 0:
-            stats_b.update(fns["g_reg"]())
-        fns["ema"]()
-        assert set(stats_a) == set(stats_b)
-        assert ("r1" in stats_a) == (step == 0) and ("path_penalty" in stats_a) == (step == 0)
-        assert torch.equal(stats_a["d_loss"], stats_b["d_loss"])
-        assert torch.equal(stats_a["g_total"], stats_b["g_total"])
+    real = bench._inputs(opts, 2, 32, torch.device("cpu"))
+    step_at = bench.full_steps(a)
+    assert [step_at(i) for i in range(3)] == [0, 16, 32]  # lcm of d_reg_every 16 and g_reg_every 4
+    for i in range(2):
+        times = bench.timed_step(a, step_at(i), real)
+        stats_b = b.train_step(step_at(i), real)
+        assert set(times) == set(bench.LOOP_PHASES) and all(t > 0 for t in times.values())
+        assert b.timer.read() == {}
     sa, sb = _state(a), _state(b)
     changed = [k for k in sa if not torch.equal(sa[k], sb[k])]
     assert not changed, changed[:5]
-
-
-def test_recompute_exemplar_baseline_gives_the_same_losses():
-    """The 'recompute_exemplar' baseline only moves where codes / identity features are computed."""
-    opts = _opts()
-    torch.set_num_threads(1)
-    a = bench.build_trainer(opts, {}, torch.device("cpu"))
-    b = bench.build_trainer(opts, {}, torch.device("cpu"))
-    real = bench._inputs(opts, 2, 32, torch.device("cpu"), False)
-    # Each phase runs right after its prepare_step: that seeds the global RNG (dropout, noise).
-    ta = bench.loop_phases(a, 1, real)["g_main"]()
-    fb = bench.loop_phases(b, 1, real, reuse_exemplar=False)
-    calls = []
-    b.pre.style_encoder.register_forward_hook(lambda *_: calls.append(1))
-    tb = fb["g_main"]()
-    assert len(calls) == 2  # the completed image, and the exemplar again (reused: only the first)
-    for k in ("g_id", "g_attr", "g_total"):
-        assert torch.allclose(ta[k], tb[k], rtol=1e-5, atol=1e-6), k
+    assert "r1" in stats_b and "path_penalty" in stats_b
 
 
 def test_variants_parse_and_merge():
-    s = bench.parse_variant("bf16+channels_last+no_id+no_attr")
-    assert s["amp"] == "bf16" and s["channels_last"] is True
-    assert s["set"] == ["loss.lambda_id=0", "loss.lambda_attr=0"]
+    s = bench.parse_variant("bf16+channels_last+no_id+no_attr+modconv_auto")
+    assert s["set"] == ["train.amp=bf16", "train.channels_last=true", "loss.lambda_id=0", "loss.lambda_attr=0"]
+    assert s["modconv"] == "auto"
+    cfg = bench.make_config(_opts(), s)
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.loss.lambda_id, cfg.train.time_phases) == (
+        "bf16", True, 0, True)
     with pytest.raises(bench.BenchmarkError, match="Unknown variant 'fp8'"):
         bench.parse_variant("base+fp8")
     with pytest.raises(bench.BenchmarkError, match="Unknown phases"):
@@ -148,12 +136,14 @@ def test_ratios_are_baseline_over_variant():
     assert "(x4.00)" in table and "2000 ms" in table and "500 ms" in table
 
 
-def test_child_argv_replaces_the_parent_only_options():
-    argv = ["--tiny", "--variants", "base,bf16", "--out=x.json", "--rounds", "3", "--data-workers", "0,2",
-            "--in-process", "--set", "loss.lambda_id=0"]
-    child = bench._child_argv(argv, "bf16", "/tmp/o.json")
-    tail = child[2:]
-    assert tail == ["--tiny", "--set", "loss.lambda_id=0", "--child", "bf16", "--child-out", "/tmp/o.json"]
+def test_variants_run_in_their_own_processes(tmp_path):
+    """Two variants: each in a fresh process (not this one, not each other's), no argv rewriting."""
+    report = bench.main(["--tiny", "--threads", "1", "--repeats", "1", "--warmup", "0",
+                         "--phases", "inference_g", "--variants", "base,modconv_batched",
+                         "--out", str(tmp_path / "b.json")])
+    pids = {n: v["pid"] for n, v in report["variants"].items()}
+    assert all(v["status"] == "ok" for v in report["variants"].values())
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
 
 
 def test_single_measurements_write_json(tmp_path):
@@ -170,19 +160,28 @@ def test_single_measurements_write_json(tmp_path):
     assert data["settings"]["mask_size"] == 32 and data["machine"]["cpu_count"] >= 1
 
 
-def test_switched_variant_uses_the_library_and_trainer_switches_and_restores_them():
-    """naive_upfirdn / modconv / bf16 go through op.set_upfirdn2d_naive, the modconv switch and
-    Trainer.set_amp (no module attribute is replaced), and are undone after the block."""
+def test_library_switches_are_set_and_restored():
+    """naive_upfirdn / modconv go through op.set_upfirdn2d_naive and the modconv switch (no module
+    attribute is replaced) and are undone after the block; --interleave refuses a variant that
+    changes the process (threads)."""
     import op
     from models import stylegan2
 
-    t = bench.build_trainer(_opts(), {}, torch.device("cpu"))
-    before = (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), t.amp, stylegan2.upfirdn2d)
+    before = (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), stylegan2.upfirdn2d)
     other = "batched" if before[1] != "batched" else "grouped"
-    settings = bench.parse_variant(f"naive_upfirdn+bf16+modconv_{other}")
-    with bench.switched(t, settings):
+    with bench.library_switches(bench.parse_variant(f"naive_upfirdn+modconv_{other}")):
         assert op.get_upfirdn2d_naive() is True
         assert stylegan2.get_modconv_impl() == other
-        assert t.amp is True
         assert stylegan2.upfirdn2d is op.upfirdn2d
-    assert (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), t.amp, stylegan2.upfirdn2d) == before
+    assert (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), stylegan2.upfirdn2d) == before
+    with pytest.raises(bench.BenchmarkError, match="'threads1' changes threads"):
+        bench.run_interleaved(_opts(), ["base", "threads1"])
+
+
+def test_interleaved_variants_of_another_config_get_their_own_trainer():
+    """--interleave with a config variant (bf16): a second trainer with train.amp=bf16, its steps
+    alternating with base's; both timed the same number of steps."""
+    res = bench.run_interleaved(_opts(phases="iteration"), ["base", "bf16"])
+    assert res["base"]["config"]["amp"] == "off" and res["bf16"]["config"]["amp"] == "bf16"
+    for n in ("base", "bf16"):
+        assert res[n]["interleaved"] and len(res[n]["phases"]["iteration"]["times_s"]) == 1

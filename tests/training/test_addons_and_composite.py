@@ -20,7 +20,7 @@ import json, logging, sys
 import torch
 from training import distributed as dist_utils
 from training.config import from_dict, validate
-from training.loop import Trainer
+from training.trainer import Trainer
 torch.set_num_threads(1)
 cfg = from_dict(json.loads({json.dumps(json.dumps(cfg))}))
 validate(cfg)
@@ -44,7 +44,7 @@ def _state(t):
 
 
 def test_training_step_values_equal_the_arithmetic_composite(face_dirs, tmp_path, monkeypatch):
-    from training import loop
+    from training import trainer as trainer_mod
     from training.config import from_dict, validate
 
     cfg = from_dict(tiny_dict(face_dirs, tmp_path / "runs",
@@ -53,7 +53,7 @@ def test_training_step_values_equal_the_arithmetic_composite(face_dirs, tmp_path
     real = torch.rand(4, 3, cfg.model.size, cfg.model.size, generator=torch.Generator().manual_seed(5)) * 2 - 1
 
     def run():
-        t = loop.Trainer(cfg, dist_utils.DistInfo(), logging.getLogger("t"))
+        t = trainer_mod.Trainer(cfg, dist_utils.DistInfo(), logging.getLogger("t"))
         stats = [t.train_step(step, real) for step in (0, 1)]
         return stats, _state(t)
 
@@ -64,7 +64,7 @@ def test_training_step_values_equal_the_arithmetic_composite(face_dirs, tmp_path
         calls.append(1)
         return x * (1 - m) + pred * m
 
-    monkeypatch.setattr(loop, "composite", arithmetic)
+    monkeypatch.setattr(trainer_mod, "composite", arithmetic)
     stats_b, state_b = run()
     assert len(calls) == 4  # D main and G main, two steps
     for a, b in zip(stats_a, stats_b):
@@ -75,24 +75,25 @@ def test_training_step_values_equal_the_arithmetic_composite(face_dirs, tmp_path
     assert not changed, changed[:5]
 
 
-def test_pretrained_factory_replaces_the_build(face_dirs, tmp_path):
-    """The hook scripts/benchmark.py builds its full-size stand-ins through: the factory gets
-    (cfg, G, device, log) and its networks are the ones the objective uses."""
-    from training import pretrained
+def test_full_size_standins_are_the_released_architectures(face_dirs, tmp_path):
+    """pretrained.standin_size=full (what scripts/benchmark.py times): the pSp encoder with its 18
+    heads at full width and the ResNet-101 ArcFace, random, and the objective uses them."""
+    from models.identity import IdentityNet
+    from models.psp import StyleEncoder
     from training.config import from_dict, validate
-    from training.loop import Trainer
+    from training.trainer import Trainer
 
-    cfg = from_dict(tiny_dict(face_dirs, tmp_path / "runs"))
+    cfg = from_dict(tiny_dict(face_dirs, tmp_path / "runs", pretrained={"allow_random": True,
+                                                                       "standin_size": "full"}))
     validate(cfg)
-    seen, made = [], []
-
-    def factory(cfg_, G, device, log):
-        seen.append((cfg_, G, device))
-        made.append(pretrained.build(cfg_, G, device, log))
-        return made[-1]
-
-    t = Trainer(cfg, dist_utils.DistInfo(), logging.getLogger("t"), pretrained_factory=factory)
-    assert seen == [(cfg, t.G, t.device)]
-    assert t.pre is made[0]
+    t = Trainer(cfg, dist_utils.DistInfo(), logging.getLogger("t"))
+    tiny = Trainer(from_dict(tiny_dict(face_dirs, tmp_path / "runs")), dist_utils.DistInfo(),
+                   logging.getLogger("t"))
+    enc, ident = t.pre.style_encoder, t.pre.identity
+    assert isinstance(enc, StyleEncoder) and enc.n_styles == 18 and isinstance(ident, IdentityNet)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(enc) > 20 * count(tiny.pre.style_encoder)
+    assert count(ident) > 20 * count(tiny.pre.identity)
+    assert t.pre.random == ("style encoder", "identity net", "LPIPS VGG16")
     mods = set(map(id, t.objective.modules()))
-    assert id(t.pre.style_encoder) in mods and id(t.pre.lpips) in mods
+    assert id(enc) in mods and id(ident) in mods and id(t.pre.lpips) in mods

@@ -149,7 +149,8 @@ def test_out_of_range_values_are_one_sentence_naming_the_key_also_under_dry_run(
 
 
 def test_every_numeric_key_of_the_schema_has_a_range():
-    from training.config import RANGES, _field_types
+    from training.configload import field_types as _field_types
+    from training.validation import RANGES
 
     numeric = []
     for section, tp in _field_types(Config).items():

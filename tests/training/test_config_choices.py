@@ -7,7 +7,7 @@ import pytest
 
 from training import cli
 from training.config import CHOICES, ConfigError, choices_of, load_config
-from training.loop import run
+from training.run import run
 from trainutil import REPO, tiny_config
 
 DEMO = os.path.join(REPO, "configs", "demo.yaml")
@@ -25,7 +25,7 @@ def test_every_choice_error_lists_the_valid_values(key):
 @pytest.mark.parametrize("override, fragment", [
     ("eval.mask=centre", "eval.mask must be one of center, free_form, large, irregular, paired"),
     ("eval.exemplar=reversed", "eval.exemplar must be one of reverse, self, folder"),
-    ("mask.kind=blobs", "mask.kind must be one of free_form, mixed, center, large"),
+    ("mask.kind=blobs", "mask.kind must be one of free_form, center, large"),
     ("mask.options={hole_rnge: [0.1, 0.3]}",
      "mask.options has unknown key(s) hole_rnge for mask.kind free_form; its options are hole_range"),
     ("mask.options={hole_range: [0.9, 0.1]}", "mask.options"),
@@ -71,3 +71,22 @@ def test_under_torchrun_every_rank_stops_on_rank_0s_refusal(face_dirs, tmp_path)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:") and str(empty) in line]
     assert len(errors) == 2, proc.stderr[-3000:]  # one sentence from each rank
     assert not os.path.exists(tmp_path / "runs" / "00000-tiny")
+
+
+def test_old_value_names_warn_and_resolve_to_the_current_ones():
+    """mask.kind / eval.mask "mixed" is the old name of free_form: read, never silently (one
+    FutureWarning naming the new name), and resolved, so config.yaml holds the current name."""
+    import warnings
+
+    from datasets.masks import FreeFormMasks, make_mask_generator
+
+    for key in ("mask.kind", "eval.mask"):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            cfg = load_config(DEMO, [f"{key}=mixed"])
+        section, name = key.split(".")
+        assert getattr(getattr(cfg, section), name) == "free_form"
+        assert [str(w.message) for w in seen if issubclass(w.category, FutureWarning)] == [
+            f"{key}: 'mixed' is the old name of 'free_form' (the same setting); write 'free_form'."]
+    with pytest.warns(FutureWarning, match="'mixed' is the old name of 'free_form'"):
+        assert isinstance(make_mask_generator("mixed"), FreeFormMasks)

@@ -99,7 +99,7 @@ def test_a_failed_start_keeps_other_runs_and_a_run_that_stepped_keeps_its_direct
     assert cli.main(["--config", bad]) == 2
     assert sorted(os.listdir(out)) == ["00000-tiny"]
     # A failure after a completed step keeps the directory (its log and stats tell what happened).
-    from training.loop import Trainer
+    from training.trainer import Trainer
     original = Trainer.train_step
 
     def failing(self, step, real, **kwargs):

@@ -15,7 +15,7 @@ DRIVER = textwrap.dedent("""
     import os, sys
     import torch
     from training.config import load_config
-    from training.loop import run
+    from training.run import run
     cfg = load_config(sys.argv[1])
     res = run(cfg)
     t, rank = res.trainer, int(os.environ["RANK"])

@@ -12,7 +12,7 @@ from datasets.demo import make_demo_faces
 from models.psp import load_style_encoder
 from training.config import ConfigError, from_dict, validate
 from training.demo_encoder import ATTRIBUTES, load_labelled_faces, train_attribute_encoder
-from training.loop import run
+from training.run import run
 from training.pretrained import (STANDIN_PSP_FILE, PixelDistance, standin_style_encoder,
                                  trained_standin_beside)
 

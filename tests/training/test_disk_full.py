@@ -95,7 +95,7 @@ def test_train_py_stops_with_one_sentence_exit_2_and_keeps_the_last_checkpoint(
 def test_a_full_disk_under_stats_jsonl_is_the_same_sentence(face_dirs, tmp_path, monkeypatch, capsys):
     import builtins
 
-    import training.rundir as rundir
+    import training.outputs as rundir
 
     def open_(path, mode="r", *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)

@@ -6,7 +6,7 @@ import re
 
 from training import cli
 from training.config import load_config
-from training.loop import STOP_MESSAGE
+from training.signals import STOP_MESSAGE
 from trainutil import REPO
 
 
@@ -63,7 +63,7 @@ def test_applications_doc_no_longer_says_the_sketch_finetune_is_unwired():
 
 def test_training_doc_describes_best_and_g_ema_files_as_the_checkpoint_manager_writes_them():
     from training.checkpointing import CheckpointManager
-    from training.loop import _better
+    from training.run import _better
 
     doc = _read("docs", "training.md")
     # Names the code writes ...

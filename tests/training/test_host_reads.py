@@ -1,13 +1,14 @@
 """The step loop reads its flags from the device once every log.log_every steps (and at the steps
 where it must decide anyway), not every step; a non-finite loss between two reads is still
 caught before anything is saved, naming its step. Counted through the loop's one read
-function (training.loop._host_read) on the tiny CPU run."""
+function (training.consensus.host_read) on the tiny CPU run."""
 import pytest
 import torch
 from trainutil import tiny_config
-from training import loop
+from training import consensus
 from training.errors import NonFiniteLossError
-from training.loop import Trainer, run
+from training.run import run
+from training.trainer import Trainer
 
 
 def _count_train_steps(monkeypatch):
@@ -26,8 +27,8 @@ def _count_train_steps(monkeypatch):
 def test_one_read_per_log_every_steps(face_dirs, tmp_path, monkeypatch):
     done = _count_train_steps(monkeypatch)
     at = []
-    original = loop._host_read
-    monkeypatch.setattr(loop, "_host_read", lambda flags: at.append(done[-1]) or original(flags))
+    original = consensus.host_read
+    monkeypatch.setattr(consensus, "host_read", lambda flags: at.append(done[-1]) or original(flags))
     cfg = tiny_config(face_dirs, tmp_path, train={"iters": 9, "ckpt_every": 0},
                       log={"log_every": 4})
     result = run(cfg)
@@ -60,7 +61,7 @@ def test_a_non_finite_loss_between_reads_is_caught_before_a_save(face_dirs, tmp_
 
 
 def test_consensus_keeps_the_first_bad_step_until_read_and_then_starts_again():
-    c = loop._Consensus(0)
+    c = consensus.Consensus(0)
     assert c.every == 100  # logging off: still a read every 100 steps
     ok = {"d_loss": torch.tensor(1.0), "g_total": torch.tensor(2.0)}
     nan = dict(ok, g_total=torch.tensor(float("inf")))
@@ -75,7 +76,7 @@ def test_consensus_keeps_the_first_bad_step_until_read_and_then_starts_again():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_consensus_add_does_not_synchronise_on_cuda():
     """Between reads the loop's per-step work on the flags never waits for the GPU."""
-    c = loop._Consensus(4)
+    c = consensus.Consensus(4)
     stats = {"d_loss": torch.tensor(1.0, device="cuda"), "g_total": torch.tensor(2.0, device="cuda")}
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

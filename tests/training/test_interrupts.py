@@ -11,7 +11,8 @@ import torch
 
 from training.checkpointing import load_training_checkpoint
 from training.cli import EXIT_STOPPED
-from training.loop import STOP_MESSAGE, run
+from training.run import run
+from training.signals import STOP_MESSAGE
 from trainutil import PYTHON, REPO, python_env, tiny_config, tiny_dict, write_yaml
 
 # Runs train.py with torch.save replaced: the KILL_AT-th call writes half of the real bytes to
@@ -106,9 +107,9 @@ def test_sigterm_saves_and_exits_cleanly(face_dirs, tmp_path):
 # the test sends its signals.
 BLOCKING_STEP_DRIVER = textwrap.dedent("""
     import os, sys, time
-    from training import loop
+    from training import run as loop, trainer
     block_at, go = int(os.environ["BLOCK_AT"]), os.environ["GO"]
-    original = loop.Trainer.train_step
+    original = trainer.Trainer.train_step
 
     def train_step(self, step, real, **kwargs):
         if step == block_at:
@@ -117,7 +118,7 @@ BLOCKING_STEP_DRIVER = textwrap.dedent("""
                 time.sleep(0.05)
         return original(self, step, real, **kwargs)
 
-    loop.Trainer.train_step = train_step
+    trainer.Trainer.train_step = train_step
     from training.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -205,17 +206,17 @@ def test_a_second_ctrl_c_aborts_without_saving_exit_130_one_line(face_dirs, tmp_
 # Two ranks; rank 1 alone gets SIGTERM during step 2 (index 1): both must stop after that step.
 DDP_SIGNAL_DRIVER = textwrap.dedent("""
     import json, os, signal, sys
-    from training import loop
+    from training import run as loop, trainer
     from training.config import load_config
     rank = int(os.environ["RANK"])
-    original = loop.Trainer.train_step
+    original = trainer.Trainer.train_step
 
     def train_step(self, step, real, **kwargs):
         if rank == 1 and step == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(self, step, real, **kwargs)
 
-    loop.Trainer.train_step = train_step
+    trainer.Trainer.train_step = train_step
     res = loop.run(load_config(sys.argv[1]))
     with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
         json.dump({"step": res.step, "stopped_by": res.stopped_by}, f)

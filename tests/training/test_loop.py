@@ -9,7 +9,8 @@ import torch
 
 from training import cli, distributed as dist_utils
 from training.checkpointing import load_training_checkpoint
-from training.loop import Trainer, run
+from training.run import run
+from training.trainer import Trainer
 from trainutil import tiny_config, tiny_dict, write_yaml
 
 

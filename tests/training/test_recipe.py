@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from training import cli, distributed as dist_utils
-from training.loop import Trainer
+from training.trainer import Trainer
 from trainutil import REPO, tiny_config
 
 PAPER_CONFIGS = ["celebahq_256", "ffhq_256", "ffhq_512_large_masks"]
@@ -36,8 +36,8 @@ AUTHORS_RECIPE = {
     "sketch.enabled": False,
 }
 PER_CONFIG = {
-    "celebahq_256": {"model.size": 256, "mask.kind": "mixed", "data.train": "data/celebahq/train"},
-    "ffhq_256": {"model.size": 256, "mask.kind": "mixed", "data.train": "data/ffhq/train"},
+    "celebahq_256": {"model.size": 256, "mask.kind": "free_form", "data.train": "data/celebahq/train"},
+    "ffhq_256": {"model.size": 256, "mask.kind": "free_form", "data.train": "data/ffhq/train"},
     "ffhq_512_large_masks": {"model.size": 512, "mask.kind": "large", "data.train": "data/ffhq/train"},
 }
 SOURCES = ("[README]", "[train.py]", "[model]", "[paper]", "[StyleGAN2]", "[ours]")
@@ -129,7 +129,7 @@ def test_loop_draws_masks_per_batch_or_per_sample(face_dirs, tmp_path, per_sampl
     t = _trainer(face_dirs, tmp_path, mask={"kind": "free_form", "per_sample": per_sample})
     shared = []
     for step in range(6):
-        mask = t.prepare_step(step, _real(4, step))["mask"]          # [4, 1, 16, 16]
+        mask = t.prepare_step(step, _real(4, step)).mask          # [4, 1, 16, 16]
         assert mask.shape == (4, 1, 16, 16) and mask.sum() > 0
         shared.append(all(torch.equal(mask[0], mask[b]) for b in range(1, 4)))
     if per_sample:
@@ -144,7 +144,7 @@ def test_loop_chooses_the_exemplar_per_batch_or_per_sample(face_dirs, tmp_path, 
     kinds = set()
     for step in range(24):
         s = t.prepare_step(step, _real(4, step))
-        real, ex, self_mask = s["real"], s["exemplar"], s["self_mask"]
+        real, ex, self_mask = s.real, s.exemplar, s.self_mask
         for b in range(4):   # the image itself where flagged, else the batch reversed
             assert torch.equal(ex[b], real[b] if self_mask[b] else real[3 - b])
         kinds.add("all" if self_mask.all() else "none" if not self_mask.any() else "mixed")

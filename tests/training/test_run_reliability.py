@@ -12,14 +12,14 @@ import pytest
 from training import cli
 from training.checkpointing import load_training_checkpoint
 from training.config import ConfigError
-from training.loop import run
+from training.run import run
 from trainutil import PYTHON, REPO, python_env, tiny_config, tiny_dict, write_yaml
 
-# train.py whose function named by BLOCK (a name in training.loop) waits, after touching the
+# train.py whose function named by BLOCK (a name in training.run) waits, after touching the
 # file READY, until the file GO exists (at step BLOCK_AT for train_step).
 BLOCKING_DRIVER = textwrap.dedent("""
     import os, sys, time
-    from training import loop
+    from training import run as loop, trainer
     block, ready, go = os.environ["BLOCK"], os.environ["READY"], os.environ["GO"]
     block_at = int(os.environ.get("BLOCK_AT", "0"))
 
@@ -30,12 +30,12 @@ BLOCKING_DRIVER = textwrap.dedent("""
             time.sleep(0.05)
 
     if block == "train_step":
-        original = loop.Trainer.train_step
+        original = trainer.Trainer.train_step
         def train_step(self, step, real, **kwargs):
             if step == block_at:
                 wait()
             return original(self, step, real, **kwargs)
-        loop.Trainer.train_step = train_step
+        trainer.Trainer.train_step = train_step
     else:
         original_fn = getattr(loop, block)
         def blocked(*args, **kwargs):

@@ -7,7 +7,8 @@ import torch
 
 from training.checkpointing import CheckpointManager, load_training_checkpoint, resolve_resume
 from training.data import DataError, StepBatchSampler
-from training.rundir import create_run_dir, sample_grid
+from common.rundir import create_run_dir
+from training.outputs import sample_grid
 
 
 def test_run_dirs_are_numbered_and_never_reused(tmp_path):

@@ -16,7 +16,8 @@ from models.checkpoint import CheckpointError, load_generator
 from models.sketch import SketchGenerator, extract_edges, load_sketch_generator
 from training import cli, distributed as dist_utils
 from training.checkpointing import load_training_checkpoint
-from training.loop import Trainer, run
+from training.run import run
+from training.trainer import Trainer
 from training.sketch import gin_with_edges as make_gin, make_sketch
 from trainutil import SIZE, tiny_config, tiny_dict, write_yaml
 

@@ -16,8 +16,10 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from training import distributed as dist_utils
-from training import loop
-from training.loop import Trainer, adam_impl
+from common import seeding
+from training import trainer as trainer_mod
+from training.builders import adam_impl
+from training.trainer import Trainer
 from trainutil import tiny_config
 
 
@@ -67,7 +69,7 @@ def test_self_flags_stay_on_the_host(face_dirs, tmp_path):
     real = _batch()
     for step in range(4):
         exemplar, is_self = t.draw_exemplars(step, real)
-        ex2, is_self2 = t.pairing(real, loop.derive_rng(*t._keys(step, loop.rng.EXEMPLAR, shared=True)))
+        ex2, is_self2 = t.pairing(real, seeding.derive_rng(*t._keys(step, seeding.EXEMPLAR, shared=True)))
         assert torch.equal(exemplar, ex2) and torch.equal(is_self, is_self2.cpu())
         assert is_self.device.type == "cpu" and is_self.dtype == torch.bool
 
@@ -83,7 +85,7 @@ def test_compiled_training_steps_do_not_recompile_and_equal_eager(face_dirs, tmp
     """train.compile with dynamo's 'eager' backend (its tracing and guards, without code
     generation): after the first steps have seen every phase, further steps with new data of
     the same shape compile nothing, and the losses equal those of an uncompiled trainer."""
-    monkeypatch.setattr(loop, "COMPILE_OPTIONS", {"backend": "eager", "fullgraph": True})
+    monkeypatch.setattr(trainer_mod, "COMPILE_OPTIONS", {"backend": "eager", "fullgraph": True})
     torch._dynamo.reset()
     counters.clear()
     try:
@@ -117,7 +119,7 @@ def test_channels_last_keeps_the_layout_and_the_losses(face_dirs, tmp_path):
             if p.ndim == 4 and p.shape[2] > 1:
                 assert p.is_contiguous(memory_format=torch.channels_last)
     s = nhwc.prepare_step(0, _batch())
-    assert s["real"].is_contiguous(memory_format=torch.channels_last)
+    assert s.real.is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(_stats(nhwc, range(2)), _stats(nchw, range(2))):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
