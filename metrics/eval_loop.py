@@ -45,13 +45,20 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from common.seeding import EVAL_NOISE_KEY, derive_seed
 from datasets.errors import ProtocolError
+from datasets.exemplars import pairs_for_eval
+from datasets.imaging import tensor_to_uint8
 from datasets.protocols import ALL_BUCKET, as_pairing, check_holes, make_mask_protocol
+from losses.perceptual import VGG16_FILE
+from models.exegan import EXEGAN
 
 from .evaluator import STD_DDOF, Evaluator, aggregate_repeats
 from .image_metrics import l1_ratio, quantize_8bit, to_unit
+from .inception import STANDARD_WEIGHTS_NAME
 
 log = logging.getLogger("exegan.test")
 
@@ -130,7 +137,6 @@ def run_batches(evaluator: Evaluator, complete: Completions, *, repeats: int,
     """
     keys = hole_keys(evaluator) if masks is not None and hole_metrics else ()
     real_cache: Dict[int, Optional[torch.Tensor]] = {}
-    from tqdm import tqdm  # reason: the progress bar only, not needed to import the package
     bar = tqdm(total=repeats * len(buckets) * len(batches), desc=desc, unit="batch",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     runs, pairs = [], []
@@ -214,7 +220,6 @@ def summarise(runs: List[dict], record: dict, pairs: Optional[List[dict]] = None
 # ------------------------------------------------------------------------- a model in memory
 def _as_model(model):
     """An EXEGAN from an EXEGAN or a (generator, style_encoder) pair; plus a restore callback."""
-    from models.exegan import EXEGAN
     if isinstance(model, EXEGAN):
         return model, (lambda: None)
     if isinstance(model, (tuple, list)) and len(model) == 2:
@@ -230,8 +235,6 @@ def _as_model(model):
 
 def save_png(t: torch.Tensor, path: str) -> None:
     """A completed image [3,H,W] in [-1,1] or a mask [1,H,W] (white = hole) as a PNG file."""
-    from PIL import Image
-    from datasets.imaging import tensor_to_uint8
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if t.shape[0] == 1:   # mask: 1 = hole -> white
         a = (t[0].detach().cpu() > 0.5).numpy().astype(np.uint8) * 255
@@ -279,6 +282,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
              hole_metrics: bool = True, progress: bool = False, save_dir: Optional[str] = None,
              record_pairs: bool = False) -> dict:
     """Inpaint the first ``n_images`` of ``dataset`` under a protocol and measure the results.
+    (Over 80 lines for its docstring and the four small callbacks it hands to run_batches.)
 
     Args:
         model: a ``models.EXEGAN``, or a ``(generator, style_encoder)`` pair (e.g. the training
@@ -305,8 +309,6 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
     [{repeat, seed, mask_seed, results: {bucket: {metric: value}}}], ``protocol`` (what fixed
     the numbers) and, with ``record_pairs``, ``pairs`` (list of dicts).
     """
-    from datasets.exemplars import pairs_for_eval
-
     model, restore = _as_model(model)
     try:
         size = int(model.size)
@@ -359,14 +361,22 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
         restore()
     runs = [{"repeat": x["repeat"], "seed": int(seed) + x["repeat"],
              "mask_seed": mask_seed + x["repeat"], "results": x["results"]} for x in runs]
-    g = model.generator
+    record = _model_record(model.generator, names, size, batch, repeats, evaluator,
+                           hole_keys(evaluator) if hole_metrics else (), protocol, pairing,
+                           int(seed), mask_seed, truncation)
+    return summarise(runs, record, pairs if record_pairs else None)
+
+
+def _model_record(g, names, size, batch, repeats, evaluator, holes, protocol, pairing, seed: int,
+                  mask_seed: int, truncation: float) -> dict:
+    """:func:`protocol_record` of a model run: masks, exemplars, seeds, truncation, generator."""
     reverse_note = {"note": "image b of each batch is guided by image B-1-b of the same batch "
                             "(depends on the batch size)"} if pairing.mode == "reverse" else {}
     record = protocol_record(
-        names, size, batch, repeats, evaluator, hole_keys(evaluator) if hole_metrics else (),
+        names, size, batch, repeats, evaluator, holes,
         source={"masks": protocol.describe(), "exemplars": {**pairing.describe(), **reverse_note}},
-        run={"seed": int(seed), "mask_seed": int(mask_seed),
-             "seeds": [int(seed) + r for r in range(repeats)],
+        run={"seed": seed, "mask_seed": int(mask_seed),
+             "seeds": [seed + r for r in range(repeats)],
              "mask_seeds": [mask_seed + r for r in range(repeats)],
              "z_and_noise": f"per batch k: torch.Generator seeded from (seed + repeat, "
                             f"0x{EVAL_NOISE_KEY:X}, k) draws z [B, style_dim] then the noise "
@@ -378,7 +388,7 @@ def evaluate(model, dataset, masks="center", exemplars="reverse", *, evaluator: 
                       "kwargs": {k: (list(v) if isinstance(v, tuple) else v)
                                  for k, v in dict(getattr(g, "kwargs", {})).items()}},
         "completion": "out = image * (1 - mask) + clamp(G(...), -1, 1) * mask, G in eval mode"})
-    return summarise(runs, record, pairs if record_pairs else None)
+    return record
 
 
 # --------------------------------------------------------------- the metric networks of a run
@@ -403,11 +413,9 @@ def build_evaluator(metrics: Sequence[str], device, *, inception: Optional[str] 
     """
     metrics = tuple(metrics)
     if ("fid" in metrics or "ids" in metrics) and not (inception is None and allow_random):
-        from .inception import STANDARD_WEIGHTS_NAME
         require_file(inception, "FID Inception weights file", inception_key,
                      f"it is {STANDARD_WEIGHTS_NAME}, see checkpoints/README.md")
     if "lpips" in metrics and not (lpips_vgg is None and allow_random):
-        from losses.perceptual import VGG16_FILE  # optional: lpips only when LPIPS is asked for
         require_file(lpips_vgg, "LPIPS VGG16 weights file", lpips_key,
                      f"it is torchvision's {VGG16_FILE}, see checkpoints/README.md")
     ev = Evaluator.from_files(metrics, device, inception_path=inception, lpips_vgg_path=lpips_vgg,

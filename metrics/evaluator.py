@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from common.errors import UserError
+from losses import perceptual
 
 from .fid import fid_against_stats, fid_from_features, file_sha256
 from .ids import compute_ids
 from .inception import load_inception
+from .standins import standin_inception, standin_lpips
 from .image_metrics import (SSIM_WIN_PAPER, l1, l1_mean, lpips_distance, psnr, quantize_8bit,
                             ssim, ssim_gauss11, ssim_window)
 
@@ -345,7 +347,6 @@ class Evaluator:
         random_used = []
         if "fid" in metrics or "ids" in metrics:
             if inception_path is None and allow_random:
-                from .standins import standin_inception  # reason: stand-ins only when asked for
                 log.warning("FID/IDS use a RANDOMLY INITIALISED Inception (allow_random): the "
                             "numbers are meaningless; set %s for real evaluation.",
                             inception_config_key)
@@ -356,12 +357,10 @@ class Evaluator:
                                            config_key=inception_config_key)
         if "lpips" in metrics:
             if lpips_vgg_path is None and allow_random:
-                from .standins import standin_lpips  # reason: as standin_inception above
                 lp = standin_lpips(seed, device)
                 random_used.append("LPIPS VGG16")
             else:
-                from losses.perceptual import load_lpips  # optional: the lpips package
-                lp = load_lpips(lpips_vgg_path, allow_random_backbone=False, device=device)
+                lp = perceptual.load_lpips(lpips_vgg_path, allow_random_backbone=False, device=device)
                 lp.weights_sha256 = file_sha256(lpips_vgg_path)     # for protocol()
         ev = cls(inception, lp, metrics, device, **kwargs)
         ev.random_standins = tuple(random_used)

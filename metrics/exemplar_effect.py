@@ -31,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from datasets.demo import draw_face
+
 ATTRIBUTES = ("hair_color", "eye_color", "glasses")
 MIN_DIFF = 0.08      # per-pixel max channel difference ([0, 1] units) that counts as "shows k"
 MIN_PIXELS = 2       # fewest such hole pixels for a case to count
@@ -134,8 +136,6 @@ def measure(complete: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], 
     pairing; with N odd the middle face is skipped).
     """
     if draw is None:
-        from datasets.demo import draw_face
-
         def draw(a: dict, s: int) -> np.ndarray:
             img = draw_face(a, s, np.random.default_rng(0), noise=0.0)
             return np.asarray(img, np.float64) / 255.0

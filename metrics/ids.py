@@ -42,8 +42,9 @@ def _as_array(x) -> np.ndarray:
 def compute_ids(real_features, fake_features, *, C: float = 1.0,
                 max_iter: int = 1000) -> Tuple[float, float]:
     """(U-IDS, P-IDS) from paired feature sets [N, D]; row i of each comes from image i."""
+    # scikit-learn takes ~2 s to import and only U-IDS / P-IDS need it (both lines)
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import LinearSVC  # (see above: heavy, U-IDS / P-IDS only)
 
     real, fake = _as_array(real_features), _as_array(fake_features)
     if real.ndim != 2 or real.shape != fake.shape:

@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from common.errors import UserError
 from common.torchfile import not_a_torch_file
 
+from .fid import file_sha256
+
 __all__ = [
     "FIDInceptionV3",
     "InceptionWeightsError",
@@ -364,7 +366,6 @@ def load_inception(path: Optional[str], device="cpu", *, resize: str = "pytorch_
     model.load_state_dict(state, strict=True)
     model.eval().requires_grad_(False)
     # Recorded in cache keys and result files: FIDs from different weights never mix.
-    from .fid import file_sha256
     model.weights_path = os.path.abspath(path)
     model.weights_sha256 = file_sha256(path)
     if not model.weights_sha256.startswith(STANDARD_WEIGHTS_SHA256_PREFIX):

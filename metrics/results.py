@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
+import shutil
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -67,9 +69,6 @@ def remove_unfinished(out_dir: str, existed: bool) -> None:
     """After a failed run: without results.json, what a results directory holds (nothing, or
     some saved images) is no result, so none is left behind; an --out that existed empty
     before stays, empty."""
-    import logging
-    import shutil
-
     shutil.rmtree(out_dir, ignore_errors=True)
     if existed:
         os.makedirs(out_dir, exist_ok=True)

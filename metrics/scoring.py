@@ -10,9 +10,14 @@ import logging
 import os
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
+from PIL import Image
 
 from datasets.errors import ProtocolError
+from datasets.imaging import load_image, open_rgb, pil_to_tensor, rel_stem, scan_images
+from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
+from datasets.pairing import NAME, NamedFiles, roles_named, suggest_roles
 from datasets.protocols import ALL_BUCKET, check_holes
 
 from .eval_loop import build_evaluator, hole_keys, protocol_record, run_batches, summarise
@@ -25,12 +30,11 @@ log = logging.getLogger("exegan.test")
 
 def _read_rgb_tensor(path: str) -> torch.Tensor:
     """An image file as [3, H, W] in [-1, 1], exactly as decoded (no resize)."""
-    from datasets.imaging import open_rgb, pil_to_tensor
     return pil_to_tensor(open_rgb(path))
 
 
 def _image_size(path: str) -> Tuple[int, int]:
-    from PIL import Image
+    """(width, height) of an image file from its header."""
     try:
         with Image.open(path) as im:
             return im.size
@@ -79,8 +83,6 @@ def _check_one_to_one(s: TestSettings, keys, preds, gt) -> None:
 def _looks_like_mask(path: str) -> bool:
     """True for a black-and-white image (grey, nearly every pixel near 0 or 255, both present):
     a mask, not a photo."""
-    import numpy as np
-    from PIL import Image
     try:
         with Image.open(path) as im:
             a = np.asarray(im.convert("RGB"), dtype=np.int16)
@@ -97,8 +99,6 @@ def _refuse_masks_as_ground_truth(s: TestSettings, keys, gt, masks, patterns) ->
     """A pairing that takes mask files as ground truth (a pattern that names masks, files the
     ``--masks`` pattern claims, or black-and-white images) would score completions against
     masks and exit 0: refuse it with the pattern that pairs the real images."""
-    from datasets.imaging import rel_stem, scan_images
-    from datasets.pairing import NAME, roles_named, suggest_roles
     template = patterns["image"].template
     reason = None
     if "mask" in roles_named(template.replace(NAME, " ")):
@@ -161,8 +161,6 @@ def _check_scoring(s: TestSettings):
     for d in s.pred:
         if os.path.realpath(d) == os.path.realpath(s.data) and \
                 patterns["pred"] == patterns["image"]:
-            from datasets.imaging import rel_stem, scan_images
-            from datasets.pairing import suggest_roles
             roles = ("gt", "pred") + (("mask",) if s.mask_dir and os.path.realpath(s.mask_dir)
                                       == os.path.realpath(d) else ())
             hint = suggest_roles([rel_stem(n) for n in scan_images(d)], roles) or \
@@ -176,7 +174,6 @@ def _check_scoring(s: TestSettings):
 def _pair_folders(s: TestSettings, patterns):
     """(completions per repeat, their keys, ground truth, masks or None, ground-truth names
     without a completion): every file paired once, by name."""
-    from datasets.pairing import NamedFiles
     folders = {"image": s.data, "mask": s.mask_dir}
 
     def same_folder_patterns(path: str) -> list:
@@ -248,13 +245,8 @@ def _sizes(preds, keys, gt) -> Tuple[Tuple[int, int], List[str]]:
     return size, resized
 
 
-def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
-    from datasets.imaging import load_image, pil_to_tensor
-    from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
-
-    device, need_inc, patterns = _check_scoring(s)
-    preds, keys, gt, masks, unscored = _pair_folders(s, patterns)
-    size, resized = _sizes(preds, keys, gt)
+def _scoring_warnings(s: TestSettings, gt, keys, size, resized, unscored) -> List[str]:
+    """Logged and recorded: resized ground truth, a subset on purpose, too few images."""
     warnings = []
     if resized:
         w, h = _image_size(gt.get(resized[0]))
@@ -269,14 +261,27 @@ def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
     small = warn_small_sets(len(keys), s.metrics)
     if small:
         warnings.append(small)
+    return warnings
 
-    mask_tensors: Dict[str, torch.Tensor] = {}
-    for k in keys if masks is not None else ():
-        # every mask read once, and refused without a hole, before any work
+
+def _read_masks(s: TestSettings, keys, masks, size) -> Dict[str, torch.Tensor]:
+    """Every mask read once, at the completions' size, and refused without a hole, before any
+    work."""
+    out: Dict[str, torch.Tensor] = {}
+    for k in keys:
         path = masks.get(k)
         m = to_mask_tensor(fit_mask(read_mask_file(path, s.hole_value), (size[1], size[0])))
         check_holes(m[None], [path], size)
-        mask_tensors[k] = m
+        out[k] = m
+    return out
+
+
+def _score_folders(s: TestSettings, made: list) -> Tuple[str, dict]:
+    device, need_inc, patterns = _check_scoring(s)
+    preds, keys, gt, masks, unscored = _pair_folders(s, patterns)
+    size, resized = _sizes(preds, keys, gt)
+    warnings = _scoring_warnings(s, gt, keys, size, resized, unscored)
+    mask_tensors = _read_masks(s, keys, masks, size) if masks is not None else {}
 
     evaluator, random_used = build_evaluator(
         s.metrics, device, inception=s.inception, lpips_vgg=s.lpips_vgg,

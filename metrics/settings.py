@@ -14,16 +14,21 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from common.rundir import create_run_dir   # exclusive mkdir, numbered from the highest
 from datasets.errors import ProtocolError
+from datasets.pairing import parse_pair_by
 from datasets.protocols import MaskProtocol
 
-from .evaluator import ALL_METRICS, DEFAULT_METRICS
 from .eval_loop import names_of, require_file
+from .evaluator import ALL_METRICS, DEFAULT_METRICS
+from .fid import file_sha256
 
 log = logging.getLogger("exegan.test")
 
@@ -80,13 +85,11 @@ def file_record(path: Optional[str]) -> Optional[dict]:
     """Path, size and SHA-256 of a weights file for the record (None when not given)."""
     if not path:
         return None
-    from .fid import file_sha256
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path),
             "sha256": file_sha256(path)}
 
 
 def _versions() -> dict:
-    from importlib import metadata
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "numpy": np.__version__}
     for pkg in ("torchvision", "scipy", "scikit-learn", "lpips", "pillow", "scikit-image"):
@@ -152,7 +155,6 @@ def check_out_dir(out: Optional[str]) -> None:
 def make_out_dir(s: TestSettings, name: str) -> str:
     """The results directory: ``--out`` (created, must be empty) or a new numbered one."""
     if s.out is None:
-        from common.rundir import create_run_dir   # exclusive mkdir, numbered from the highest
         return create_run_dir(s.out_root, name)
     check_out_dir(s.out)
     try:
@@ -209,7 +211,6 @@ def warn_small_sets(n: int, metrics: Sequence[str]) -> Optional[str]:
 def warn_resolution(dataset, size: int, where: str, k: int = 8) -> Optional[str]:
     """Log (and return) a warning when the first ``k`` images of ``dataset`` (image files whose
     headers can be read) are not ``size`` x ``size``: they are resized to the model's size."""
-    from PIL import Image
     paths = [p for p in list(getattr(dataset, "paths", None) or [])[:k] if os.path.isfile(p)]
     sizes = []
     for path in paths:
@@ -242,7 +243,6 @@ _ROLE_ALIASES = {"gt": "image"}
 
 def pair_patterns(s: TestSettings) -> dict:
     """``--pair-by`` parsed: the name pattern of every role (image, mask, exemplar, pred)."""
-    from datasets.pairing import parse_pair_by
     try:
         return parse_pair_by(s.pair_by, TEST_ROLES, _ROLE_ALIASES)
     except ValueError as e:

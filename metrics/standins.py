@@ -18,6 +18,7 @@ import os
 from typing import Mapping, Optional
 
 from common import seeding
+from losses.perceptual import load_lpips
 from models.standins import (STANDIN_PSP_FILE, seeded, standin_identity,  # noqa: F401  (re-exported)
                              standin_style_encoder)
 
@@ -35,8 +36,6 @@ def standin_inception(seed: int, resize: str = "pytorch_fid") -> FIDInceptionV3:
 
 def standin_lpips(seed: int, device):
     """LPIPS (VGG, v0.1 heads) with a VGG16 trunk of random weights drawn from ``seed``."""
-    from losses.perceptual import load_lpips  # optional: the lpips package only when LPIPS is on
-
     with seeded(seeding.derive_seed(seed, seeding.STANDIN_LPIPS_KEY)):
         return load_lpips(None, allow_random_backbone=True, device=device)
 

@@ -15,10 +15,15 @@ import os
 from typing import List, Optional, Tuple
 
 from datasets.errors import ProtocolError
+from datasets.lmdb_dataset import open_dataset
 from datasets.protocols import as_pairing, make_mask_protocol
+from models.checkpoint import load_generator, safe_load
+from models.exegan import EXEGAN
+from models.psp import load_style_encoder
 
 from .eval_loop import build_evaluator, evaluate, require_file
 from .evaluator import ALL_METRICS
+from .standins import standin_seed, standin_style_encoder, trained_standin_path
 from .results import remove_unfinished, write_results
 from .settings import (TestSettings, banner, check_metric_files, check_out_dir, file_record,
                        make_out_dir, pair_patterns, precheck, resolve_device, run_record,
@@ -30,7 +35,6 @@ log = logging.getLogger("exegan.test")
 def _checkpoint_config(path: str) -> Optional[dict]:
     """The ``config`` entry of a checkpoint (None when it has none), read with the tensors
     memory-mapped; a damaged file raises the loader's one-sentence CheckpointError."""
-    from models.checkpoint import safe_load
     ckpt = safe_load(path, mmap=True)
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     return config if isinstance(config, dict) else None
@@ -68,16 +72,11 @@ def _check_inputs(s: TestSettings):
 def _load_model(s: TestSettings, device, random_used: List[str]):
     """(EXEGAN, seed of the stand-ins): the generator, and the style encoder from ``--psp``,
     the run's trained stand-in or a seeded random one (named in ``random_used``)."""
-    from models.checkpoint import load_generator
-    from models.exegan import EXEGAN
-    from models.psp import load_style_encoder
-
     log.info("loading generator %s ['%s']", s.ckpt, s.which)
     generator = load_generator(s.ckpt, device, which=s.which)
     start, n = generator.exemplar_start, generator.n_exemplar
     seed, config = 0, None
     if s.allow_random_pretrained:
-        from .standins import standin_seed, standin_style_encoder, trained_standin_path
         config = _checkpoint_config(s.ckpt)
         seed = int(s.standin_seed) if s.standin_seed is not None else standin_seed(config)
     if s.psp is not None:
@@ -164,7 +163,6 @@ def run_test(s: TestSettings) -> Tuple[str, dict]:
 
 
 def _open_test_set(path: str, size: int):
-    from datasets.lmdb_dataset import open_dataset
     return open_dataset(path, size, hflip=False)
 
 
