@@ -11,7 +11,8 @@ released files' formats), timed as whole processes, as a user would run them:
 
 Also records the export's own seconds (from its progress line), the cache's size on disk, the
 machine's load average before each run, and the largest difference between the torch and the
-default results (8-bit levels; known pixels must be equal). Takes about 4 minutes on 2 cores.
+default results (8-bit levels; known pixels must be equal) and each process's peak memory (its own
+maximum resident set, from wait4). Takes about 4 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -64,15 +65,21 @@ def write_inputs(root: str) -> dict:
 
 
 def run(argv: list, env: dict) -> tuple:
+    """(wall s, load average before, export s or None, peak RSS MiB) of one inpaint.py process."""
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "inpaint.py"), *argv], env=env,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "inpaint.py"), *argv], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        wall = time.perf_counter() - start
+        err.seek(0)
+        text = err.read()
     if proc.returncode != 0:
-        sys.exit(f"inpaint.py failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    m = re.search(r"exported in (\d+) s", proc.stderr)
-    return wall, load, (int(m.group(1)) if m else None)
+        sys.exit(f"inpaint.py failed ({proc.returncode}):\n{text[-2000:]}")
+    m = re.search(r"exported in (\d+) s", text)
+    return wall, load, (int(m.group(1)) if m else None), usage.ru_maxrss / 1024
 
 
 def main() -> int:
@@ -97,10 +104,12 @@ def main() -> int:
         for name in ["torch", "first", "cached"] + ["torch", "cached"] * (args.repeats - 1):
             out = os.path.join(root, f"out_{name}_{len(rows[name])}")
             flag = ["--runtime", "torch"] if name == "torch" else []
-            wall, load, export_s = run([*base, *flag, "--out", out], env)
-            rows[name].append({"wall_s": round(wall, 2), "load_before": round(load, 2), "export_s": export_s})
+            wall, load, export_s, peak = run([*base, *flag, "--out", out], env)
+            rows[name].append({"wall_s": round(wall, 2), "load_before": round(load, 2), "export_s": export_s,
+                               "peak_rss_mib": round(peak)})
             outs.setdefault(name, out)
-            print(f"{name}: {wall:.1f} s (load {load:.2f})" + (f", export {export_s} s" if export_s else ""),
+            print(f"{name}: {wall:.1f} s (load {load:.2f}), peak {peak:.0f} MiB"
+                  + (f", export {export_s} s" if export_s else ""),
                   flush=True)
         cache_mib = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs) / 2 ** 20
         hole = np.asarray(Image.open(inputs["mask"])) > 127
