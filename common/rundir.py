@@ -75,7 +75,7 @@ class RunDirLock:
 
     def acquire(self) -> "RunDirLock":
         try:
-            import fcntl
+            import fcntl  # optional: POSIX only (Windows has no flock)
         except ImportError:  # no flock (Windows): one writer per run is the user's to keep
             return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -26,7 +26,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from models.checkpoint import FORMAT, CheckpointError, fsync_dir, safe_load, save_checkpoint
+from models.checkpoint import (FORMAT, CheckpointError, fsync_dir, make_checkpoint, restore_rng_state,
+                               safe_load, save_checkpoint)
 
 EXPORT_FORMAT = "exegan-export-v1"
 
@@ -96,6 +97,35 @@ def load_training_checkpoint(path: str) -> dict:
                               f"<run>/checkpoints/latest.pt); released or exported generator files "
                               f"cannot be resumed.")
     return ckpt
+
+
+def training_state(trainer, step: int, pl_mean: list, data_pos: dict, best) -> dict:
+    """The checkpoint of a ``training.trainer.Trainer`` after ``step`` iterations (format
+    ``exegan-checkpoint-v1``): networks, optimizers, RNG states, config, best metric, every
+    rank's path-length mean, the data position, the augmentation settings, the world size."""
+    cfg = trainer.cfg
+    return make_checkpoint(
+        g=trainer.G, d=trainer.D, g_ema=trainer.G_ema, g_optim=trainer.g_optim, d_optim=trainer.d_optim,
+        step=step, config=cfg.to_dict(), best_metric=best,
+        pl_mean=[float(v) for v in pl_mean], data=data_pos,
+        augment={"diffaug": cfg.train.diffaug, "policy": cfg.train.diffaug_policy},
+        world_size=trainer.info.world_size)
+
+
+def restore_training_state(trainer, ckpt: dict) -> None:
+    """Load a checkpoint of ``training_state`` into a built Trainer (and the RNG states)."""
+    trainer.G.load_state_dict(ckpt["g"])
+    trainer.D.load_state_dict(ckpt["d"])
+    trainer.G_ema.load_state_dict(ckpt["g_ema"])
+    trainer.g_optim.load_state_dict(ckpt["g_optim"])
+    trainer.d_optim.load_state_dict(ckpt["d_optim"])
+    for group in trainer.g_optim.param_groups + trainer.d_optim.param_groups:
+        group.update(trainer.adam_impl)  # this run's implementation, not the writer's
+    pl, info = ckpt["pl_mean"], trainer.info
+    own = pl[info.rank] if len(pl) == info.world_size else sum(pl) / len(pl)
+    trainer.path_reg.mean_path_length.fill_(own)
+    if ckpt.get("rng") is not None:
+        restore_rng_state(ckpt["rng"])
 
 
 @dataclass

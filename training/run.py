@@ -24,7 +24,7 @@ from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
 from . import pretrained
-from .checkpointing import CheckpointManager, Resume
+from .checkpointing import CheckpointManager, Resume, restore_training_state, training_state
 from .config import Config, check_resume_model
 from .consensus import Consensus, stop_code
 from .data import StepBatchSampler, build_datasets, dataset_location
@@ -119,7 +119,7 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[Resume], stop_
     trainer = Trainer(cfg, info, log, resuming=ckpt is not None)
     state = RunState()
     if ckpt:
-        trainer.load(ckpt)
+        restore_training_state(trainer, ckpt)
         state.best = ckpt.get("best_metric")
         if ckpt.get("world_size", info.world_size) != info.world_size:
             log.warning("the checkpoint was written by %d processes, this run has %d: data order and "
@@ -183,7 +183,7 @@ class _Session:
     def save(self, step: int) -> None:
         pl_mean = self.trainer.gather_pl_mean()  # collective: every rank
         if self.info.is_main:
-            state = self.trainer.checkpoint(step, pl_mean, self.sampler.position(step), self.state.best)
+            state = training_state(self.trainer, step, pl_mean, self.sampler.position(step), self.state.best)
             path = self.state.last_checkpoint = self.ckpts.save(state, step)
             G_ema = self.trainer.G_ema
             self.ckpts.export(G_ema.state_dict(), G_ema.kwargs, step, self.cfg.to_dict())

@@ -33,26 +33,16 @@ from datasets.augment import DiffAugment
 from datasets.exemplars import TrainingPairing
 from datasets.masks import batch_masks, make_mask_generator
 from losses import GeneratorObjective, PathLengthRegularizer, d_logistic_loss, r1_loss
-from models.checkpoint import make_checkpoint, restore_rng_state
 from models.exegan import composite, make_gin
 
 from . import distributed as dist_utils
 from . import pretrained
-from .builders import adam_impl, build_networks, requires_grad, set_memory_format
+from .builders import adam_impl, build_networks, requires_grad, set_memory_format, sketch_addon
 from .config import Config, ema_decay, lazy_ratio
 from .timing import PhaseTimer
 
 # torch.compile options of train.compile (tests set the "eager" backend: dynamo without codegen).
 COMPILE_OPTIONS: dict = {}
-
-
-def sketch_addon(cfg: Config):
-    """The module ``training.sketch`` when ``cfg.sketch.enabled``, else None. The Trainer calls
-    it once and hands the result on (``Trainer.sketch``)."""
-    if not cfg.sketch.enabled:
-        return None
-    from . import sketch  # optional add-on: a plain run never imports it (nor models/sketch.py)
-    return sketch
 
 
 @dataclass
@@ -333,25 +323,3 @@ class Trainer:
         out = [torch.zeros_like(mine) for _ in range(self.info.world_size)]
         torch.distributed.all_gather(out, mine)
         return [float(t) for t in out]
-
-    def checkpoint(self, step: int, pl_mean: list, data_pos: dict, best) -> dict:
-        return make_checkpoint(
-            g=self.G, d=self.D, g_ema=self.G_ema, g_optim=self.g_optim, d_optim=self.d_optim,
-            step=step, config=self.cfg.to_dict(), best_metric=best,
-            pl_mean=[float(v) for v in pl_mean], data=data_pos,
-            augment={"diffaug": self.cfg.train.diffaug, "policy": self.cfg.train.diffaug_policy},
-            world_size=self.info.world_size)
-
-    def load(self, ckpt: dict) -> None:
-        self.G.load_state_dict(ckpt["g"])
-        self.D.load_state_dict(ckpt["d"])
-        self.G_ema.load_state_dict(ckpt["g_ema"])
-        self.g_optim.load_state_dict(ckpt["g_optim"])
-        self.d_optim.load_state_dict(ckpt["d_optim"])
-        for group in self.g_optim.param_groups + self.d_optim.param_groups:
-            group.update(self.adam_impl)  # this run's implementation, not the writer's
-        pl = ckpt["pl_mean"]
-        own = pl[self.info.rank] if len(pl) == self.info.world_size else sum(pl) / len(pl)
-        self.path_reg.mean_path_length.fill_(own)
-        if ckpt.get("rng") is not None:
-            restore_rng_state(ckpt["rng"])
