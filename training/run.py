@@ -279,6 +279,7 @@ class _Session:
                          or step == cfg.train.iters or _is_due(step, cfg.eval.every)
                          or _is_due(step, cfg.train.ckpt_every) or _is_due(step, cfg.log.sample_every)):
             self.d_mean, self.g_mean, first_bad, stopping = consensus.read(requested)
+            self.trainer.timer.collect()  # the device was just read: the phase times are ready
             if first_bad is not None:
                 bad = sorted(k for k, v in stats.items() if not torch.isfinite(v).all())
                 latest = os.path.join(self.run_dir, "checkpoints", "latest.pt")

@@ -3,7 +3,8 @@ times its phases: the figures go to stats.jsonl and TensorBoard (``time_<phase>_
 scripts/benchmark.py reads the same timer.
 
 On CUDA each phase records a pair of CUDA events on the current stream: no synchronisation is
-added to the step; the elapsed times are read when the loop reads the device anyway (a log step).
+added to the step; the elapsed times are read where the loop reads the device anyway (``collect``
+at its consensus reads, at least every 100 steps), so what is held in between stays bounded.
 On the CPU each phase is timed with ``time.perf_counter``. Off (the default), ``phase`` returns
 one shared no-op context manager: nothing is recorded and nothing is allocated.
 """
@@ -57,6 +58,7 @@ class PhaseTimer:
         self.enabled = bool(enabled)
         self.cuda = device.type == "cuda"
         self.pending: list = []
+        self._sums: dict = {}     # phase -> [total seconds, count] since the last means_ms
 
     def phase(self, name: str):
         if not self.enabled:
@@ -76,9 +78,19 @@ class PhaseTimer:
             out[name].append(t)
         return dict(out)
 
+    def collect(self) -> None:
+        """Fold the phases recorded since the last read into the running means (the training
+        loop calls it where it reads the device anyway)."""
+        for k, v in self.read().items():
+            total = self._sums.setdefault(k, [0.0, 0])
+            total[0] += sum(v)
+            total[1] += len(v)
+
     def means_ms(self) -> dict:
-        """``{"time_<phase>_ms": mean milliseconds}`` of the phases since the last read (the
+        """``{"time_<phase>_ms": mean milliseconds}`` of the phases since the last call (the
         rows of stats.jsonl); empty when off."""
         if not self.enabled:
             return {}
-        return {f"time_{k}_ms": 1000.0 * sum(v) / len(v) for k, v in self.read().items()}
+        self.collect()
+        sums, self._sums = self._sums, {}
+        return {f"time_{k}_ms": 1000.0 * s / n for k, (s, n) in sums.items()}

@@ -27,6 +27,14 @@ def test_the_timer_off_costs_nothing_and_on_times_nested_phases():
     t = on.read()
     assert len(t["inner"]) == 2 and t["outer"][0] >= sum(t["inner"]) > 0
     assert on.read() == {}  # read once
+    # The loop folds each read into running means (nothing held grows between log rows).
+    for _ in range(3):
+        with on.phase("step"):
+            pass
+        on.collect()
+    assert on.pending == [] and on._sums["step"][1] == 3
+    means = on.means_ms()
+    assert set(means) == {"time_step_ms"} and means["time_step_ms"] >= 0 and on.means_ms() == {}
 
 
 def _rows(run_dir):
