@@ -88,7 +88,8 @@ class DetectorUnavailable(InferenceInputError):
 def make_detector(device: torch.device | str = "cpu", detect_side: int = DETECT_SIDE) -> Detector:
     """The detector, or one sentence saying what to install (or to pass landmark files instead)."""
     try:
-        import facenet_pytorch  # noqa: F401 - the check that it and its imports work with our torch
+        # optional dependency, imported only here: the check that it and its imports work with our torch
+        import facenet_pytorch  # noqa: F401
     except ModuleNotFoundError as e:
         if e.name != "facenet_pytorch":
             reason = f"facenet-pytorch is installed but cannot be imported (no module {e.name!r})"

@@ -29,6 +29,7 @@ the outputs so that a result can be reproduced.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -323,6 +324,12 @@ class AlignedPhoto:
                 "face": self.face.record(), "matrix": np.round(self.matrix, 10).tolist(),
                 "inverse": np.round(invert(self.matrix), 10).tolist(), "convention": CONVENTION,
                 "hole_pixels": int(len(self.ys)), "crop_hole_pixels": int(self.crop_hole.sum())}
+
+
+def transform_json(record: dict) -> str:
+    """A transform record (:meth:`AlignedPhoto.record`, plus the exemplars' records) as the compact
+    JSON of every result's ``exegan:transform`` PNG text chunk."""
+    return json.dumps(record, separators=(",", ":"))
 
 
 def align_photo(photo: np.ndarray, hole: np.ndarray, faces: Sequence[Face], size: int, *,

@@ -150,3 +150,18 @@ def complete_samples(model, prep, codes: torch.Tensor, *, seeds: Sequence[int], 
     outs = model.complete_many(prep.image[None], prep.mask[None], codes, seeds=list(seeds),
                                truncation=truncation, **kw)
     return [prep.paste(out[0]) for out in outs]
+
+
+def inpaint_one(model, prep, exemplar: torch.Tensor, *, samples: int, seed: int, truncation: float,
+                sketch: Optional[torch.Tensor] = None) -> List[np.ndarray]:
+    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k. ``prep`` is a
+    :class:`Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`; ``exemplar``
+    [3, S, S] in [-1, 1].
+
+    Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
+    it); the exemplar is encoded once for all K samples (and onnxruntime runs the K in one batch).
+    What scripts/inpaint.py and the editor's plain mode run.
+    """
+    codes = model.encode_exemplars(exemplar[None])
+    return complete_samples(model, prep, codes, seeds=[seed + k for k in range(samples)],
+                            truncation=truncation, sketch=sketch)

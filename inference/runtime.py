@@ -131,12 +131,12 @@ class OnnxEXEGAN:
 
     def __init__(self, folder: str):
         import onnxruntime as ort  # optional: only the onnx runtime needs it
+        from onnxruntime.capi import onnxruntime_pybind11_state as state  # optional as above: its error types
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         self.folder = folder
         try:

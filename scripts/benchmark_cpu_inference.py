@@ -45,18 +45,26 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from inference import onnx_export as ox  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from models.generator import Generator  # noqa: E402
+from models.psp import StyleEncoder  # noqa: E402
+from models.standins import STANDIN_UNITS, STANDIN_WIDTH  # noqa: E402
+from models.stylegan2 import set_modconv_impl  # noqa: E402
+
+try:  # the onnxruntime path is skipped without it
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 
 PATHS = ("eager", "eager_batched", "onnxruntime", "bf16")
 AUTHORS_IMAGES_PER_S = 0.33  # the authors' code at batch 4, 256 px, 2 threads (docs/benchmarks.md)
 
 
 def build_model(size: int, tiny: bool, seed: int = 0):
-    from models.exegan import EXEGAN
-    from models.generator import Generator
-    from models.psp import StyleEncoder
-    from models.standins import STANDIN_UNITS, STANDIN_WIDTH
     torch.manual_seed(seed)
     if tiny:
         g = Generator(size, style_dim=64, n_mlp=2, channel_multiplier=0.25, channel_max=64)
@@ -104,7 +112,6 @@ class BF16Emulation(torch.overrides.TorchFunctionMode):
 
 def conv_rate(autocast: bool, hw: int = 32) -> float:
     """GFLOP/s of one 3x3 convolution, 256 -> 256 channels (fp32, or under bf16 autocast)."""
-    import torch.nn.functional as F
     x, w = torch.randn(1, 256, hw, hw), torch.randn(256, 256, 3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         F.conv2d(x, w, padding=1)
@@ -115,7 +122,6 @@ def conv_rate(autocast: bool, hw: int = 32) -> float:
 
 
 def count_flops(model, inp) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         torch_inpaint(model, inp, 1)
     return float(fc.get_total_flops())
@@ -157,11 +163,8 @@ def _main(argv=None) -> int:
                              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                              "load_average_start": os.getloadavg()},
                  "command": " ".join([os.path.basename(sys.argv[0])] + list(argv or sys.argv[1:]))}
-    try:
-        import onnxruntime as ort
+    if ort is not None:
         rec["machine"]["onnxruntime"] = ort.__version__
-    except ImportError:
-        ort = None
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
     def save():
@@ -190,7 +193,6 @@ def _main(argv=None) -> int:
     print(f"{flops / 1e12:.3f} TFLOP per image", flush=True)
 
     runners: Dict[str, Callable[[int], np.ndarray]] = {}
-    from models.stylegan2 import set_modconv_impl
 
     def eager(b):
         return torch_inpaint(model, inp, b).permute(0, 2, 3, 1).numpy()

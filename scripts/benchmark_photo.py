@@ -3,8 +3,9 @@
 
 * **overhead at 2 megapixels**: one aligned photo round trip - detect the photo's face, align photo
   and hole, detect and align the exemplar, inpaint the crop, warp back and blend (feather 4) - against
-  the plain inpaint of the same aligned crop (``inpaint.inpaint_one`` on a 256 x 256 face), both with
-  the released architectures at full size (random weights; the time does not depend on them);
+  the plain inpaint of the same aligned crop (``inference.roundtrip.inpaint_one`` on a 256 x 256
+  face), both with the released architectures at full size (random weights; the time does not
+  depend on them);
 * **24 megapixels**: ``scripts/inpaint.py --align`` on a 6000 x 4000 JPEG in a child process, its
   wall time and peak resident memory, next to the same command on a 0.5-megapixel photo (what
   PyTorch, the networks and the detector cost on their own).
@@ -38,12 +39,11 @@ from skimage import data  # noqa: E402
 from common.cli import DefaultsHelpFormatter  # noqa: E402
 from inference.detect import make_detector  # noqa: E402
 from inference.photo import align_exemplar, align_photo  # noqa: E402
-from inference.roundtrip import prepare  # noqa: E402
+from inference.roundtrip import inpaint_one, prepare  # noqa: E402
 from models.exegan import EXEGAN  # noqa: E402
 from models.generator import Generator  # noqa: E402
 from models.psp import StyleEncoder  # noqa: E402
 from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
-from scripts.inpaint import inpaint_one  # noqa: E402
 
 SIZE = 256
 

@@ -1,8 +1,9 @@
 """Command-line pieces of the application scripts (inpaint.py, style_mix.py, align_faces.py, the
 editor): input collection and pairing by file name (relative path without extension, or the
 ``--pair-by`` patterns; the rule is :mod:`datasets.pairing`, shared with test.py), PNG writing that
-never overwrites (:class:`OutputWriter`), side-by-side sheets, model loading, devices, the shared
-flags, and the ``main`` wrapper that prints a user-fixable error as one sentence (exit status 2).
+never overwrites (:class:`OutputWriter`), side-by-side sheets, devices, the shared flags, the
+newest demo run's files (``--demo``), and the ``main`` wrapper that prints a user-fixable error as
+one sentence (exit status 2).
 
 The library they call lives in :mod:`inference`: reading photos, masks and exemplars
 (:mod:`inference.io`), the any-size round trip (:mod:`inference.roundtrip`, whose docstring has the
@@ -35,6 +36,7 @@ from inference.errors import InferenceInputError  # noqa: E402
 from inference.io import article, read_rgb  # noqa: E402
 from inference.photo import check_settings, parse_face  # noqa: E402
 from inference.roundtrip import RESIZE_FILTER  # noqa: E402
+from models.standins import STANDIN_PSP_FILE  # noqa: E402
 
 #: An input a user can fix; printed as one sentence without a traceback.
 CLIError = InferenceInputError
@@ -255,6 +257,21 @@ def add_model_args(p) -> None:
     p.add_argument("--out", required=True, help="output folder (created; existing files are never overwritten)")
 
 
+def demo_files(runs: str) -> tuple:
+    """(export.pt, standin_psp.pt) of the newest ``make demo`` run under ``runs`` (the editor's and
+    figure_photo.py's ``--demo``)."""
+    found = []
+    if os.path.isdir(runs):
+        for d in sorted(os.listdir(runs)):
+            ckpt = os.path.join(runs, d, "checkpoints", "export.pt")
+            if d.endswith("-demo") and os.path.isfile(ckpt):
+                found.append((ckpt, os.path.join(runs, d, "checkpoints", STANDIN_PSP_FILE)))
+    if not found:
+        raise CLIError(f"no demo run with checkpoints/export.pt under {runs}/; run `make demo` first "
+                       f"(or give --ckpt and --psp).")
+    return found[-1]
+
+
 # ------------------------------------------------------------------------------ --align (photos)
 def add_align_args(p, exemplar_options: Sequence[str] = ("--exemplar",)) -> None:
     """The flags of the photo pipeline (:mod:`inference.photo`)."""
@@ -346,7 +363,3 @@ class PhotoFaces:
         rgb = read_rgb(path)
         faces = self.of(path, rgb, self.exemplar_marks.get(key), landmarks_path or "")
         return self.aligner.exemplar(rgb, path, faces)
-
-
-def transform_json(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":"))

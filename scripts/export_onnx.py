@@ -50,6 +50,9 @@ import torch  # noqa: E402
 
 from inference.onnx_export import DEFAULT_OPSET, ExportError, export_graph  # noqa: E402
 from models.checkpoint import safe_load  # noqa: E402
+from models.exegan import EXEGAN  # noqa: E402
+from models.sketch import SketchEXEGAN  # noqa: E402
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -96,10 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               f"{'EXE-GAN checkpoint' if option == '--ckpt' else 'pSp encoder file'}.")
     if os.environ.get("EXEGAN_OPS", "").strip().lower() == "cuda":
         print("note: EXEGAN_OPS=cuda is ignored: the export always traces the reference ops", file=sys.stderr)
-    if _is_sketch_checkpoint(args.ckpt, args.which):
-        from models.sketch import SketchEXEGAN as cls
-    else:
-        from models.exegan import EXEGAN as cls
+    cls = SketchEXEGAN if _is_sketch_checkpoint(args.ckpt, args.which) else EXEGAN
     with torch.no_grad():
         model = cls.from_checkpoints(args.ckpt, args.psp, "cpu", which=args.which)
     for k, path in enumerate(outs):

@@ -31,7 +31,6 @@ from inference.photo import PhotoAligner  # noqa: E402
 from inference.roundtrip import with_hole  # noqa: E402
 from inference import runtime  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
-from scripts.editor import demo_files  # noqa: E402
 
 HEIGHT = 256
 
@@ -69,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.demo:
-        args.ckpt, args.psp = demo_files(args.demo)
+        args.ckpt, args.psp = cli.demo_files(args.demo)
     if not (args.ckpt and args.psp):
         raise cli.CLIError("give --ckpt and --psp, or --demo.")
     model = runtime.load_model(args.ckpt, args.psp, cli.resolve_device("cpu"), runtime="torch")

@@ -22,16 +22,21 @@ is completed and warped back into the photo inside the hole only (inference/phot
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional, Sequence
+
+from PIL import Image
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.imaging import open_rgb  # noqa: E402
 from inference import runtime  # noqa: E402
 from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402
-from inference.roundtrip import complete_samples, model_sketch, prepare, with_hole  # noqa: E402
+from inference.photo import PhotoAligner, transform_json  # noqa: E402
+from inference.roundtrip import inpaint_one, model_sketch, prepare, with_hole  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
@@ -92,19 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def inpaint_one(model, prep, exemplar, *, samples: int, seed: int, truncation: float,
-                sketch=None) -> list:
-    """K results [H, W, 3] uint8 at the original size; sample k is drawn with seed + k. ``prep`` is a
-    :class:`inference.roundtrip.Prepared` or, with --align, an :class:`inference.photo.AlignedPhoto`.
-
-    Equal to ``model.inpaint(image, mask, exemplar, seed=seed + k)`` pasted back (the tests check
-    it); the exemplar is encoded once for all K samples (and onnxruntime runs the K in one batch).
-    """
-    codes = model.encode_exemplars(exemplar[None])
-    return complete_samples(model, prep, codes, seeds=[seed + k for k in range(samples)],
-                            truncation=truncation, sketch=sketch)
-
-
 # Metadata written into every PNG and compared by --skip-existing with the files already there.
 _SETTINGS_META = ("exegan:ckpt", "exegan:image", "exegan:mask", "exegan:exemplar", "exegan:sketch",
                   "exegan:truncation", "exegan:seed", "exegan:align")
@@ -124,8 +116,6 @@ def _file_meta(args, key, image_path, masks, exemplars, sketches) -> dict:
 
 def _differs(path: str, want: dict) -> Optional[str]:
     """Why the PNG at ``path`` was not made by these settings (None when it was)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             have = dict(getattr(img, "text", {}) or {})
@@ -144,7 +134,6 @@ def _differs(path: str, want: dict) -> Optional[str]:
 
 def _transform_differs(path: str, args, image_path: str) -> Optional[str]:
     """Why the --save-transform file at ``path`` was not made by these settings (None when it was)."""
-    import json
     try:
         with open(path, encoding="utf-8") as f:
             rec = json.load(f)
@@ -206,7 +195,6 @@ def _progress(keys, desc: str, show: bool):
     """``keys`` with a tqdm progress bar on stderr for folder runs (more than one image)."""
     if not show or len(keys) < 2:
         return keys
-    from tqdm import tqdm
     return tqdm(keys, desc=desc, unit="image", leave=False)
 
 
@@ -245,7 +233,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cli.photo_landmarks(exemplars, args.exemplar_landmarks, "--exemplar-landmarks")
         model = runtime.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which,
                                    runtime=args.runtime, cache=args.onnx_cache)
-        from inference.photo import PhotoAligner
         aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
                                device=device)
         faces = cli.PhotoFaces(aligner, photo_marks, exemplar_marks)
@@ -314,7 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         meta = {**_file_meta(args, key, image_path, masks, exemplars, sketches),
                 "exegan:runtime": getattr(model, "runtime", "PyTorch")}
         if record is not None:
-            meta["exegan:transform"] = cli.transform_json(record)
+            meta["exegan:transform"] = transform_json(record)
             if args.save_transform and not os.path.exists(paths["_transform.json"]):
                 writer.save_json({**record, "source": image_path}, paths["_transform.json"])
         for k, res in enumerate(results):
@@ -338,7 +325,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _say(line: str, folder: bool) -> None:
     """One line per image, written so that a progress bar stays intact."""
     if folder:
-        from tqdm import tqdm
         tqdm.write(line)
     else:
         print(line)

@@ -31,6 +31,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnxruntime as ort
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -181,7 +182,6 @@ class OnnxInpainter:
     """An exported inpainting graph in an onnxruntime session, with its metadata."""
 
     def __init__(self, path: str, threads: int = 0):
-        import onnxruntime as ort
         if not os.path.isfile(path):
             raise OnnxInputError(f"--onnx {path} does not exist; export one with scripts/export_onnx.py.")
         opts = ort.SessionOptions()

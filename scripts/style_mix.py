@@ -11,7 +11,7 @@ Slots are generator layer indices inside the exemplar range [start, start + n) (
 Every cell uses the same z and noise (``--seed``), so cells differ only by the exemplar codes.
 Images of any size are handled as in scripts/inpaint.py (known pixels are the input's, bit for bit);
 ``--align`` completes an ordinary photo through its face's aligned crop and aligns both exemplars,
-as in scripts/inpaint.py (inference/photo.py).
+as in scripts/inpaint.py (inference/photo.py). The mixing of the codes is inference/stylemix.py.
 """
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ import os
 import sys
 from typing import Optional, Sequence
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from inference import runtime  # noqa: E402
 from inference.io import mask_warnings, read_binary, read_exemplar, to_uint8, warn  # noqa: E402
-from inference.roundtrip import complete, prepare, with_hole  # noqa: E402
+from inference.photo import PhotoAligner, transform_json  # noqa: E402
+from inference.roundtrip import prepare, with_hole  # noqa: E402
+from inference.stylemix import mix  # noqa: E402
 from scripts import cli_common as cli  # noqa: E402
 
 EPILOG = """\
@@ -54,30 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_runtime_args(p)
     cli.add_align_args(p, ("--exemplar-a", "--exemplar-b"))
     return p
-
-
-def mix_codes(codes_a, codes_b, exemplar_start: int, first: int, last: int):
-    """A's exemplar codes with w slots first..last (inclusive) taken from B: what
-    ``EXEGAN.style_mix(..., layers=range(first, last + 1))`` feeds the generator."""
-    codes = codes_a.clone()
-    idx = [i - exemplar_start for i in range(first, last + 1)]
-    codes[:, idx] = codes_b[:, idx]
-    return codes
-
-
-def mix(model, prep, ex_a, ex_b, first: int, last: int, *, seed: int,
-        truncation: float, codes=None) -> np.ndarray:
-    """Result [H, W, 3] uint8 with exemplar slots first..last (inclusive; empty when last < first)
-    from B, the others from A; equal to ``EXEGAN.style_mix`` pasted back (the tests check it).
-    ``codes`` = (codes of A, codes of B) to skip re-encoding the exemplars for every cell."""
-    g = model.generator
-    lo, hi = g.exemplar_start, g.exemplar_start + g.n_exemplar
-    if not (last < first or lo <= first <= last < hi):
-        raise cli.CLIError(f"slots {first}..{last} are outside the exemplar slots {lo}..{hi - 1}.")
-    if codes is None:
-        codes = (model.encode_exemplars(ex_a[None]), model.encode_exemplars(ex_b[None]))
-    mixed = mix_codes(codes[0], codes[1], lo, first, last)
-    return complete(model, prep, mixed, seed=seed, truncation=truncation)
 
 
 def _label(img: Image.Image, text: str) -> Image.Image:
@@ -112,7 +89,6 @@ def grid_sheet(strip: list, cells: dict, slots: Sequence[int], height: int, gap:
 
 def _align_inputs(args, model, device, original, hole):
     """--align: (the photo's AlignedPhoto, exemplar A, exemplar B, the transform record)."""
-    from inference.photo import PhotoAligner
     aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
                            device=device)
     key = cli.rel_stem(os.path.basename(args.image))
@@ -188,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "exegan:seed": args.seed, "exegan:truncation": args.truncation,
             "exegan:runtime": getattr(model, "runtime", "PyTorch")}
     if record is not None:
-        meta["exegan:transform"] = cli.transform_json(record)
+        meta["exegan:transform"] = transform_json(record)
         if args.save_transform:
             writer.save_json({**record, "source": args.image}, paths["_transform.json"])
     writer.save(sheet, paths["_mix_grid.png"], {**meta, "exegan:slots": f"{first}..{last}"})

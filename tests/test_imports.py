@@ -1,4 +1,4 @@
-"""Imports (issue 25, round 2, item 7): a module's imports stand at its top, except where one
+"""Imports (docs/architecture.md, "Layers"): a module's imports stand at its top, except where one
 keeps an optional or heavy dependency out of a plain run (lmdb, lpips, onnx, the face detector, a
 CUDA build, ...) or breaks an import cycle; each of those says why in a comment on its line or the
 line before. No module imports another package's private (``_underscored``) module or name.
@@ -31,16 +31,8 @@ LOCAL_IMPORTS_PENDING = {
     "training": "being restructured in this round (training engineer)",
     "metrics": "being restructured in this round (evaluation engineer)",
     "evaluation": "being restructured in this round (evaluation engineer)",
-    "inference": "being restructured in this round (lead)",
     "train.py": "entry point owned by the training work of this round",
     "test.py": "entry point owned by the evaluation work of this round",
-    "scripts/inpaint.py": "being restructured in this round (lead)",
-    "scripts/style_mix.py": "being restructured in this round (lead)",
-    "scripts/editor.py": "being restructured in this round (lead)",
-    "scripts/inpaint_onnx.py": "being restructured in this round (lead)",
-    "scripts/export_onnx.py": "being restructured in this round (lead: the export moves to "
-                              "inference/onnx_export.py)",
-    "scripts/benchmark_cpu_inference.py": "being restructured in this round (lead)",
     "scripts/benchmark.py": "owned by the training work of this round",
     "scripts/benchmark_single.py": "owned by the training work of this round",
 }
@@ -51,15 +43,7 @@ ENTRY_POINT_DIRS = ("", "scripts")
 
 # Cross-package imports of private names still to be made public, as (importing file, imported
 # dotted name) -> reason; remove an entry once it is gone.
-PRIVATE_IMPORTS_PENDING = {
-    ("training/checkpointing.py", "models.checkpoint._fsync_dir"):
-        "the training engineer makes it public in this round",
-    ("training/config.py", "datasets.masks._KINDS"):
-        "the training engineer switches to datasets.masks.MASK_GENERATORS in this round",
-    ("inference/onnx_export.py", "op._impl"):
-        "the lead switches to op.using_impl (public since this round)",
-    ("scripts/export_onnx.py", "op._impl"):
-        "the export moves to inference/onnx_export.py (lead), then uses op.using_impl",
+PRIVATE_IMPORTS_PENDING: Dict[Tuple[str, str], str] = {
 }
 
 

@@ -1,7 +1,8 @@
-"""scripts/editor.py without a browser: the request handlers through the web app (Starlette's test
-client) on a tiny checkpoint. Results equal the command-line tools' files bit for bit (same
-paste-back, seeding and style mixing), every bad input is one sentence in the response, uploads are
-capped, the page needs nothing from elsewhere, and start-up errors are one sentence."""
+"""scripts/editor.py without a browser: the request handlers (inference/editor.py) through the web
+app (Starlette's test client) on a tiny checkpoint. Results equal the command-line tools' files bit
+for bit (same paste-back, seeding and style mixing), every bad input is one sentence in the
+response, uploads are capped, the page needs nothing from elsewhere, and start-up errors are one
+sentence."""
 import base64
 import io
 import json
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference import editor as handlers
 from inference import runtime
 from inference.align import align
 from inference.detect import Face
@@ -129,7 +131,7 @@ BAD = {  # name: (change to the good payload, start of the sentence shown in the
     "mask of another size": ({"mask": _image_url(np.full((10, 20), 255, np.uint8))},
                              "mask face_mask.png is 20x10 but its image is 45x37"),
     "painted mask of another size": ({"mask": _image_url(np.full((10, 20), 255, np.uint8)),
-                                      "mask_name": editor.PAINTED}, "the painted mask is 20x10"),
+                                      "mask_name": handlers.PAINTED}, "the painted mask is 20x10"),
     "grey mask": ({"mask": _image_url(np.full((37, 45), 128, np.uint8))}, "Mask file 'face_mask.png' is not a binary mask"),
     "no exemplar": ({"exemplar_a": None}, "exemplar is missing; upload an exemplar face"),
     "exemplar not decodable": ({"exemplar_a": _junk(), "exemplar_a_name": "ex.jpg"}, "Cannot decode image 'ex.jpg'"),
@@ -175,9 +177,9 @@ def test_uploads_above_the_cap_and_non_json_requests_are_refused(files, inputs):
 
 def test_huge_photos_are_refused_before_decoding(files, h, tmp_path):
     model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
-    ed = editor.Editor(model, max_pixels=100)
+    ed = handlers.Editor(model, max_pixels=100)
     h.write_rgb(tmp_path / "big.png", 11, 10, seed=0)
-    with pytest.raises(editor.EditorError, match=r"^photo big.png is 10x11 pixels, more than the editor's limit"):
+    with pytest.raises(handlers.EditorError, match=r"^photo big.png is 10x11 pixels, more than the editor's limit"):
         ed.photo({"photo": data_url(tmp_path / "big.png"), "photo_name": "big.png"})
 
 
@@ -215,7 +217,7 @@ def test_mask_handler_gives_the_paint_layer_of_an_uploaded_mask(app, inputs, tmp
 def test_exemplar_preview_is_the_models_crop(app, inputs, tmp_path):
     _, _, payload = inputs
     r = app.post("/api/exemplar", json={"exemplar_b": payload["exemplar_b"], "slot": "b"}).json()
-    want = to_uint8(read_exemplar(str(tmp_path / "ex_b.png"), editor.PREVIEW))
+    want = to_uint8(read_exemplar(str(tmp_path / "ex_b.png"), handlers.PREVIEW))
     assert np.array_equal(decode(r["preview"]), want)
     r = app.post("/api/exemplar", json={"exemplar_a": _junk(), "exemplar_a_name": "x.gif"})
     assert r.status_code == 400 and r.json()["error"].startswith("Cannot decode image 'x.gif'")
@@ -225,7 +227,7 @@ def test_align_is_align_faces_from_a_landmark_file_or_the_detector(files, h, tmp
     model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
     pts = np.array([[30.5, 40.0], [52.0, 38.5], [41.0, 52.0], [33.0, 62.0], [50.0, 61.5]])
     found = []
-    ed = editor.Editor(model, align_size=48,
+    ed = handlers.Editor(model, align_size=48,
                        detector=lambda rgb: found.append(rgb.shape) or [Face.from_landmarks(pts, "test")])
     client = local_client(editor.create_app(ed))
     photo = h.write_rgb(tmp_path / "p.png", 90, 80, seed=5)
@@ -322,7 +324,7 @@ def test_demo_serves_the_newest_demo_runs_export(files, tmp_path, capsys):
             shutil.copy(files["exe"], ck / "export.pt")
         shutil.copy(files["psp"], ck / "standin_psp.pt")
     want = str(runs / "00001-demo" / "checkpoints" / "export.pt")
-    assert editor.demo_files(str(runs)) == (want, str(runs / "00001-demo" / "checkpoints" / "standin_psp.pt"))
+    assert cli.demo_files(str(runs)) == (want, str(runs / "00001-demo" / "checkpoints" / "standin_psp.pt"))
     ed = editor.load(editor.build_parser().parse_args(["--demo", str(runs)]))
     assert ed.ckpt == want and ed.model.size == 16
     assert editor.demo_faces(want) is None  # no config.yaml in this run
@@ -349,7 +351,7 @@ def test_a_bug_is_one_sentence_in_the_page_and_a_traceback_on_the_terminal(app, 
 
     def broken(*args, **kwargs):
         raise RuntimeError("shape mismatch deep inside")
-    monkeypatch.setattr(inpaint, "inpaint_one", broken)
+    monkeypatch.setattr(handlers, "inpaint_one", broken)
     r = app.post("/api/run", json=payload)
     assert r.status_code == 500
     assert r.json()["error"] == ("internal error (RuntimeError); the terminal running the editor shows the "
@@ -402,7 +404,7 @@ def test_align_automatically_is_the_clis_align_round_trip(files, h, tmp_path):
         seen.append(rgb.shape)
         return [Face.from_landmarks(pts if np.array_equal(rgb, photo) else ex_pts, "test")]
 
-    client = local_client(editor.create_app(editor.Editor(model, detector=detector)))
+    client = local_client(editor.create_app(handlers.Editor(model, detector=detector)))
     payload = {"photo": data_url(tmp_path / "astro.png"), "photo_name": "astro.png",
                "mask": data_url(tmp_path / "astro_mask.png"), "mask_name": "painted mask",
                "exemplar_a": data_url(tmp_path / "ex.png"), "exemplar_a_name": "ex.png",
@@ -440,7 +442,7 @@ def test_only_this_servers_host_names_and_same_origin_json_reach_the_handlers(fi
     """DNS rebinding (another Host), a blind cross-site form or text/plain POST, a foreign Origin:
     refused before any handler runs; the page's own requests (its Host, JSON, same origin or none) pass."""
     model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
-    ed = editor.Editor(model)
+    ed = handlers.Editor(model)
     calls = []
     monkeypatch.setattr(ed, "info", lambda payload=None: calls.append(1) or {"ok": True})
     app = editor.create_app(ed, port=8123, host="studio.local", allow_hosts=["lab-pc"])
@@ -473,7 +475,7 @@ def test_every_decoded_image_is_capped_from_its_header(files, h, inputs, tmp_pat
     """A small file that decodes to a huge mask or exemplar is refused from its header (no decode)."""
     _, _, payload = inputs
     model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
-    app = local_client(editor.create_app(editor.Editor(model, max_pixels=10_000)))
+    app = local_client(editor.create_app(handlers.Editor(model, max_pixels=10_000)))
     big = tmp_path / "big.png"
     Image.new("L", (13000, 13000)).save(big)      # ~150 KB on disk, 169 megapixels decoded
     assert big.stat().st_size < 1_000_000
@@ -501,7 +503,7 @@ def test_work_in_flight_is_bounded(files, monkeypatch):
     is read, instead of being decoded in parallel."""
     import threading
     model = runtime.load_model(files["exe"], files["psp"], cli.resolve_device("cpu"), runtime="torch")
-    ed = editor.Editor(model)
+    ed = handlers.Editor(model)
     started, release = threading.Event(), threading.Event()
 
     def slow(payload=None):

@@ -1,16 +1,17 @@
 """scripts/style_mix.py on a tiny checkpoint: an empty slot range is plain inpainting with exemplar A,
 all slots is inpainting with exemplar B, partial ranges differ from both, every cell equals
-EXEGAN.style_mix; the grid and cells are written at the expected sizes."""
+EXEGAN.style_mix (inference/stylemix.py); the grid and cells are written at the expected sizes."""
 import os
 
 import numpy as np
 import pytest
 
 from inference.io import read_exemplar
-from inference.roundtrip import paste_back, prepare
+from inference.roundtrip import inpaint_one, paste_back, prepare
+from inference.stylemix import mix
 from inference import runtime
 from scripts import cli_common as cli
-from scripts import inpaint, style_mix
+from scripts import style_mix
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,12 @@ def test_empty_range_is_exemplar_a_and_all_slots_is_exemplar_b(setup):
     lo = m.generator.exemplar_start
     hi = lo + m.generator.n_exemplar - 1
     kw = dict(seed=3, truncation=1.0)
-    with_a = inpaint.inpaint_one(m, prep, a, samples=1, **kw)[0]
-    with_b = inpaint.inpaint_one(m, prep, b, samples=1, **kw)[0]
+    with_a = inpaint_one(m, prep, a, samples=1, **kw)[0]
+    with_b = inpaint_one(m, prep, b, samples=1, **kw)[0]
     assert not np.array_equal(with_a, with_b)
-    assert np.array_equal(style_mix.mix(m, prep, a, b, lo, lo - 1, **kw), with_a)   # i..j empty
-    assert np.array_equal(style_mix.mix(m, prep, a, b, lo, hi, **kw), with_b)       # every slot from B
-    partial = style_mix.mix(m, prep, a, b, lo + 1, hi, **kw)
+    assert np.array_equal(mix(m, prep, a, b, lo, lo - 1, **kw), with_a)   # i..j empty
+    assert np.array_equal(mix(m, prep, a, b, lo, hi, **kw), with_b)       # every slot from B
+    partial = mix(m, prep, a, b, lo + 1, hi, **kw)
     assert not np.array_equal(partial, with_a) and not np.array_equal(partial, with_b)
     hole = setup["hole"]
     assert np.array_equal(partial[~hole], setup["src"][~hole])
@@ -47,7 +48,7 @@ def test_empty_range_is_exemplar_a_and_all_slots_is_exemplar_b(setup):
     for first, last in [(lo, lo), (hi, hi)]:  # the partial ranges at 16 px (slots 4, 5)
         want = paste_back(prep, m.style_mix(prep.image[None], prep.mask[None], a[None], b[None],
                                                 range(first, last + 1), **kw)[0])
-        assert np.array_equal(style_mix.mix(m, prep, a, b, first, last, codes=codes, **kw), want)
+        assert np.array_equal(mix(m, prep, a, b, first, last, codes=codes, **kw), want)
 
 
 def test_cli_writes_the_grid_and_cells(files, setup, h):
@@ -63,7 +64,7 @@ def test_cli_writes_the_grid_and_cells(files, setup, h):
     assert sorted(os.listdir(out)) == sorted(["face_mix_grid.png", "face_mix_A.png", "face_mix_B.png", *cells])
     assert np.array_equal(h.read(out / f"face_mix_{lo}-{hi}.png"), h.read(out / "face_mix_B.png"))
     a = h.read(out / "face_mix_A.png")
-    assert np.array_equal(a, inpaint.inpaint_one(setup["model"], setup["prep"], setup["ex_a"], samples=1,
+    assert np.array_equal(a, inpaint_one(setup["model"], setup["prep"], setup["ex_a"], samples=1,
                                                  seed=3, truncation=1.0)[0])
     grid = h.read(out / "face_mix_grid.png")
     H, W = setup["hole"].shape
