@@ -32,10 +32,8 @@ from .settings import (TestSettings, banner, check_metric_files, check_out_dir, 
 log = logging.getLogger("exegan.test")
 
 
-def _checkpoint_config(path: str) -> Optional[dict]:
-    """The ``config`` entry of a checkpoint (None when it has none), read with the tensors
-    memory-mapped; a damaged file raises the loader's one-sentence CheckpointError."""
-    ckpt = safe_load(path, mmap=True)
+def _checkpoint_config(ckpt) -> Optional[dict]:
+    """The ``config`` entry of a read checkpoint (None when it has none)."""
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     return config if isinstance(config, dict) else None
 
@@ -73,11 +71,13 @@ def _load_model(s: TestSettings, device, random_used: List[str]):
     """(EXEGAN, seed of the stand-ins): the generator, and the style encoder from ``--psp``,
     the run's trained stand-in or a seeded random one (named in ``random_used``)."""
     log.info("loading generator %s ['%s']", s.ckpt, s.which)
-    generator = load_generator(s.ckpt, device, which=s.which)
+    ckpt = safe_load(s.ckpt)  # read once: the generator and, for stand-ins, the run's config
+    generator = load_generator(s.ckpt, device, which=s.which, checkpoint=ckpt)
+    config = _checkpoint_config(ckpt)
+    del ckpt
     start, n = generator.exemplar_start, generator.n_exemplar
-    seed, config = 0, None
+    seed = 0
     if s.allow_random_pretrained:
-        config = _checkpoint_config(s.ckpt)
         seed = int(s.standin_seed) if s.standin_seed is not None else standin_seed(config)
     if s.psp is not None:
         encoder = load_style_encoder(s.psp, start, n, device)

@@ -258,13 +258,16 @@ def _build_kwargs(found: Mapping, recorded: Mapping, expected: Mapping, keys) ->
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu", *,
                    which: str = "g_ema", size: int | None = None, style_dim: int | None = None,
                    channel_multiplier: float | None = None, channel_max: int | None = None,
-                   n_mlp: int | None = None, exemplar_slots: tuple[int, int] | None = None) -> Generator:
+                   n_mlp: int | None = None, exemplar_slots: tuple[int, int] | None = None,
+                   checkpoint: Any = None) -> Generator:
     """Build a :class:`Generator` from a checkpoint (ours, the authors' or a bare release) and load
     entry ``which`` strictly. Keyword settings, when given, are what the caller expects; a file that
     does not match raises :class:`CheckpointMismatchError`. Returned on ``device`` in ``eval()`` mode.
+    ``checkpoint``: the file's contents when the caller has read it already (``safe_load(path)``),
+    so that a run reads the file once; ``path`` then only names it in messages.
     """
     path = os.fspath(path)
-    ckpt = safe_load(path)
+    ckpt = safe_load(path) if checkpoint is None else checkpoint
     sd, recorded = _select(ckpt, path, which, bare_ok=which in ("g_ema", "g"))
     try:
         found = infer_generator_arch(sd)
