@@ -1,7 +1,8 @@
 """The any-size round trip: original image -> model-size input -> completed model-size output ->
-result at the original size in which only hole pixels change (:func:`prepare`, :func:`paste_back`).
-Used by scripts/inpaint.py, scripts/style_mix.py and the editor; :mod:`inference.photo` does the
-same through an aligned face crop.
+result at the original size in which only hole pixels change (:func:`prepare`, :func:`paste_back`),
+and the completions through it (:func:`complete`, :func:`complete_samples`, :func:`inpaint_one`).
+Used by scripts/inpaint.py, scripts/style_mix.py (:mod:`inference.stylemix`) and the editor;
+:mod:`inference.photo` does the same through an aligned face crop.
 
 Resizing rules (the model runs at S x S):
 
