@@ -339,7 +339,7 @@ def timed_step(trainer, step: int, real: torch.Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# One variant in this process, or all of them on one trainer (--interleave)
+# One variant in this process, or all of them interleaved in it (--interleave)
 # ----------------------------------------------------------------------------------------------
 
 def _check_device(device: torch.device) -> None:
@@ -673,7 +673,7 @@ def format_table(report: dict) -> str:
     head = (f"EXE-GAN benchmark: {s['device']}, size {s['size']}, batch {s['batch']}, "
             f"{s['repeats']} timed runs after {s['warmup']} warm-up x {s['rounds']} round(s) (median); ratios = speed-up "
             f"over '{baseline}' (peak RSS: variant / baseline)"
-            + ("; variants interleaved on one trainer" if report.get("interleaved") else ""))
+            + ("; variants interleaved in one process" if report.get("interleaved") else ""))
     out = [head] + lines
     for n in names:
         for p, e in variants[n].get("errors", {}).items():

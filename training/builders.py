@@ -57,12 +57,3 @@ def set_memory_format(module: torch.nn.Module, memory_format=torch.channels_last
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
-
-
-def sketch_addon(cfg: Config):
-    """The module ``training.sketch`` when ``cfg.sketch.enabled``, else None. The Trainer calls
-    it once and hands the result on (``Trainer.sketch``)."""
-    if not cfg.sketch.enabled:
-        return None
-    from . import sketch  # optional add-on: a plain run never imports it (nor models/sketch.py)
-    return sketch

@@ -37,12 +37,21 @@ from models.exegan import composite, make_gin
 
 from . import distributed as dist_utils
 from . import pretrained
-from .builders import adam_impl, build_networks, requires_grad, set_memory_format, sketch_addon
+from .builders import adam_impl, build_networks, requires_grad, set_memory_format
 from .config import Config, ema_decay, lazy_ratio
 from .timing import PhaseTimer
 
 # torch.compile options of train.compile (tests set the "eager" backend: dynamo without codegen).
 COMPILE_OPTIONS: dict = {}
+
+
+def sketch_addon(cfg: Config):
+    """The module ``training.sketch`` when ``cfg.sketch.enabled``, else None. The Trainer calls
+    it once and hands the result on (``Trainer.sketch``)."""
+    if not cfg.sketch.enabled:
+        return None
+    from . import sketch  # optional add-on: a plain run never imports it (nor models/sketch.py)
+    return sketch
 
 
 @dataclass
