@@ -25,7 +25,7 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from PIL import Image
 from tqdm import tqdm
@@ -147,6 +147,31 @@ def _transform_differs(path: str, args, image_path: str) -> Optional[str]:
     return None
 
 
+def _not_done(args, images, masks, exemplars, sketches, writer, suffixes) -> Tuple[List[str], List[str]]:
+    """--skip-existing: (the images still to do, problems). The images whose whole first set is there
+    are done; the files of a set that exist must come from these settings (sample k is seed + k, so
+    the rest completes it)."""
+    todo, problems = [], []
+    for key, image_path in images.items():
+        paths = writer.first_set(key, suffixes)
+        meta = _file_meta(args, key, image_path, masks, exemplars, sketches)
+        there = [s for s, p in paths.items() if os.path.exists(p)]
+        for s in there:
+            if s == "_transform.json":
+                why = _transform_differs(paths[s], args, image_path)
+            else:
+                why = _differs(paths[s], {**meta, "exegan:seed": args.seed + int(s[7:-4])}
+                               if s.startswith("_sample") else meta)
+            if why:
+                problems.append(f"{paths[s]} exists but {why}; use another --out, or remove it.")
+        if len(there) < len(suffixes):
+            todo.append(key)
+    if len(todo) < len(images):
+        print(f"--skip-existing: {len(images) - len(todo)} of {len(images)} image(s) already done in "
+              f"{args.out}")
+    return todo, problems
+
+
 def precheck(images, masks, exemplars, sketches, args, todo, faces=None) -> List[str]:
     """Read every input of the images in ``todo`` before anything is written: a list of problems
     (``<file>: <what is wrong>``; empty when all is well). Warnings are printed as they are found.
@@ -237,28 +262,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                device=device)
         faces = cli.PhotoFaces(aligner, photo_marks, exemplar_marks)
 
-    # --skip-existing: the images whose whole first set is there are done; the files of a set
-    # that exist must come from these settings (sample k is seed + k, so the rest completes it).
     todo, problems = list(images), []
     if args.skip_existing:
-        todo = []
-        for key, image_path in images.items():
-            paths = writer.first_set(key, suffixes)
-            meta = _file_meta(args, key, image_path, masks, exemplars, sketches)
-            there = [s for s, p in paths.items() if os.path.exists(p)]
-            for s in there:
-                if s == "_transform.json":
-                    why = _transform_differs(paths[s], args, image_path)
-                else:
-                    why = _differs(paths[s], {**meta, "exegan:seed": args.seed + int(s[7:-4])}
-                                   if s.startswith("_sample") else meta)
-                if why:
-                    problems.append(f"{paths[s]} exists but {why}; use another --out, or remove it.")
-            if len(there) < len(suffixes):
-                todo.append(key)
-        if len(todo) < len(images):
-            print(f"--skip-existing: {len(images) - len(todo)} of {len(images)} image(s) already done in "
-                  f"{args.out}")
+        todo, problems = _not_done(args, images, masks, exemplars, sketches, writer, suffixes)
     problems += precheck(images, masks, exemplars, sketches, args, todo, faces)
     if problems:
         if len(problems) == 1:
