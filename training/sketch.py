@@ -6,7 +6,8 @@ An add-on: only a run with ``sketch.enabled`` imports this module (the Trainer c
 networks and its gin without it. It gives
 
 * :func:`build_networks` - G, G_ema and D come from ``sketch.base_checkpoint`` (ours or the
-  authors' format, read once with ``models.checkpoint.safe_load``) and G / G_ema are upgraded with
+  authors' format, read once with ``models.checkpoint.safe_load`` and handed to its loaders) and
+  G / G_ema are upgraded with
   ``models.sketch.upgrade_generator`` (zero sketch column: step 0 is the base model exactly);
   a resumed run builds the SketchGenerator shapes directly, the checkpoint then fills them;
 * :func:`make_sketch` / :func:`gin_with_edges` - the gin builder of the loop's phases, the sample
@@ -21,8 +22,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from models import Discriminator, Generator
-from models.checkpoint import CheckpointError, CheckpointMismatchError, safe_load
+from models import Discriminator
+from models.checkpoint import CheckpointError, CheckpointMismatchError, load_generator, safe_load
 from models.sketch import SketchEXEGAN, SketchGenerator, extract_edges, sketch_gin, upgrade_generator
 
 from .builders import build_networks as plain_networks, discriminator_kwargs, generator_kwargs
@@ -46,21 +47,6 @@ def _load_strict(model: torch.nn.Module, sd: dict, path: str, which: str) -> Non
     model.load_state_dict(sd, strict=True)
 
 
-def _base_generator_kwargs(cfg, base: dict) -> dict:
-    """The config's generator arguments; where the base file records them, its lr_mlp and (when
-    the config leaves them to the default) its exemplar slots, as models.load_generator does."""
-    kw = generator_kwargs(cfg)
-    recorded = ((base.get("arch") or {}).get("g") or {}) if isinstance(base.get("arch"), dict) else {}
-    args = base.get("args")
-    if recorded.get("lr_mlp") is not None:
-        kw["lr_mlp"] = recorded["lr_mlp"]
-    elif getattr(args, "lr_mlp", None) is not None:
-        kw["lr_mlp"] = float(args.lr_mlp)
-    if kw["exemplar_slots"] is None and recorded.get("exemplar_slots") is not None:
-        kw["exemplar_slots"] = tuple(recorded["exemplar_slots"])
-    return kw
-
-
 def build_networks(cfg, device, *, resuming: bool, log, base: Optional[dict] = None) -> tuple:
     """(G in train mode, G_ema in eval mode or None, D in train mode) on ``device``: from the
     base checkpoint (fresh run; ``base`` is its content when the caller read it already, else it
@@ -71,17 +57,16 @@ def build_networks(cfg, device, *, resuming: bool, log, base: Optional[dict] = N
         return G, None, D
     path = cfg.sketch.base_checkpoint
     base = safe_load(path) if base is None else base
-    kw = _base_generator_kwargs(cfg, base)
-    nets = {}
-    for which in ("g", "g_ema"):  # drawn, then overwritten (the caller forks the RNG around this)
-        G = Generator(**kw).to(device)
-        _load_strict(G, _state_dict(base, path, which), path, which)
-        nets[which] = upgrade_generator(G)
+    expect = {k: v for k, v in generator_kwargs(cfg).items() if k != "lr_mlp"}  # what the file must match
+    G = upgrade_generator(load_generator(path, device, which="g", checkpoint=base, **expect)).train()
+    G_ema = upgrade_generator(load_generator(path, device, which="g_ema", checkpoint=base, **expect)).eval()
+    # drawn, then overwritten (the caller forks the RNG around this); load_discriminator has no
+    # checkpoint= (it would read the file again)
     D = Discriminator(**discriminator_kwargs(cfg)).to(device)
     _load_strict(D, _state_dict(base, path, "d"), path, "d")
     log.info("sketch fine-tune: G, G_ema and D from %s; G / G_ema upgraded with a zero-initialised "
              "sketch input channel", path)
-    return nets["g"].train(), nets["g_ema"].eval(), D.train()
+    return G, G_ema, D.train()
 
 
 def make_sketch(cfg, real: torch.Tensor, mask: torch.Tensor,
