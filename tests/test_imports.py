@@ -23,18 +23,7 @@ SKIPPED_DIRS = {"tests", ".venv", "runs", ".git", "data", "checkpoints", "__pyca
 
 # Every Python file outside tests/ is checked except these folders / files (relative to the
 # repository root), each with the reason; remove an entry once its files pass.
-LOCAL_IMPORTS_PENDING = {
-    "common/rundir.py": "owned by the training work of this round (moves with training/rundir.py)",
-    "common/seeding.py": "owned by the training work of this round",
-    "datasets/protocols.py": "owned by the evaluation work of this round (lazy imports of masks / "
-                             "exemplars to be moved to the top)",
-    "training": "being restructured in this round (training engineer)",
-    "metrics": "being restructured in this round (evaluation engineer)",
-    "evaluation": "being restructured in this round (evaluation engineer)",
-    "train.py": "entry point owned by the training work of this round",
-    "test.py": "entry point owned by the evaluation work of this round",
-    "scripts/benchmark.py": "owned by the training work of this round",
-    "scripts/benchmark_single.py": "owned by the training work of this round",
+LOCAL_IMPORTS_PENDING: Dict[str, str] = {
 }
 
 # Packages whose private modules and names are used only inside them. Folders of entry points
