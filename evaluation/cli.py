@@ -129,53 +129,10 @@ def resolve(args, argv=None):
     cfg = _load_config(args)
     where = f"in {args.config}" if args.config else "from --set"
     sources = {}
-
-    def pick(flag_value, flag, section, key, default_cfg=None):
-        """A file setting: the flag, else the config value, else the schema default."""
-        if flag_value is not None:
-            sources[key] = flag
-            return flag_value
-        value = getattr(getattr(cfg, section, None), key_of[key], None) if cfg else None
-        if value is not None:
-            sources[key] = f"{section}.{key_of[key]} {where} (or pass {flag})"
-            return value
-        if default_cfg is not None:
-            sources[key] = f"default of {section}.{key_of[key]} (pass {flag})"
-        return default_cfg
-
-    key_of = {"psp": "style_encoder", "inception": "inception", "lpips_vgg": "lpips_vgg_path",
-              "data": "test"}
-    d = Config()
-    defaults = {"psp": d.pretrained.style_encoder, "inception": d.pretrained.inception,
-                "lpips_vgg": d.loss.lpips_vgg_path}
     allow_random = bool(args.allow_random_pretrained or
                         (cfg is not None and getattr(cfg.pretrained, "allow_random", False)))
-    files = {}
-    for key, flag, section in (("psp", "--psp", "pretrained"),
-                               ("inception", "--inception", "pretrained"),
-                               ("lpips_vgg", "--lpips-vgg", "loss")):
-        value = pick(getattr(args, key), flag, section, key, defaults.get(key))
-        # A default location that holds no file means "not given": stand-ins may replace it.
-        if allow_random and value is not None and value == defaults.get(key) \
-                and getattr(args, key) is None and not os.path.isfile(value):
-            value = None
-        files[key] = value
-
-    data = args.data
-    sources["data"] = "--data"
-    if data is None and cfg is not None:
-        if getattr(cfg.data, "kind", "folder") == "demo":
-            data = _demo_test_folder(cfg)
-            sources["data"] = f"the demo faces of data.demo_* {where}"
-        else:
-            data = getattr(cfg.data, "test", None)
-            sources["data"] = f"data.test {where} (or pass --data)"
-    ev = getattr(cfg, "eval", None) if cfg is not None else None
-
-    def from_eval(key, default):
-        value = getattr(ev, key, None) if ev is not None else None
-        return default if value is None else value
-
+    files = _weight_files(args, cfg, where, sources, allow_random)
+    data = _test_data(args, cfg, where, sources)
     if args.pred:
         return _resolve_scoring(args, argv, files, allow_random, data, sources)
     if args.gt:
@@ -184,17 +141,20 @@ def resolve(args, argv=None):
     if args.allow_subset:
         raise ProtocolError("--allow-subset only applies to --pred (scoring existing "
                             "completions); without --pred choose the images with --n-images.")
+    ev = getattr(cfg, "eval", None) if cfg is not None else None
+
+    def from_eval(key, default):
+        value = getattr(ev, key, None) if ev is not None else None
+        return default if value is None else value
+
     if args.masks:
         masks, mask_dir = _kind_and_dir(args.masks, MASK_CHOICES, "--masks")
-    else:
-        masks, mask_dir = {"mixed": "free_form"}.get(from_eval("mask", "center"),
-                                                     from_eval("mask", "center")), None
+    else:  # the config's names are the current ones (training.config rewrites old ones, warning)
+        masks, mask_dir = from_eval("mask", "center"), None
     if args.exemplars:
         exemplars, exemplar_dir = _kind_and_dir(args.exemplars, EXEMPLAR_CHOICES, "--exemplars")
     else:
-        exemplars = from_eval("exemplar", "reverse")
-        exemplars = "reverse" if exemplars == "reversed" else exemplars
-        exemplar_dir = from_eval("exemplar_folder", None)
+        exemplars, exemplar_dir = from_eval("exemplar", "reverse"), from_eval("exemplar_folder", None)
     if not math.isfinite(args.truncation):
         raise ProtocolError(f"--truncation must be a finite number, got {args.truncation}; psi = 1 is no "
                             f"truncation.")
@@ -215,6 +175,50 @@ def resolve(args, argv=None):
         save_images=args.save_images, progress=not args.no_progress, config=args.config,
         compile=args.compile, pair_by=list(args.pair_by),
         command=["test.py"] + list(sys.argv[1:] if argv is None else argv), sources=sources)
+
+
+#: The pretrained files of test.py: key -> (flag, config section, config key).
+WEIGHT_FILES = {"psp": ("--psp", "pretrained", "style_encoder"),
+                "inception": ("--inception", "pretrained", "inception"),
+                "lpips_vgg": ("--lpips-vgg", "loss", "lpips_vgg_path")}
+
+
+def _weight_files(args, cfg, where: str, sources: dict, allow_random: bool) -> dict:
+    """{psp, inception, lpips_vgg}: each the flag, else the config value, else the schema default;
+    with stand-ins allowed, a default location that holds no file means "not given". Records in
+    ``sources`` where each came from."""
+    d = Config()
+    files = {}
+    for key, (flag, section, name) in WEIGHT_FILES.items():
+        default = getattr(getattr(d, section), name)
+        value = getattr(args, key)
+        if value is not None:
+            sources[key] = flag
+        else:
+            value = getattr(getattr(cfg, section, None), name, None) if cfg else None
+            if value is not None:
+                sources[key] = f"{section}.{name} {where} (or pass {flag})"
+            else:
+                value = default
+                if default is not None:
+                    sources[key] = f"default of {section}.{name} (pass {flag})"
+        if allow_random and value is not None and value == default and getattr(args, key) is None \
+                and not os.path.isfile(value):
+            value = None
+        files[key] = value
+    return files
+
+
+def _test_data(args, cfg, where: str, sources: dict):
+    """The test images: --data, else the config's demo faces or data.test."""
+    sources["data"] = "--data"
+    if args.data is not None or cfg is None:
+        return args.data
+    if getattr(cfg.data, "kind", "folder") == "demo":
+        sources["data"] = f"the demo faces of data.demo_* {where}"
+        return _demo_test_folder(cfg)
+    sources["data"] = f"data.test {where} (or pass --data)"
+    return getattr(cfg.data, "test", None)
 
 
 def _resolve_scoring(args, argv, files, allow_random, data, sources):
