@@ -70,17 +70,16 @@ class InpaintGraph(nn.Module):
     """The exported computation around an :class:`models.EXEGAN` (see the module docstring).
 
     Equal to ``model.complete(image, mask, model.encode_exemplars(exemplar), z=z, noise=maps,
-    truncation=psi)`` followed by ``inference.io.to_uint8``, on 8-bit NHWC inputs.
+    truncation=psi)`` followed by ``inference.io.to_uint8``, on 8-bit NHWC inputs: the 8-bit
+    conversions around :class:`CompleteGraph`.
     """
 
     def __init__(self, model, *, style_mix: bool = False):
         super().__init__()
-        self.model = model
+        self.complete = CompleteGraph(model)
+        self.encoder = model.style_encoder
         self.style_mix = style_mix
-        g = model.generator
-        self.sketch = hasattr(g, "sketch_channels")
-        self.sizes = noise_sizes(g)
-        self.register_buffer("w_avg", model.mean_latent().detach().clone().float())
+        self.sketch, self.sizes = self.complete.sketch, self.complete.sizes
 
     def input_names(self) -> List[str]:
         names = ["image", "mask", "exemplar"]
@@ -93,23 +92,14 @@ class InpaintGraph(nn.Module):
 
     def forward(self, image, mask, exemplar, exemplar_b=None, mix=None, z=None, noise=None,
                 truncation=None, sketch=None):
-        g, enc = self.model.generator, self.model.style_encoder
-        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0         # pil_to_tensor's formula
-        hole = mask.permute(0, 3, 1, 2) >= 128                        # [B, 1, S, S] bool
-        m = hole.float()
-        codes = enc(exemplar.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        nchw = lambda a: a.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731 - pil_to_tensor's formula
+        x = nchw(image)
+        hole = (mask.permute(0, 3, 1, 2) >= 128).float()              # [B, 1, S, S], 1 = hole
+        codes = self.encoder(nchw(exemplar))
         if self.style_mix:
-            codes_b = enc(exemplar_b.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
-            codes = torch.where((mix > 0)[None, :, None], codes_b, codes)
-        w = g.style(z)
-        w = torch.where(truncation < 1, self.w_avg + truncation * (w - self.w_avg), w)
-        gin = torch.cat([x * (1 - m), m - 0.5], 1)                    # models.exegan.make_gin
-        if self.sketch:
-            strokes = (sketch.permute(0, 3, 1, 2) >= 128).float()
-            gin = torch.cat([gin, strokes * m], 1)                    # models.sketch.sketch_gin
-        pred = g(gin, codes, [w], input_is_latent=True, noise=split_noise(noise, self.sizes))
-        pred = pred.clamp(-1, 1)
-        completed = torch.where(hole, pred, x).permute(0, 2, 3, 1)   # models.exegan.composite
+            codes = torch.where((mix > 0)[None, :, None], self.encoder(nchw(exemplar_b)), codes)
+        strokes = (sketch.permute(0, 3, 1, 2) >= 128).float() if self.sketch else None
+        completed = self.complete(x, hole, codes, z, noise, truncation, strokes).permute(0, 2, 3, 1)
         q = ((completed + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         out = torch.where(mask >= 128, q, image)                      # known pixels: the input's bytes
         return out, completed
@@ -117,7 +107,7 @@ class InpaintGraph(nn.Module):
 
 def example_inputs(graph: InpaintGraph, batch: int = 2, seed: int = 0) -> Dict[str, torch.Tensor]:
     """Random inputs of the graph's shapes (uint8 images, a box hole, z, noise, psi = 1)."""
-    g = graph.model.generator
+    g = graph.complete.model.generator
     s = g.size
     gen = torch.Generator().manual_seed(seed)
     rgb = lambda: torch.randint(0, 256, (batch, s, s, 3), generator=gen, dtype=torch.uint8)  # noqa: E731
