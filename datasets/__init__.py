@@ -7,9 +7,9 @@ from datasets.errors import DatasetError, MaskError
 from datasets.exemplars import EvalPairing, ExemplarFolder, TrainingPairing, make_training_pairing
 from datasets.folder import ImageFolderDataset
 from datasets.lmdb_dataset import LMDBDataset, open_dataset, pack_folder
-from datasets.masks import (BUCKET_LABELS, BUCKETS, CenterMask, FreeFormMasks, LargeMasks,
-                            MaskFiles, MaskGenerator, MaskSampler, PairedMasks, batch_masks,
-                            make_mask_generator, validate_mask)
+from datasets.mask_files import BUCKET_LABELS, BUCKETS, MaskFiles, PairedMasks
+from datasets.mask_generators import CenterMask, FreeFormMasks, LargeMasks, MaskGenerator
+from datasets.masks import MaskSampler, batch_masks, make_mask_generator, validate_mask
 from common.seeding import derive_rng, rng_from_state, rng_state, set_rng_state
 
 __all__ = [

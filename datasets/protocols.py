@@ -38,8 +38,9 @@ from PIL import Image
 from common.seeding import EVAL_DEAL_KEY, EVAL_MASK_KEY, derive_rng
 from datasets.errors import MaskError, ProtocolError
 from datasets.exemplars import EvalPairing
-from datasets.masks import (BUCKET_LABELS, MaskFiles, PairedMasks, fit_mask, make_mask_generator,
-                            read_mask_file, to_mask_tensor)
+from datasets.mask_files import BUCKET_LABELS, MaskFiles, PairedMasks, fit_mask, read_mask_file
+from datasets.mask_generators import to_mask_tensor
+from datasets.masks import make_mask_generator
 
 log = logging.getLogger("exegan.test")
 

@@ -5,7 +5,7 @@ the model size, and the warnings about masks that are valid but implausible.
   shows it), alpha composited on white (:func:`datasets.imaging.open_rgb`);
 * **mask / sketch** -> bool at the photo's size; a pixel is on when it is brighter than half the
   value range (``white_is_on=False`` flips that); more than 25 % mid-grey pixels is an error
-  (:func:`datasets.masks.read_mask_file`);
+  (:func:`datasets.mask_files.read_mask_file`);
 * **exemplar** -> centre-cropped to a square and resized to S x S with Lanczos, as the datasets read
   faces (:func:`read_exemplar`); an unaligned exemplar goes through :mod:`inference.photo` instead.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from datasets.imaging import load_image, open_rgb, pil_to_tensor
-from datasets.masks import read_mask_file
+from datasets.mask_files import read_mask_file
 from inference.errors import InferenceInputError
 
 

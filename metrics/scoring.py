@@ -16,7 +16,8 @@ from PIL import Image
 
 from datasets.errors import ProtocolError
 from datasets.imaging import load_image, open_rgb, pil_to_tensor, rel_stem, scan_images
-from datasets.masks import fit_mask, read_mask_file, to_mask_tensor
+from datasets.mask_files import fit_mask, read_mask_file
+from datasets.mask_generators import to_mask_tensor
 from datasets.pairing import NAME, NamedFiles, roles_named, suggest_roles
 from datasets.protocols import ALL_BUCKET, check_holes
 

@@ -44,7 +44,7 @@ from common.imagefile import DECODE_ERRORS, load_rgb, mask_bits  # noqa: E402  (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 RESIZE_FILTER = Image.LANCZOS
-#: A mask with more mid-grey pixels than this fraction is refused (datasets/masks.py's rule).
+#: A mask with more mid-grey pixels than this fraction is refused (datasets/mask_files.py's rule).
 MAX_GREY_FRACTION = 0.25
 
 
@@ -65,7 +65,7 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 def read_binary(path: str, shape: Tuple[int, int], option: str, white_is_on: bool = True) -> np.ndarray:
-    """A black-and-white file as bool [H, W] (datasets.masks.read_mask_file's thresholds: on when
+    """A black-and-white file as bool [H, W] (datasets.mask_files.read_mask_file's thresholds: on when
     brighter than half the value range, refused when over a quarter of it is mid-grey)."""
     try:
         on, grey = mask_bits(path)

@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common.errors import UserError, report  # noqa: E402
 from datasets.errors import MaskError  # noqa: E402
 from datasets.imaging import scan_images  # noqa: E402
-from datasets.masks import (BUCKET_LABELS, COPIES_MARKER, INDEX_FILE, compute_ratios,  # noqa: E402
-                            without_bucket_copies)
+from datasets.mask_files import (BUCKET_LABELS, COPIES_MARKER, INDEX_FILE, compute_ratios,  # noqa: E402
+                                 without_bucket_copies)
 
 EPILOG = """\
 examples:
@@ -88,7 +88,7 @@ def _check_outputs(args, out: str) -> None:
 
 
 def _copy(args, stats) -> None:
-    """Copy the files into DIR/<bucket>/, marking DIR (datasets.masks.COPIES_MARKER) so that a
+    """Copy the files into DIR/<bucket>/, marking DIR (datasets.mask_files.COPIES_MARKER) so that a
     scan of a root that holds DIR skips the copies; on failure the copies of this run are
     removed."""
     made_dirs, made_files = [], []

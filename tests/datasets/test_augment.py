@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from datasets.augment import DiffAugment, shift, translation_offsets
-from datasets.masks import FreeFormMasks, batch_masks
+from datasets.mask_generators import FreeFormMasks
+from datasets.masks import batch_masks
 
 S = 32
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import scripts.make_mask_buckets as buckets
 import scripts.prepare_data as prepare
-from datasets.masks import MaskFiles
+from datasets.mask_files import MaskFiles
 from tests.datasets.test_masks import write_masks
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets.masks as masks_mod
+import datasets.mask_files as mask_files_mod
 from datasets.errors import MaskError
-from datasets.masks import (BUCKET_LABELS, CenterMask, FreeFormMasks, LargeMasks, MaskFiles,
-                            MaskSampler, PairedMasks, batch_masks, bucket_index,
-                            make_mask_generator, validate_mask)
+from datasets.mask_files import BUCKET_LABELS, MaskFiles, PairedMasks, bucket_index
+from datasets.mask_generators import CenterMask, FreeFormMasks, LargeMasks
+from datasets.masks import MaskSampler, batch_masks, make_mask_generator, validate_mask
 
 S = 64
 H, W = 40, 50  # synthetic mask files: 2000 pixels, so ratios are exact multiples of 1/2000
@@ -234,7 +234,7 @@ def test_index_file_from_the_script_is_used(mask_dir, tmp_path, monkeypatch, cap
     def boom(*a, **k):
         raise AssertionError("ratios recomputed although the index matches")
 
-    monkeypatch.setattr(masks_mod, "compute_ratios", boom)
+    monkeypatch.setattr(mask_files_mod, "compute_ratios", boom)
     assert MaskFiles(str(mask_dir), bucket="30-40").names == ["r350.png"]
 
 
@@ -283,14 +283,14 @@ def test_8_bit_masks_are_read_without_a_float_copy_by_the_float_rule(tmp_path, h
     a = np.concatenate([np.repeat(v[None], 4, 0), np.zeros((8, 256), np.uint8),
                         np.full((8, 256), 255, np.uint8)], 0)
     Image.fromarray(a, "L").save(tmp_path / "m.png")
-    got = masks_mod.read_mask_file(str(tmp_path / "m.png"), hole_value=hole_value)
+    got = mask_files_mod.read_mask_file(str(tmp_path / "m.png"), hole_value=hole_value)
     want = (a / 255.0) > 0.5
     assert np.array_equal(got, want if hole_value == 1 else ~want)
     grey = np.full((10, 10), 255, np.uint8)
     grey[:3, :] = 64          # 30 % at exactly 64 / 255 = 0.251: mid-grey
     Image.fromarray(grey, "L").save(tmp_path / "g.png")
     with pytest.raises(MaskError, match="30% of its pixels are mid-grey"):
-        masks_mod.read_mask_file(str(tmp_path / "g.png"))
+        mask_files_mod.read_mask_file(str(tmp_path / "g.png"))
     grey[:3, :] = 63          # 0.247: not mid-grey
     Image.fromarray(grey, "L").save(tmp_path / "g.png")
-    assert not masks_mod.read_mask_file(str(tmp_path / "g.png"))[:3].any()
+    assert not mask_files_mod.read_mask_file(str(tmp_path / "g.png"))[:3].any()

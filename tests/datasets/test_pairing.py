@@ -5,7 +5,7 @@ from PIL import Image
 
 from datasets.errors import DatasetError, MaskError
 from datasets.exemplars import ExemplarFolder
-from datasets.masks import PairedMasks
+from datasets.mask_files import PairedMasks
 from datasets.pairing import (FolderPairing, NamedFiles, NamePattern, parse_pair_by,
                               suggest_pair_by, suggest_roles, roles_named)
 

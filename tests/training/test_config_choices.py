@@ -78,7 +78,8 @@ def test_old_value_names_warn_and_resolve_to_the_current_ones():
     FutureWarning naming the new name), and resolved, so config.yaml holds the current name."""
     import warnings
 
-    from datasets.masks import FreeFormMasks, make_mask_generator
+    from datasets.mask_generators import FreeFormMasks
+    from datasets.masks import make_mask_generator
 
     for key in ("mask.kind", "eval.mask"):
         with warnings.catch_warnings(record=True) as seen:

@@ -43,7 +43,7 @@ def _sketch_cfg(face_dirs, outdir, base_ckpt, **extra):
 
 def _inputs(trainer, face_dirs):
     from datasets.folder import ImageFolderDataset
-    from datasets.masks import CenterMask
+    from datasets.mask_generators import CenterMask
 
     ds = ImageFolderDataset(face_dirs[1], SIZE)
     real = torch.stack([ds[i] for i in range(4)])
