@@ -42,15 +42,13 @@ SKETCH = 6  # per-sample empty-sketch draws of a sketch fine-tune (training/sket
 EVAL_NOISE_KEY = 0x5A             # evaluation: z and noise maps of batch k (metrics/eval_loop.py)
 EVAL_MASK_KEY = 0x4D              # evaluation: generated mask of image i (datasets/protocols.py)
 EVAL_DEAL_KEY = 0x4445            # evaluation: dealing irregular mask files per bucket (same)
-STANDIN_STYLE_ENCODER_KEY = 0x5E  # random stand-in pSp style encoder (models/standins.py)
-STANDIN_IDENTITY_KEY = 0x1D       # random stand-in ArcFace (models/standins.py)
+STANDIN_STYLE_ENCODER_KEY = 0x5E  # random stand-in pSp style encoder (metrics/standins.py)
+STANDIN_IDENTITY_KEY = 0x1D       # random stand-in ArcFace (metrics/standins.py)
 STANDIN_INCEPTION_KEY = 0x1C      # random stand-in FID Inception (metrics/standins.py)
 STANDIN_LPIPS_KEY = 0x1F          # random stand-in LPIPS VGG16 trunk (metrics/standins.py)
 STANDIN_TRAINING_KEY = 0x5F       # training the demo's stand-in style encoder (training/pretrained.py)
-INITIAL_WEIGHTS_KEY = 0x6E        # the networks' initial weights of a training run (training/loop.py)
-# The sample grids' masks (training/evaluation.py) used EVAL_NOISE_KEY's value as an offset of
-# eval.seed; their own key, for training/evaluation.py to switch to:
-SAMPLE_GRID_KEY = 0x53
+INITIAL_WEIGHTS_KEY = 0x6E        # the networks' initial weights of a training run (training/trainer.py)
+SAMPLE_GRID_KEY = 0x53            # the sample grids' masks and z (training/evaluation.py)
 
 #: Every stream key by name (the uniqueness test reads this).
 SEED_KEYS = {name: value for name, value in dict(globals()).items()

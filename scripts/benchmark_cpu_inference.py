@@ -49,10 +49,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from inference import onnx_export as ox  # noqa: E402
+from metrics.standins import STANDIN_UNITS, STANDIN_WIDTH  # noqa: E402
 from models.exegan import EXEGAN  # noqa: E402
 from models.generator import Generator  # noqa: E402
 from models.psp import StyleEncoder  # noqa: E402
-from models.standins import STANDIN_UNITS, STANDIN_WIDTH  # noqa: E402
 from models.stylegan2 import set_modconv_impl  # noqa: E402
 
 try:  # the onnxruntime path is skipped without it

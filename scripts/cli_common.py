@@ -36,7 +36,7 @@ from inference.errors import InferenceInputError  # noqa: E402
 from inference.io import article, read_rgb  # noqa: E402
 from inference.photo import check_settings, parse_face  # noqa: E402
 from inference.roundtrip import RESIZE_FILTER  # noqa: E402
-from models.standins import STANDIN_PSP_FILE  # noqa: E402
+from metrics.standins import STANDIN_PSP_FILE  # noqa: E402
 
 #: An input a user can fix; printed as one sentence without a traceback.
 CLIError = InferenceInputError

@@ -7,11 +7,6 @@ import common.seeding as seeding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_CALLS = {"derive_seed", "derive_rng", "generator", "seed_globals", "default_rng"}
-# Where keys are still written as numbers: their owners switch them to the constants of
-# common/seeding.py (same values; training/evaluation.py's sample grid to SAMPLE_GRID_KEY, a new
-# value, as 0x5A is the evaluation's noise key), then drop them from this list. Until then only
-# the registered values (or that 0x5A) may appear there.
-PENDING = ("training/", "models/standins.py")
 
 
 def test_every_key_has_one_purpose():
@@ -31,8 +26,8 @@ def test_every_key_has_one_purpose():
 
 
 def _numeric_seed_keys(path):
-    """Integer literals written in hex (``0x..``) passed to a seeding call, or assigned to a name
-    that says it is a key or a stream."""
+    """Integer literals written in hex (``0x..``) passed to a seeding call, assigned to a name
+    that says it is a key or a stream, or added to a seed (``seed + 0x5A``)."""
     with open(path, encoding="utf-8") as f:
         source = f.read()
     tree = ast.parse(source, filename=path)
@@ -55,11 +50,15 @@ def _numeric_seed_keys(path):
             targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
             if any(t.endswith(("_KEY", "_STREAM")) for t in targets):
                 found |= set(hex_ints(node.value))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.BitXor)):
+            names = [n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(node)
+                     if isinstance(n, (ast.Name, ast.Attribute))]
+            if any("seed" in n.lower() for n in names):
+                found |= set(hex_ints(node))
     return found
 
 
 def test_no_seed_key_outside_common_seeding():
-    registered = set(seeding.SEED_KEYS.values())
     stray = []
     for top in ("common", "datasets", "evaluation", "inference", "losses", "metrics", "models",
                 "op", "scripts", "training"):
@@ -71,8 +70,6 @@ def test_no_seed_key_outside_common_seeding():
                 if rel == "common/seeding.py":
                     continue
                 keys = _numeric_seed_keys(os.path.join(ROOT, rel))
-                if rel.startswith(PENDING):
-                    keys -= registered
                 if keys:
                     stray.append(f"{rel}: {sorted(hex(k) for k in keys)}")
     assert not stray, "seed keys belong in common/seeding.py:\n" + "\n".join(stray)
@@ -80,5 +77,6 @@ def test_no_seed_key_outside_common_seeding():
 
 def test_the_scan_finds_keys(tmp_path):
     p = tmp_path / "x.py"
-    p.write_text("A_STREAM = 0x4D\nrng.derive_seed(seed, 0x1C, k)\nderive_rng(s, 3)\nMAGIC = 0xBEEF\n")
-    assert _numeric_seed_keys(str(p)) == {0x4D, 0x1C}
+    p.write_text("A_STREAM = 0x4D\nrng.derive_seed(seed, 0x1C, k)\nderive_rng(s, 3)\nMAGIC = 0xBEEF\n"
+                 "masks(names, cfg.eval.seed + 0x5A)\nsize = width + 0x10\n")
+    assert _numeric_seed_keys(str(p)) == {0x4D, 0x1C, 0x5A}

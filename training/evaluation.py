@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from common import seeding
 from common.errors import UserError, sentence
 from datasets.errors import ProtocolError
 from datasets.protocols import as_pairing, make_mask_protocol
@@ -26,8 +27,6 @@ from models.exegan import composite, make_gin
 
 from . import distributed as dist_utils
 from .outputs import sample_grid, save_grid
-
-SAMPLE_KEY = 0x5A  # seed-stream key of the sample-grid masks and z
 
 
 class InLoopEvaluator:
@@ -79,9 +78,10 @@ class InLoopEvaluator:
             real = torch.stack([self.test_set[i] for i in range(n)])
             protocol = make_mask_protocol(cfg.eval.mask, cfg.eval.mask_dir)
             names = list(getattr(self.test_set, "names", [f"{i:06d}.png" for i in range(n)]))[:n]
+            # Their own stream key: not the evaluation's masks, z or noise (eval.seed's streams).
             mask, _ = protocol.masks(protocol.buckets[0], list(range(n)), names, cfg.model.size,
-                                     cfg.eval.seed + SAMPLE_KEY)
-            g = torch.Generator().manual_seed(cfg.eval.seed)
+                                     seeding.derive_seed(cfg.eval.seed, seeding.SAMPLE_GRID_KEY, 0))
+            g = seeding.generator(cfg.eval.seed, seeding.SAMPLE_GRID_KEY, 1)
             z = torch.randn(n, self.trainer.G.style_dim, generator=g)
             self._samples = (real, mask, real.flip(0), z)
         return self._samples

@@ -9,7 +9,7 @@ stand-ins instead: an IR-SE style encoder of width 8 with one unit per stage at 
 width-8 IR-SE ArcFace, and LPIPS with a random VGG16 trunk. They are seeded from
 ``train.seed``, so every process of a run and every resume builds the same ones. The log says
 so in capitals: losses computed with them carry no pretrained knowledge. The style encoder and
-ArcFace stand-ins live in ``models/standins.py`` (test.py builds the same ones).
+stand-ins are built in ``metrics/standins.py`` (test.py builds the same ones from there).
 """
 from __future__ import annotations
 
@@ -22,12 +22,9 @@ from typing import Optional
 import torch
 
 from common import seeding as rng
-from models.identity import IdentityNet, load_identity_net
-from models.psp import StyleEncoder, load_style_encoder
-from models.standins import (STANDIN_ENCODER_INPUT, STANDIN_ID_DIM, STANDIN_PSP_FILE,  # noqa: F401
-                             STANDIN_UNITS, STANDIN_WIDTH, save_standin_style_encoder,
-                             standin_identity, standin_style_encoder, trained_standin_beside)
-from models.standins import seeded
+from metrics.standins import PixelDistance, standin_identity, standin_lpips, standin_style_encoder
+from models.identity import load_identity_net
+from models.psp import load_style_encoder
 
 from .errors import ConfigError
 
@@ -50,30 +47,11 @@ def train_standin_on_demo_faces(encoder, cfg, log: logging.Logger) -> dict:
     t0 = time.perf_counter()
     images, labels = load_labelled_faces(cfg.data.demo_root, "train", cfg.model.size)
     acc = train_attribute_encoder(encoder, images, labels, steps=steps,
-                                  seed=rng.derive_seed(cfg.train.seed, 0x5F))
+                                  seed=rng.derive_seed(cfg.train.seed, rng.STANDIN_TRAINING_KEY))
     log.info("stand-in style encoder trained for %d steps on the attributes of %d demo faces "
              "(%.0f s); training accuracy: %s", steps, images.shape[0], time.perf_counter() - t0,
              ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
     return acc
-
-
-def standin_lpips(seed: int, device):
-    from losses.perceptual import load_lpips  # optional: the lpips package, only for the LPIPS term
-
-    with seeded(rng.derive_seed(seed, 0x1F)):
-        return load_lpips(None, allow_random_backbone=True, device=device)
-
-
-class PixelDistance(torch.nn.Module):
-    """``pretrained.standin_lpips: pixel_l1`` (demo only): a stand-in for the LPIPS network with
-    its call signature, ``forward(in0, in1) -> [B, 1, 1, 1]``, that is the mean absolute pixel
-    difference per sample. A random VGG16 trunk knows nothing about faces; a pixel distance at
-    least knows pixels, so the paper's LPIPS term (on self-exemplar samples, completed image vs
-    the real one, SVGL-weighted) becomes an L1 reconstruction of the hole: the generator learns
-    to paint what the exemplar codes and the context describe."""
-
-    def forward(self, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
-        return (in0 - in1).abs().mean(dim=(1, 2, 3), keepdim=True)
 
 
 def check_files(cfg, *, resuming: bool = False) -> None:
@@ -119,23 +97,6 @@ def check_files(cfg, *, resuming: bool = False) -> None:
                               f"(nothing is downloaded at run time).")
 
 
-def full_size_standins(cfg, generator, need_id: bool, need_lpips: bool, device) -> tuple:
-    """``pretrained.standin_size: full``: the released architectures at full size with random
-    weights (pSp IR-SE50 with 18 heads, the ArcFace of ``pretrained.identity_kind``, LPIPS VGG16),
-    seeded from ``train.seed``: the compute of a real run without its files (scripts/benchmark.py).
-    Returns (style encoder, identity net or None, LPIPS or None)."""
-    seed = cfg.train.seed
-    with seeded(rng.derive_seed(seed, 0x5E)):
-        enc = StyleEncoder(start=generator.exemplar_start, n=generator.n_exemplar,
-                           n_styles=max(18, generator.n_latent), style_dim=generator.style_dim)
-        enc.set_latent_avg(torch.randn(enc.n_styles, enc.style_dim) * 0.1)
-    ident = None
-    if need_id:
-        with seeded(rng.derive_seed(seed, 0x1D)):
-            ident = IdentityNet(cfg.pretrained.identity_kind)
-    return enc, ident, standin_lpips(seed, device) if need_lpips else None
-
-
 def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     """The pretrained networks the config needs, frozen, in eval mode, on `device`."""
     p, L = cfg.pretrained, cfg.loss
@@ -143,7 +104,14 @@ def build(cfg, generator, device, log: logging.Logger) -> Pretrained:
     need_id, need_lpips = L.lambda_id > 0, L.lambda_lpips > 0
 
     if p.allow_random and p.standin_size == "full":
-        enc, ident, lp = full_size_standins(cfg, generator, need_id, need_lpips, device)
+        # The released architectures at full size with random weights (pSp IR-SE50 with 18
+        # heads, the ArcFace of pretrained.identity_kind, LPIPS VGG16): the compute of a real run
+        # without its files (scripts/benchmark.py).
+        seed = cfg.train.seed
+        enc = standin_style_encoder(start, n, max(18, generator.n_latent), generator.style_dim,
+                                    seed, full_size=True)
+        ident = standin_identity(seed, kind=p.identity_kind) if need_id else None
+        lp = standin_lpips(seed, device) if need_lpips else None
         random = tuple(name for name, m in (("style encoder", enc), ("identity net", ident),
                                             ("LPIPS VGG16", lp)) if m is not None)
         log.warning("PRETRAINED NETWORKS ARE RANDOM FULL-SIZE STAND-INS (pretrained.standin_size=full): "

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from common.diskfull import DiskFullError
 from common.rundir import unlock_run_dir
 from metrics.evaluator import HIGHER_IS_BETTER
+from metrics.standins import STANDIN_PSP_FILE, save_standin_style_encoder
 from models.stylegan2 import get_modconv_impl, set_modconv_impl
 
 from . import distributed as dist_utils
@@ -135,8 +136,8 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: Optional[Resume], stop_
             # So that scripts/inpaint.py --psp / test.py can run this run's models with the encoder
             # it was trained with (seeded: the same file on a resume). Written with the summary, at
             # the end of a session, so the periodic checkpoint writes stay the only saves in a run.
-            standin_psp = pretrained.save_standin_style_encoder(
-                trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", pretrained.STANDIN_PSP_FILE))
+            standin_psp = save_standin_style_encoder(
+                trainer.pre.style_encoder, os.path.join(run_dir, "checkpoints", STANDIN_PSP_FILE))
         write_summary(run_dir, result, state.last_samples, dataset_location(train_set),
                        dataset_location(test_set or train_set), standin_psp)
     if result.step >= cfg.train.iters:

@@ -86,7 +86,7 @@ class Trainer:
         # broadcast rank 0's anyway; a resume overwrites them). A sketch fine-tune starts from
         # its base checkpoint instead (training/sketch.py), before the optimizers and DDP exist.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(rng.derive_seed(cfg.train.seed, 0x6E))
+            torch.manual_seed(rng.derive_seed(cfg.train.seed, rng.INITIAL_WEIGHTS_KEY))
             if sketch is not None:
                 self.G, G_ema, self.D = sketch.build_networks(cfg, device, resuming=resuming, log=log,
                                                               base=base)

@@ -161,7 +161,7 @@ def test_feather_blends_only_inside_the_hole_with_a_distance_ramp():
 
 
 def test_an_exemplar_given_rotated_and_scaled_gives_the_upright_codes(astronaut, aligned):
-    from models.standins import standin_style_encoder
+    from metrics.standins import standin_style_encoder
     enc = standin_style_encoder(4, 10, 14, 32, seed=0).eval()
 
     def codes(t):

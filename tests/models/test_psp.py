@@ -295,7 +295,7 @@ def test_too_few_heads_for_slots(tmp_path):
 def test_a_mapped_encoder_is_the_loaded_one_bit_for_bit(tmp_path):
     """load_style_encoder(mapped=True), inference's way (the weights stay mapped from the file):
     the same codes bit for bit, nothing left on the meta device, frozen, in eval mode."""
-    from models.standins import save_standin_style_encoder, standin_style_encoder
+    from metrics.standins import save_standin_style_encoder, standin_style_encoder
     enc = standin_style_encoder(4, 10, 14, 32, seed=3)
     path = save_standin_style_encoder(enc, str(tmp_path / "psp.pt"))
     plain = load_style_encoder(path, 4, 10)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from models import Discriminator, Generator, make_checkpoint, save_checkpoint
 from models.sketch import upgrade_generator
-from models.standins import standin_style_encoder
+from metrics.standins import standin_style_encoder
 
 SIZE = 16  # model resolution of the tiny networks (exemplar slots 4, 5)
 

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from datasets.demo import make_demo_faces
+from metrics.standins import (STANDIN_PSP_FILE, PixelDistance, standin_style_encoder,
+                              trained_standin_path)
+from models.checkpoint import safe_load
 from models.psp import load_style_encoder
 from training.config import ConfigError, from_dict, validate
 from training.demo_encoder import ATTRIBUTES, load_labelled_faces, train_attribute_encoder
 from training.run import run
-from training.pretrained import (STANDIN_PSP_FILE, PixelDistance, standin_style_encoder,
-                                 trained_standin_beside)
 
 from trainutil import SIZE, STYLE_DIM, tiny_dict
 
@@ -108,14 +109,16 @@ def test_run_trains_saves_and_test_py_finds_the_trained_encoder(faces, tmp_path)
     with torch.no_grad():  # trained: not the seeded random stand-in any more
         assert not torch.allclose(enc(x), _encoder()(x))
     export = os.path.join(res.run_dir, "checkpoints", "export.pt")
-    path = trained_standin_beside(export)
+    config = safe_load(export)["config"]
+    path = trained_standin_path(export, config)
     assert path == os.path.join(res.run_dir, "checkpoints", STANDIN_PSP_FILE)
     loaded = load_style_encoder(path, G.exemplar_start, G.n_exemplar)
     with torch.no_grad():
         assert torch.equal(loaded(x), enc(x))
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="--psp"):
-        trained_standin_beside(export)
+        trained_standin_path(export, config)
     # A run without the option: the seeded random stand-in is rebuilt, nothing is looked up.
     plain = run(from_dict(_demo_cfg(faces, tmp_path / "plain")))
-    assert trained_standin_beside(os.path.join(plain.run_dir, "checkpoints", "export.pt")) is None
+    plain_export = os.path.join(plain.run_dir, "checkpoints", "export.pt")
+    assert trained_standin_path(plain_export, safe_load(plain_export)["config"]) is None
