@@ -48,7 +48,7 @@ STANDIN_INCEPTION_KEY = 0x1C      # random stand-in FID Inception (metrics/stand
 STANDIN_LPIPS_KEY = 0x1F          # random stand-in LPIPS VGG16 trunk (metrics/standins.py)
 STANDIN_TRAINING_KEY = 0x5F       # training the demo's stand-in style encoder (training/pretrained.py)
 INITIAL_WEIGHTS_KEY = 0x6E        # the networks' initial weights of a training run (training/trainer.py)
-SAMPLE_GRID_KEY = 0x53            # the sample grids' masks and z (training/evaluation.py)
+SAMPLE_GRID_KEY = 0x53            # the sample grids' masks and z (training/in_loop_eval.py)
 
 #: Every stream key by name (the uniqueness test reads this).
 SEED_KEYS = {name: value for name, value in dict(globals()).items()

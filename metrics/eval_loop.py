@@ -1,7 +1,9 @@
-"""The evaluation loop of EXE-GAN (paper section 4): one batch loop and one protocol record for
-every evaluation — a model in memory (``test.py --ckpt``, the training loop's periodic
-evaluation) and completions already on disk (``test.py --pred``, treated as a model whose
-output is read from files).
+"""The shared evaluation core (paper section 4) under both test.py and the in-training evaluation.
+
+One batch loop and one protocol record for every evaluation — a model in memory (``test.py
+--ckpt``, whose command line is the ``evaluation/`` package; the training loop's periodic
+evaluation, ``training/in_loop_eval.py``) and completions already on disk (``test.py --pred``,
+treated as a model whose output is read from files).
 
 A protocol fixes everything that decides the numbers besides the weights: which test images
 (the first ``n_images`` in sorted order), which hole masks, which exemplar guides which image,

@@ -30,7 +30,7 @@ from .config import Config, check_resume_model
 from .consensus import Consensus, stop_code
 from .data import StepBatchSampler, build_datasets, dataset_location
 from .errors import NonFiniteLossError
-from .evaluation import InLoopEvaluator
+from .in_loop_eval import InLoopEvaluator
 from .outputs import FreshRunDir, StatsWriter, close_logger, open_run_dir, write_summary
 from .signals import StartupStop, StopFlag, TrainingAborted, ignore_stop_signals, interrupted
 from .trainer import Trainer

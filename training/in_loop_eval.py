@@ -1,4 +1,7 @@
-"""Evaluation inside the training loop: sample grids and periodic metrics on G_ema.
+"""The in-training evaluation (not test.py's): sample grids and periodic metrics on G_ema.
+
+test.py's command line is the ``evaluation/`` package; both run the shared evaluation core,
+``metrics/eval_loop.py``, so the loop's numbers are test.py's numbers for the same protocol.
 
 Sample grids (shown at >= 128 px per image: smaller images are zoomed with nearest neighbour)
 use a fixed set of test images with fixed, seeded masks (the ``eval.mask`` protocol),
