@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from datasets.demo import draw_face
+from datasets.face_drawing import draw_face
 
 ATTRIBUTES = ("hair_color", "eye_color", "glasses")
 MIN_DIFF = 0.08      # per-pixel max channel difference ([0, 1] units) that counts as "shows k"
@@ -131,7 +131,7 @@ def measure(complete: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], 
         images: [N, 3, S, S] in [-1, 1], the test faces (N >= 2).
         size: S.
         draw: ``draw(attrs, size) -> [S, S, 3] float in [0, 1]``, the noise-free drawing of a
-            face (default: ``datasets.demo.draw_face`` with noise 0).
+            face (default: ``datasets.face_drawing.draw_face`` with noise 0).
     Face ``i`` takes face ``N - 1 - i`` as the other exemplar (the test protocol's "reverse"
     pairing; with N odd the middle face is skipped).
     """

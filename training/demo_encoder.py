@@ -36,16 +36,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets import demo as demo_faces
+from datasets import face_drawing
 
 # The attributes the classifiers predict: name -> class names (the manifest's values).
 ATTRIBUTES: Dict[str, Tuple[str, ...]] = {
-    "hair_color": tuple(demo_faces.HAIR_COLORS),
-    "hair_style": tuple(demo_faces.HAIR_STYLES),
-    "eye_color": tuple(demo_faces.EYE_COLORS),
-    "glasses": tuple(demo_faces.GLASSES),
-    "skin_tone": tuple(demo_faces.SKIN_TONES),
-    "mouth": tuple(demo_faces.MOUTHS),
-    "beard": tuple(demo_faces.BEARDS),
+    "hair_color": tuple(face_drawing.HAIR_COLORS),
+    "hair_style": tuple(face_drawing.HAIR_STYLES),
+    "eye_color": tuple(face_drawing.EYE_COLORS),
+    "glasses": tuple(face_drawing.GLASSES),
+    "skin_tone": tuple(face_drawing.SKIN_TONES),
+    "mouth": tuple(face_drawing.MOUTHS),
+    "beard": tuple(face_drawing.BEARDS),
 }
 CODE_SCALE_WEIGHT = 0.01   # weight of (mean(codes^2) - 1)^2
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.demo import SKIN_TONES, make_demo_faces
+from datasets.demo import make_demo_faces
 from datasets.errors import DatasetError
+from datasets.face_drawing import SKIN_TONES
 from datasets.folder import ImageFolderDataset
 
 SIZE = 32
@@ -94,7 +95,7 @@ def test_manifest_attributes_redraw_the_saved_faces(demo):
     """The recorded attributes are exactly what was drawn: drawing a manifest entry again without
     the sensor noise gives the saved PNG up to that noise (std 2.5 levels), and changing one
     recorded attribute (hair colour) changes the drawing where the hair is."""
-    from datasets.demo import HAIR_COLORS, draw_face
+    from datasets.face_drawing import HAIR_COLORS, draw_face
     for a in [a for a in demo.attributes if a["split"] == "test"][:4]:
         saved = np.asarray(Image.open(os.path.join(demo.root, a["file"])), np.float64)
         redrawn = np.asarray(draw_face(a, SIZE, np.random.default_rng(0), noise=0.0), np.float64)

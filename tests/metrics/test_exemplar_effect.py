@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.demo import draw_face, face
+from datasets.demo import face
+from datasets.face_drawing import draw_face
 from metrics.exemplar_effect import attribute_hole, follows_exemplar, measure
 
 SIZE = 32
