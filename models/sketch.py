@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import (CheckpointError, CheckpointMismatchError, infer_generator_arch,
-                               safe_load)
+from models.checkpoint import CheckpointError, CheckpointMismatchError, safe_load
+from models.checkpoint_arch import infer_generator_arch
 from models.exegan import EXEGAN, InputError, make_gin
 from models.generator import Generator
 from models.psp import load_style_encoder

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from models.checkpoint import (CheckpointError, CheckpointMismatchError, UnsafeCheckpointError,
-                               capture_rng_state, infer_discriminator_arch, infer_generator_arch,
-                               load_discriminator, load_generator, make_checkpoint,
+                               capture_rng_state, load_discriminator, load_generator, make_checkpoint,
                                restore_rng_state, safe_load, save_checkpoint)
+from models.checkpoint_arch import infer_discriminator_arch, infer_generator_arch
 from models.discriminator import Discriminator
 from models.generator import Generator
 
