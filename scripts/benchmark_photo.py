@@ -43,7 +43,7 @@ from inference.roundtrip import inpaint_one, prepare  # noqa: E402
 from models.exegan import EXEGAN  # noqa: E402
 from models.generator import Generator  # noqa: E402
 from models.psp import StyleEncoder  # noqa: E402
-from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
+from scripts.benchmark_measure import machine_info, measure, write_report  # noqa: E402
 
 SIZE = 256
 

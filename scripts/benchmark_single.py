@@ -29,7 +29,7 @@ from common.cli import DefaultsHelpFormatter  # noqa: E402
 from losses.weight_maps import ConfidenceMap  # noqa: E402
 from models.discriminator import Discriminator  # noqa: E402
 
-from scripts.benchmark import machine_info, measure, write_report  # noqa: E402
+from scripts.benchmark_measure import machine_info, measure, write_report  # noqa: E402
 
 
 def d_step(size: int, batch: int, device: torch.device, bf16: bool, repeats: int) -> dict:

@@ -45,7 +45,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from scripts.benchmark import write_report  # noqa: E402  (atomic JSON writer)
+from scripts.benchmark_measure import write_report  # noqa: E402  (atomic JSON writer)
 
 # Every test that needs a CUDA GPU (each skips itself without one). The compile test builds
 # the extension through the same cache as the build step, so it does not compile again.

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from scripts import benchmark as bench
+from scripts import benchmark_report as report_mod
+from scripts import benchmark_variants as variants
 
 
 def _opts(**kw):
@@ -70,17 +72,17 @@ def test_the_timed_steps_are_train_step_and_timing_changes_nothing():
     of each full step (R1 and path length included) once."""
     opts = _opts()
     torch.set_num_threads(1)
-    a = bench.build_trainer(opts, {}, torch.device("cpu"))
-    b = bench.build_trainer(opts, {"set": ["train.time_phases=false"]}, torch.device("cpu"))
+    a = variants.build_trainer(opts, {}, torch.device("cpu"))
+    b = variants.build_trainer(opts, {"set": ["train.time_phases=false"]}, torch.device("cpu"))
     assert a.timer.enabled and not b.timer.enabled
     assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
-    real = bench._inputs(opts, 2, 32, torch.device("cpu"))
-    step_at = bench.full_steps(a)
+    real = variants.step_inputs(opts, 2, 32, torch.device("cpu"))
+    step_at = variants.full_steps(a)
     assert [step_at(i) for i in range(3)] == [0, 16, 32]  # lcm of d_reg_every 16 and g_reg_every 4
     for i in range(2):
-        times = bench.timed_step(a, step_at(i), real)
+        times = variants.timed_step(a, step_at(i), real)
         stats_b = b.train_step(step_at(i), real)
-        assert set(times) == set(bench.LOOP_PHASES) and all(t > 0 for t in times.values())
+        assert set(times) == set(variants.LOOP_PHASES) and all(t > 0 for t in times.values())
         assert b.timer.read() == {}
     sa, sb = _state(a), _state(b)
     changed = [k for k in sa if not torch.equal(sa[k], sb[k])]
@@ -89,21 +91,21 @@ def test_the_timed_steps_are_train_step_and_timing_changes_nothing():
 
 
 def test_variants_parse_and_merge():
-    s = bench.parse_variant("bf16+channels_last+no_id+no_attr+modconv_auto")
+    s = variants.parse_variant("bf16+channels_last+no_id+no_attr+modconv_auto")
     assert s["set"] == ["train.amp=bf16", "train.channels_last=true", "loss.lambda_id=0", "loss.lambda_attr=0"]
     assert s["modconv"] == "auto"
-    cfg = bench.make_config(_opts(), s)
+    cfg = variants.make_config(_opts(), s)
     assert (cfg.train.amp, cfg.train.channels_last, cfg.loss.lambda_id, cfg.train.time_phases) == (
         "bf16", True, 0, True)
-    with pytest.raises(bench.BenchmarkError, match="Unknown variant 'fp8'"):
-        bench.parse_variant("base+fp8")
-    with pytest.raises(bench.BenchmarkError, match="Unknown phases"):
+    with pytest.raises(variants.BenchmarkError, match="Unknown variant 'fp8'"):
+        variants.parse_variant("base+fp8")
+    with pytest.raises(variants.BenchmarkError, match="Unknown phases"):
         _opts(phases="d_main,warp")
 
 
 def test_zero_weight_variant_builds_no_network_for_the_term():
     opts = _opts()
-    t = bench.build_trainer(opts, bench.parse_variant("no_lpips+no_id"), torch.device("cpu"))
+    t = variants.build_trainer(opts, variants.parse_variant("no_lpips+no_id"), torch.device("cpu"))
     assert t.objective.terms == ["adv", "attr"]
     assert t.pre.lpips is None and t.pre.identity is None
 
@@ -114,7 +116,7 @@ def test_rounds_pool_the_timed_runs():
                 "config": {"batch": 2, "d_reg_every": 16, "g_reg_every": 4},
                 "phases": {"iteration": {"median_s": sorted(times)[len(times) // 2], "min_s": min(times),
                                          "times_s": times, "peak_rss_mib": rss, "rss_start_mib": 10.0}}}
-    merged = bench.merge_rounds([res([1.0, 5.0, 3.0], 100.0), res([2.0, 4.0], 120.0),
+    merged = report_mod.merge_rounds([res([1.0, 5.0, 3.0], 100.0), res([2.0, 4.0], 120.0),
                                  {"status": "error", "error": "x"}])
     m = merged["phases"]["iteration"]
     assert merged["rounds"] == 2
@@ -128,9 +130,9 @@ def test_ratios_are_baseline_over_variant():
         "a": {"phases": {"g_main": {"median_s": 2.0}}, "derived": {"peak_rss_mib": 100.0}},
         "b": {"phases": {"g_main": {"median_s": 0.5}}, "derived": {"peak_rss_mib": 150.0}},
     }
-    r = bench.ratios(variants, "a")
+    r = report_mod.ratios(variants, "a")
     assert r["b"]["g_main"] == 4.0 and r["b"]["peak_rss"] == 1.5 and r["a"]["g_main"] == 1.0
-    table = bench.format_table({"variants": {k: dict(v, status="ok") for k, v in variants.items()},
+    table = report_mod.format_table({"variants": {k: dict(v, status="ok") for k, v in variants.items()},
                                 "ratios": r, "settings": {"device": "cpu", "size": 32, "batch": 2,
                                                           "repeats": 1, "warmup": 0, "rounds": 1}})
     assert "(x4.00)" in table and "2000 ms" in table and "500 ms" in table
@@ -169,12 +171,12 @@ def test_library_switches_are_set_and_restored():
 
     before = (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), stylegan2.upfirdn2d)
     other = "batched" if before[1] != "batched" else "grouped"
-    with bench.library_switches(bench.parse_variant(f"naive_upfirdn+modconv_{other}")):
+    with variants.library_switches(variants.parse_variant(f"naive_upfirdn+modconv_{other}")):
         assert op.get_upfirdn2d_naive() is True
         assert stylegan2.get_modconv_impl() == other
         assert stylegan2.upfirdn2d is op.upfirdn2d
     assert (op.get_upfirdn2d_naive(), stylegan2.get_modconv_impl(), stylegan2.upfirdn2d) == before
-    with pytest.raises(bench.BenchmarkError, match="'threads1' changes threads"):
+    with pytest.raises(variants.BenchmarkError, match="'threads1' changes threads"):
         bench.run_interleaved(_opts(), ["base", "threads1"])
 
 
