@@ -200,100 +200,127 @@ def pack_folder(root: str, out: str, sizes: Sequence[int], *, workers: int = 0,
         if old_meta is not None and old_meta.get("format") != FORMAT:
             raise DatasetError(f"LMDB '{out}' was not written by prepare_data.py; "
                                "choose an empty output folder.")
-        # What is already there: source name -> index.
-        index_of: Dict[str, int] = {}
-        with env.begin() as txn:
-            cur = txn.cursor()
-            if cur.set_range(b"name:"):
-                for k, v in cur:
-                    if not k.startswith(b"name:"):
-                        break
-                    index_of[k[5:].decode("utf-8")] = int(v)
-        next_index = max(index_of.values()) + 1 if index_of else 0
-
-        jobs = []
-        with env.begin() as txn:
-            for name in names:
-                idx = index_of.get(name)
-                todo = tuple(s for s in sizes
-                             if idx is None or txn.get(image_key(s, idx)) is None)
-                if todo:
-                    jobs.append((os.path.join(root, name), name, todo, tuple(background),
-                                 compress_level))
-        skipped: List[str] = []
-        written = 0
-        bar = tqdm(total=len(jobs), desc=f"packing {os.path.basename(os.path.normpath(root))}",
-                   unit="img", disable=not progress or not jobs)
-        pool = ProcessPoolExecutor(workers) if workers and workers > 1 else None
-        results: Iterable = (pool.map(_encode_one, jobs, chunksize=8) if pool
-                             else map(_encode_one, jobs))
-        txn = env.begin(write=True)
-        try:
-            for name, encoded, error in results:
-                bar.update(1)
-                if error is not None:
-                    skipped.append(os.path.join(root, name))
-                    continue
-                idx = index_of.get(name)
-                if idx is None:
-                    idx = index_of[name] = next_index
-                    next_index += 1
-                for size, data in encoded.items():
-                    txn.put(image_key(size, idx), data)
-                txn.put(name_key(name), str(idx).encode())
-                written += 1
-                if written % commit_every == 0:
-                    txn.commit()
-                    txn = env.begin(write=True)
-                if limit is not None and written >= limit:
-                    txn.commit()
-                    txn = None
-                    return None
-            txn.commit()
-            txn = None
-        finally:
-            if txn is not None:
-                txn.abort()
-            bar.close()
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-
+        index_of = _packed_names(env)
+        jobs = _pack_jobs(env, root, names, sizes, tuple(background), compress_level, index_of)
+        skipped = _write_images(env, root, jobs, index_of, workers=workers,
+                                commit_every=commit_every, limit=limit, progress=progress)
+        if skipped is None:
+            return None
         if skipped:
             warnings.warn(f"Skipped {len(skipped)} unreadable image(s) in '{root}': "
                           f"{first_lines(skipped)}", stacklevel=2)
-        n = next_index
-        if n == 0:
-            raise DatasetError(f"No image in '{root}' could be decoded; nothing was packed.")
-        by_index = [None] * n
-        for name, idx in index_of.items():
-            by_index[idx] = name
-        candidate = sorted(set(sizes) | set(old_meta["sizes"] if old_meta else []))
-        complete = []
-        with env.begin() as txn:
-            for s in candidate:
-                missing = [i for i in range(n) if txn.get(image_key(s, i)) is None]
-                if not missing:
-                    complete.append(s)
-                elif s in sizes:
-                    raise DatasetError(
-                        f"LMDB '{out}' lacks size {s} for {len(missing)} packed image(s) whose "
-                        f"source files are gone (first: '{by_index[missing[0]]}'); "
-                        "delete the output folder and pack again.")
-        meta = {
-            "format": FORMAT, "version": VERSION, "length": n, "sizes": complete,
-            "names": by_index,
-            "skipped": sorted(set(skipped) | set(old_meta.get("skipped", []) if old_meta else [])
-                              - {os.path.join(root, nm) for nm in index_of}),
-            "source": os.path.abspath(root), "filter": "lanczos", "encoding": "png",
-            "background": list(background),
-        }
-        with env.begin(write=True) as txn:
-            txn.put(b"meta", json.dumps(meta).encode("utf-8"))
-            txn.put(b"length", str(n).encode())
-        env.sync()
-        return meta
+        return _write_meta(env, root, out, sizes, index_of, skipped, old_meta, background)
     finally:
         env.close()
+
+
+def _packed_names(env) -> Dict[str, int]:
+    """What the pack already holds: source name -> index."""
+    index_of: Dict[str, int] = {}
+    with env.begin() as txn:
+        cur = txn.cursor()
+        if cur.set_range(b"name:"):
+            for k, v in cur:
+                if not k.startswith(b"name:"):
+                    break
+                index_of[k[5:].decode("utf-8")] = int(v)
+    return index_of
+
+
+def _pack_jobs(env, root: str, names: Sequence[str], sizes: Sequence[int], background: tuple,
+               compress_level: int, index_of: Dict[str, int]) -> list:
+    """One :func:`_encode_one` job per source file that lacks one of ``sizes`` in the pack."""
+    jobs = []
+    with env.begin() as txn:
+        for name in names:
+            idx = index_of.get(name)
+            todo = tuple(s for s in sizes
+                         if idx is None or txn.get(image_key(s, idx)) is None)
+            if todo:
+                jobs.append((os.path.join(root, name), name, todo, background, compress_level))
+    return jobs
+
+
+def _write_images(env, root: str, jobs: list, index_of: Dict[str, int], *, workers: int,
+                  commit_every: int, limit: Optional[int], progress: bool) -> Optional[List[str]]:
+    """Encode the jobs (in ``workers`` processes when > 1) and write them, committing every
+    ``commit_every`` images; new names get the next indices in ``index_of``. Returns the
+    unreadable files, or None when stopped by ``limit``."""
+    next_index = max(index_of.values()) + 1 if index_of else 0
+    skipped: List[str] = []
+    written = 0
+    bar = tqdm(total=len(jobs), desc=f"packing {os.path.basename(os.path.normpath(root))}",
+               unit="img", disable=not progress or not jobs)
+    pool = ProcessPoolExecutor(workers) if workers and workers > 1 else None
+    results: Iterable = (pool.map(_encode_one, jobs, chunksize=8) if pool
+                         else map(_encode_one, jobs))
+    txn = env.begin(write=True)
+    try:
+        for name, encoded, error in results:
+            bar.update(1)
+            if error is not None:
+                skipped.append(os.path.join(root, name))
+                continue
+            idx = index_of.get(name)
+            if idx is None:
+                idx = index_of[name] = next_index
+                next_index += 1
+            for size, data in encoded.items():
+                txn.put(image_key(size, idx), data)
+            txn.put(name_key(name), str(idx).encode())
+            written += 1
+            if written % commit_every == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+            if limit is not None and written >= limit:
+                txn.commit()
+                txn = None
+                return None
+        txn.commit()
+        txn = None
+    finally:
+        if txn is not None:
+            txn.abort()
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return skipped
+
+
+def _write_meta(env, root: str, out: str, sizes: Sequence[int], index_of: Dict[str, int],
+                skipped: List[str], old_meta: Optional[dict], background: Sequence[int]) -> dict:
+    """Check that every packed image has each of ``sizes`` and write the pack's metadata."""
+    n = max(index_of.values()) + 1 if index_of else 0
+    if n == 0:
+        raise DatasetError(f"No image in '{root}' could be decoded; nothing was packed.")
+    by_index = [None] * n
+    for name, idx in index_of.items():
+        by_index[idx] = name
+    candidate = sorted(set(sizes) | set(old_meta["sizes"] if old_meta else []))
+    complete = []
+    with env.begin() as txn:
+        for s in candidate:
+            missing = [i for i in range(n) if txn.get(image_key(s, i)) is None]
+            if not missing:
+                complete.append(s)
+            elif s in sizes:
+                raise DatasetError(
+                    f"LMDB '{out}' lacks size {s} for {len(missing)} packed image(s) whose "
+                    f"source files are gone (first: '{by_index[missing[0]]}'); "
+                    "delete the output folder and pack again.")
+    meta = {
+        "format": FORMAT, "version": VERSION, "length": n, "sizes": complete,
+        "names": by_index,
+        "skipped": sorted(set(skipped) | set(old_meta.get("skipped", []) if old_meta else [])
+                          - {os.path.join(root, nm) for nm in index_of}),
+        "source": os.path.abspath(root), "filter": "lanczos", "encoding": "png",
+        "background": list(background),
+    }
+    with env.begin(write=True) as txn:
+        txn.put(b"meta", json.dumps(meta).encode("utf-8"))
+        txn.put(b"length", str(n).encode())
+    env.sync()
+    return meta
 
 
 class LMDBDataset(FlipMixin, Dataset):
