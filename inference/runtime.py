@@ -1,24 +1,29 @@
-"""Which runtime runs the networks of the command lines and the editor: onnxruntime on the CPU by
-default, PyTorch on a GPU or when asked.
+"""Which runtime runs the networks of the command lines and the editor: onnxruntime on the CPU for
+runs long enough to gain from it, PyTorch otherwise (and always on a GPU).
 
-On the CPU onnxruntime runs the generator and the style encoder 1.1-1.9x faster than eager
-PyTorch (docs/benchmarks.md, "CPU inference") with the same results up to float rounding (within
-1e-4 before quantisation, at most one 8-bit level after; known pixels stay the input's bit for
-bit). Everything around the networks stays as it is: the readers, the round trip, the seeds (z and
-the noise maps are drawn by PyTorch from the same seed either way), style mixing of the codes.
+On the CPU onnxruntime runs the generator 1.5-1.7x faster than eager PyTorch (docs/benchmarks.md,
+"CPU inference") with the same results up to float rounding (within 1e-4 before quantisation, at
+most one 8-bit level after; known pixels stay the input's bit for bit). Everything around the
+networks stays as it is: the readers, the round trip, the seeds (z and the noise maps are drawn by
+PyTorch from the same seed either way), style mixing of the codes.
 
-The first run with a checkpoint exports it once (:mod:`inference.onnx_export`: two graphs,
-``codes.onnx`` = ``EXEGAN.encode_exemplars`` and ``complete.onnx`` = ``EXEGAN.complete``) into a
-cache folder, keyed by the sha256 of both weight files, the generator entry, the model kind and the
-PyTorch version; later runs load the cached graphs without loading the checkpoint into PyTorch.
-The export takes about 45 s and 950 MiB of disk for the released 256-px model (a second or two
-for the demo model). The cache folder is ``--onnx-cache``, else ``$EXEGAN_CACHE/onnx``, else
-``$XDG_CACHE_HOME/exegan/onnx`` (``~/.cache/exegan/onnx``).
+Its graphs are exported once per checkpoint (:mod:`inference.onnx_export`: ``codes.onnx`` =
+``EXEGAN.encode_exemplars`` and ``complete.onnx`` = ``EXEGAN.complete``) into a cache folder, keyed
+by the sha256 of both weight files, the generator entry, the model kind and the PyTorch version;
+later runs load the cached graphs without loading the checkpoint into PyTorch. The export takes
+about 40-70 s and 950 MiB of disk for the released 256-px model. The cache folder is
+``--onnx-cache``, else ``$EXEGAN_CACHE/onnx``, else ``$XDG_CACHE_HOME/exegan/onnx``
+(``~/.cache/exegan/onnx``).
 
-``--runtime`` (or ``$EXEGAN_RUNTIME``): ``auto`` (default: onnxruntime on the CPU when it is
-installed, PyTorch otherwise), ``onnx`` (onnxruntime or an error), ``torch`` (eager PyTorch, no
-export). A cache that cannot be written (full disk, read-only folder) or a damaged cached file
-never costs the run: the first falls back to PyTorch with a warning, the second is exported again.
+``--runtime`` (or ``$EXEGAN_RUNTIME``): ``auto`` (default), ``onnx`` (onnxruntime or an error),
+``torch`` (eager PyTorch, no export). ``auto`` is onnxruntime on the CPU when it is installed and
+the run is long enough: the editor (a long-lived process), or a run of at least
+:data:`AUTO_CACHED` generator passes whose graphs are cached, or of :data:`AUTO_EXPORT` passes
+when they must be exported first. A shorter run is faster in PyTorch end to end (measured: one
+image, 4 samples, 13.6 s in PyTorch against 16.0 s from cached graphs, whose sessions take about
+3 s to start). A cache that cannot be written (full disk, read-only folder) or a damaged cached
+file never costs the run: the first falls back to PyTorch with a warning, the second is exported
+again.
 """
 from __future__ import annotations
 
@@ -47,6 +52,12 @@ CACHE_ENV_VAR = "EXEGAN_CACHE"
 #: Bumped whenever the cached graphs change meaning; part of every cache key.
 CACHE_FORMAT = "exegan-runtime-1"
 INSTALL = "pip install -r requirements.txt (onnx and onnxruntime)"
+#: ``auto`` runs onnxruntime for a run of at least this many generator passes (images x samples,
+#: or style-mixing cells) when the graphs of its weights are cached, and from ``AUTO_EXPORT``
+#: on when they must be exported first; fewer run faster in PyTorch end to end (the sessions'
+#: start-up and the export cost more than onnxruntime saves; docs/benchmarks.md).
+AUTO_CACHED = 8
+AUTO_EXPORT = 64
 
 
 def add_runtime_args(p) -> None:
@@ -71,6 +82,10 @@ def cache_root(explicit: Optional[str] = None) -> str:
 
 def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def _requested(requested: Optional[str]) -> str:
+    return requested if requested is not None else (os.environ.get(ENV_VAR, "").strip().lower() or "auto")
 
 
 def resolve(requested: Optional[str], device: torch.device) -> str:
@@ -136,6 +151,9 @@ class OnnxEXEGAN:
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
+        # No memory arena: the same speed, and the full-size generator's session peaks 0.8 GiB
+        # lower (measured 1.6 against 2.4 GiB; docs/benchmarks.md).
+        options.enable_cpu_mem_arena = False
         providers = ["CPUExecutionProvider"]
 
         self.folder = folder
@@ -236,18 +254,25 @@ def export(model, folder: str) -> None:
 
 
 def load_model(ckpt: str, psp: str, device: torch.device, *, sketch: bool = False, which: str = "g_ema",
-               runtime: Optional[str] = None, cache: Optional[str] = None):
+               runtime: Optional[str] = None, cache: Optional[str] = None, work: Optional[int] = None):
     """The model of the command lines: an :class:`OnnxEXEGAN` when ``runtime`` resolves to onnx
     (exported into the cache on the first use of these files), else the PyTorch EXEGAN (or
     SketchEXEGAN) with the generator from entry ``which`` of a training checkpoint. Errors are one
-    sentence."""
+    sentence.
+
+    ``work``: the generator passes the run will make; with ``auto`` a short run stays in PyTorch
+    (:data:`AUTO_CACHED`, :data:`AUTO_EXPORT`). None is a long-lived process (the editor), which
+    always gains from onnxruntime."""
     for option, path in (("--ckpt", ckpt), ("--psp", psp)):
         if not os.path.isfile(path):
             what = "EXE-GAN checkpoint" if option == "--ckpt" else "pSp encoder file (psp_ffhq_encode.pt)"
             raise InferenceInputError(f"{option} {path} does not exist; give the path of the {what}.")
-    if resolve(runtime, device) == "torch":
+    auto = _requested(runtime) == "auto"
+    if resolve(runtime, device) == "torch" or (auto and work is not None and work < AUTO_CACHED):
         return _torch_model(ckpt, psp, device, sketch, which)
     folder = os.path.join(cache_root(cache), cache_key(ckpt, psp, which=which, sketch=sketch))
+    if auto and work is not None and work < AUTO_EXPORT and not os.path.isdir(folder):
+        return _torch_model(ckpt, psp, device, sketch, which)
     if os.path.isdir(folder):
         try:
             return OnnxEXEGAN(folder)

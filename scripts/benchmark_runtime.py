@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""What the CPU default runtime (onnxruntime, inference/runtime.py) costs and saves a user, end to
-end: ``scripts/inpaint.py`` on the full-size 256-px networks (random weights written in the
-released files' formats), timed as whole processes, as a user would run them:
+"""What the CPU runtimes (inference/runtime.py) cost a user end to end: ``scripts/inpaint.py`` on
+the full-size 256-px networks (random weights written in the released files' formats), timed as
+whole processes, as a user would run them:
 
-* ``torch``   ``--runtime torch``: eager PyTorch, as before the default changed;
-* ``first``   the default with an empty cache: loads the checkpoint, exports both graphs, runs;
-* ``cached``  the default again: loads the cached graphs (no checkpoint load into PyTorch), runs.
+* ``torch``   ``--runtime torch``: eager PyTorch;
+* ``first``   ``--runtime onnx`` with an empty cache: loads the checkpoint, exports both graphs, runs;
+* ``cached``  ``--runtime onnx`` again: loads the cached graphs (no checkpoint load), runs.
 
     python scripts/benchmark_runtime.py --samples 4 --repeats 2 --out docs/bench/cpu256_runtime.json
 
@@ -103,7 +103,7 @@ def main() -> int:
         outs = {}
         for name in ["torch", "first", "cached"] + ["torch", "cached"] * (args.repeats - 1):
             out = os.path.join(root, f"out_{name}_{len(rows[name])}")
-            flag = ["--runtime", "torch"] if name == "torch" else []
+            flag = ["--runtime", "torch" if name == "torch" else "onnx"]
             wall, load, export_s, peak = run([*base, *flag, "--out", out], env)
             rows[name].append({"wall_s": round(wall, 2), "load_before": round(load, 2), "export_s": export_s,
                                "peak_rss_mib": round(peak)})

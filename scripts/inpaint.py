@@ -257,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         exemplar_marks = None if args.exemplar_aligned else \
             cli.photo_landmarks(exemplars, args.exemplar_landmarks, "--exemplar-landmarks")
         model = runtime.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which,
-                                   runtime=args.runtime, cache=args.onnx_cache)
+                                   runtime=args.runtime, cache=args.onnx_cache, work=len(images) * args.samples)
         aligner = PhotoAligner(model.size, crop_scale=args.crop_scale, face=args.face, feather=args.feather,
                                device=device)
         faces = cli.PhotoFaces(aligner, photo_marks, exemplar_marks)
@@ -274,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if model is None:
         model = runtime.load_model(args.ckpt, args.psp, device, sketch=sketches is not None, which=args.which,
-                                   runtime=args.runtime, cache=args.onnx_cache)
+                                   runtime=args.runtime, cache=args.onnx_cache, work=len(todo) * args.samples)
     size = model.size
 
     for key in _progress(todo, "inpainting", True):

@@ -118,8 +118,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise cli.CLIError(f"{option} {path} is not a file; style mixing takes one image, one mask "
                                f"and two exemplar files.")
     writer = cli.OutputWriter(args.out)
+    # Generator passes: the grid's cells and the two exemplar-only results; without --slots the
+    # released 256-px model's ten exemplar slots (4..13) are assumed.
+    n = args.slots[1] - args.slots[0] + 1 if args.slots else 10
     model = runtime.load_model(args.ckpt, args.psp, device, which=args.which, runtime=args.runtime,
-                               cache=args.onnx_cache)
+                               cache=args.onnx_cache, work=n * (n + 1) // 2 + 2)
     g = model.generator
     lo, hi = g.exemplar_start, g.exemplar_start + g.n_exemplar - 1
     first, last = args.slots if args.slots else (lo, hi)

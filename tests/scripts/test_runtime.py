@@ -113,13 +113,13 @@ def _write_inputs(h, d):
     return photo, hole
 
 
-def test_inpaint_and_style_mix_default_to_onnxruntime_within_one_level_of_torch(files, h, onnx_cache, tmp_path):
+def test_inpaint_and_style_mix_in_onnxruntime_within_one_level_of_torch(files, h, onnx_cache, tmp_path):
     photo, hole = _write_inputs(h, tmp_path)
     base = ["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "face.png"),
             "--mask", str(tmp_path / "mask.png"), "--onnx-cache", onnx_cache]
     runs = {}
     for name in ("default", "torch"):
-        flag = [] if name == "default" else ["--runtime", "torch"]
+        flag = ["--runtime", "onnx"] if name == "default" else ["--runtime", "torch"]
         out = tmp_path / name
         assert inpaint.main([*base, "--exemplar", str(tmp_path / "ex.png"), "--samples", "3", "--seed", "2",
                              "--no-sheet", "--out", str(out / "inpaint"), *flag]) == 0
@@ -184,3 +184,37 @@ def test_an_unwritable_cache_falls_back_to_pytorch(files, tmp_path, capsys):
     assert isinstance(model, EXEGAN)
     assert "running with PyTorch instead" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["file"]  # nothing half-written left behind
+
+
+def test_auto_keeps_short_runs_in_pytorch(files, h, onnx_cache, onnx_model, tmp_path, monkeypatch):
+    """auto: a run of fewer than AUTO_CACHED generator passes stays in PyTorch; from AUTO_CACHED on
+    it uses cached graphs; an export is made only for a run of AUTO_EXPORT passes or more; the
+    editor (work None) always uses onnxruntime."""
+    load = lambda work, cache=onnx_cache, **k: runtime.load_model(  # noqa: E731
+        files["exe"], files["psp"], CPU, cache=cache, work=work, **k)
+    assert isinstance(load(runtime.AUTO_CACHED - 1), EXEGAN)
+    assert isinstance(load(runtime.AUTO_CACHED), runtime.OnnxEXEGAN)          # cached graphs
+    empty = str(tmp_path / "empty")
+    assert isinstance(load(runtime.AUTO_EXPORT - 1, cache=empty), EXEGAN)      # not worth an export
+    assert not os.path.exists(empty)
+    exported = []
+    monkeypatch.setattr(runtime, "export", lambda model, folder: exported.append(folder) or
+                        shutil.copytree(onnx_model.folder, folder))
+    assert isinstance(load(runtime.AUTO_EXPORT, cache=empty), runtime.OnnxEXEGAN) and len(exported) == 1
+    assert isinstance(load(None, cache=str(tmp_path / "editor")), runtime.OnnxEXEGAN) and len(exported) == 2
+    assert isinstance(load(10 ** 6, runtime="torch"), EXEGAN)
+    # Through the command line: 2 images x 4 samples with the graphs cached run in onnxruntime.
+    photo, hole = _write_inputs(h, tmp_path)
+    out = tmp_path / "out"
+    (tmp_path / "in").mkdir()
+    for k in range(2):
+        shutil.copy(tmp_path / "face.png", tmp_path / "in" / f"f{k}.png")
+    assert inpaint.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "in"),
+                         "--mask", str(tmp_path / "mask.png"), "--exemplar", str(tmp_path / "ex.png"),
+                         "--samples", "4", "--no-sheet", "--onnx-cache", onnx_cache, "--out", str(out)]) == 0
+    assert Image.open(out / "f0_sample3.png").text["exegan:runtime"] == "onnxruntime"
+    assert inpaint.main(["--ckpt", files["exe"], "--psp", files["psp"], "--image", str(tmp_path / "face.png"),
+                         "--mask", str(tmp_path / "mask.png"), "--exemplar", str(tmp_path / "ex.png"),
+                         "--samples", "4", "--no-sheet", "--onnx-cache", onnx_cache, "--out", str(out / "one")]) == 0
+    assert Image.open(out / "one" / "face_sample0.png").text["exegan:runtime"] == "PyTorch"
+
