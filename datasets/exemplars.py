@@ -21,16 +21,15 @@ Evaluation (:class:`EvalPairing`), all deterministic:
 """
 from __future__ import annotations
 
-import os
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from datasets.errors import DatasetError
-from datasets.pairing import NamedFiles, NamePattern
+from datasets.pairing import NamedFiles, NamePattern, pairing_key
 from datasets.imaging import (ALPHA_BACKGROUND, check_size, load_image, pil_to_tensor,
-                              rel_stem, scan_images)
+                              scan_images)
 from common.seeding import RngLike, as_rng
 
 
@@ -90,9 +89,7 @@ class ExemplarFolder:
         self.files = NamedFiles(root, pattern, "exemplar", "Exemplar folder", names=names)
 
     def key_of(self, name: str) -> str:
-        stem = rel_stem(name.replace(os.sep, "/"))
-        key = self.image_pattern.key(stem)
-        return stem if key is None else key
+        return pairing_key(name, self.image_pattern)
 
     def path_for(self, name: str) -> str:
         return self.files.path_for(self.key_of(name), self.image_pattern)

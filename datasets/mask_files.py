@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from common.imagefile import mask_bits
 from datasets.errors import MaskError
-from datasets.imaging import DECODE_ERRORS, center_crop_box, rel_stem, scan_images
+from datasets.imaging import DECODE_ERRORS, center_crop_box, scan_images
 from datasets.mask_generators import MaskGenerator, SizeLike, _hw
-from datasets.pairing import NamedFiles, NamePattern
+from datasets.pairing import NamedFiles, NamePattern, pairing_key
 
 #: Hole-ratio buckets of the irregular-mask protocol, as (low, high]: bucket 0 also takes 0.
 BUCKETS: Tuple[Tuple[float, float], ...] = tuple((k / 10, (k + 1) / 10) for k in range(6))
@@ -263,10 +263,7 @@ class PairedMasks(MaskGenerator):
                                 names=names)
 
     def key_of(self, name: str) -> str:
-        """The pairing key of an image file name."""
-        stem = rel_stem(name.replace(os.sep, "/"))
-        key = self.image_pattern.key(stem)
-        return stem if key is None else key
+        return pairing_key(name, self.image_pattern)
 
     def path_for(self, name: str) -> str:
         return self.files.path_for(self.key_of(name), self.image_pattern)

@@ -135,6 +135,14 @@ def parse_pair_by(values: Optional[Iterable[str]], roles: Sequence[str],
     return out
 
 
+def pairing_key(name: str, image_pattern: "NamePattern") -> str:
+    """The pairing key of an image file name (a path relative to its folder): what
+    ``image_pattern`` captures of its stem, or the whole stem when the pattern does not match."""
+    stem = rel_stem(name.replace(os.sep, "/"))
+    key = image_pattern.key(stem)
+    return stem if key is None else key
+
+
 class NamedFiles:
     """The files of one role in a folder, by key.
 

@@ -10,7 +10,6 @@ test runs in seconds; the real Inception file is exercised by tests/test_test_py
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from common.seeding import derive_seed
@@ -24,22 +23,11 @@ from metrics.results import results_rows, summary_means
 from metrics.standins import standin_style_encoder
 from models.exegan import EXEGAN
 from models.generator import Generator
+from tests.metrics.tiny_features import TinyFeatures
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
 
 SIZE = 16
-
-
-class Features6(torch.nn.Module):
-    """Images -> 6-d features (2x2 mean colours through a fixed projection): a cheap Inception."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("proj", torch.randn(12, 6, generator=g))
-
-    def forward(self, x):
-        return torch.tanh(F.adaptive_avg_pool2d(x, 2).flatten(1) @ self.proj)
 
 
 class Images:
@@ -70,7 +58,7 @@ def model():
 
 
 def _evaluator(metrics=("fid", "ids", "psnr", "ssim", "l1")):
-    return Evaluator(Features6(), None, metrics)
+    return Evaluator(TinyFeatures(), None, metrics)
 
 
 def _write_mask(path, size, rows):

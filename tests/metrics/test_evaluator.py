@@ -10,27 +10,15 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from metrics.evaluator import (ALL_METRICS, DEFAULT_METRICS, STD_DDOF, Evaluator, EvaluatorError,
                                aggregate_repeats, format_mean_std)
 from metrics.fid import feature_stats, fid_from_features
 from metrics.ids import IDSWarning, compute_ids
 from metrics.image_metrics import psnr, quantize_8bit
+from tests.metrics.tiny_features import TinyFeatures
 
 pytestmark = pytest.mark.filterwarnings("ignore::metrics.ids.IDSWarning")
-
-
-class TinyFeatures(torch.nn.Module):
-    """Images -> 6-d features: 2x2 average colours through a fixed random projection."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("proj", torch.randn(12, 6, generator=g))
-
-    def forward(self, x):
-        return torch.tanh(F.adaptive_avg_pool2d(x, 2).flatten(1) @ self.proj)
 
 
 def _pairs(n, size=16, seed=0):
