@@ -64,7 +64,8 @@ def add_runtime_args(p) -> None:
     """``--runtime`` and ``--onnx-cache`` of the command lines and the editor."""
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
                    help=f"what runs the networks: auto (default, or ${ENV_VAR}): onnxruntime on the CPU "
-                        f"(exported once per checkpoint into the cache), PyTorch on a GPU; onnx; torch")
+                        f"for the editor and runs of >= {AUTO_CACHED} generator passes (>= {AUTO_EXPORT} "
+                        f"before the one-off export into the cache), else PyTorch; onnx; torch")
     p.add_argument("--onnx-cache", metavar="DIR", default=None,
                    help=f"folder of the exported graphs (default ${CACHE_ENV_VAR}/onnx, else "
                         f"~/.cache/exegan/onnx)")
@@ -88,15 +89,17 @@ def _requested(requested: Optional[str]) -> str:
     return requested if requested is not None else (os.environ.get(ENV_VAR, "").strip().lower() or "auto")
 
 
-def resolve(requested: Optional[str], device: torch.device) -> str:
+def resolve(requested: Optional[str], device: torch.device, work: Optional[int] = None) -> str:
     """``"onnx"`` or ``"torch"``: the runtime that ``requested`` (``--runtime``; None reads
-    ``$EXEGAN_RUNTIME``, then ``auto``) means on ``device``."""
-    source = "--runtime"
-    if requested is None:
-        requested, source = os.environ.get(ENV_VAR, "").strip().lower() or "auto", f"${ENV_VAR}"
+    ``$EXEGAN_RUNTIME``, then ``auto``) means on ``device`` for a run of ``work`` generator passes
+    (None: a long-lived process). ``auto`` keeps a run of fewer than :data:`AUTO_CACHED` passes in
+    PyTorch; :func:`load_model` also keeps one under :data:`AUTO_EXPORT` there if its graphs are not
+    cached yet."""
+    source = "--runtime" if requested is not None else f"${ENV_VAR}"
+    requested = _requested(requested)
     if requested not in RUNTIMES:
         raise InferenceInputError(f"{source} {requested!r} is not a runtime; use one of {', '.join(RUNTIMES)}.")
-    if requested == "torch":
+    if requested == "torch" or (requested == "auto" and work is not None and work < AUTO_CACHED):
         return "torch"
     if torch.device(device).type != "cpu":
         if requested == "onnx":
@@ -167,8 +170,7 @@ class OnnxEXEGAN:
         except (state.Fail, state.InvalidProtobuf, state.NoSuchFile, state.InvalidGraph, KeyError,
                 ValueError) as e:
             raise CacheDamaged(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
-        self.sketch = meta.get("exegan.sketch") == "1"
-        self._inputs = [i.name for i in self._complete.get_inputs()]
+        self.sketch = any(i.name == "sketch" for i in self._complete.get_inputs())
         self.device = torch.device("cpu")
 
     @property
@@ -196,28 +198,25 @@ class OnnxEXEGAN:
         b = images.shape[0]
         drawn_z, noise = self.draw(b, seed)
         z = drawn_z if z is None else (z.unsqueeze(0).expand(b, -1) if z.ndim == 1 else z)
-        feed = {"image": _array(images), "mask": _array(masks), "codes": _array(codes), "z": _array(z),
-                "noise": _array(noise), "truncation": np.array([truncation], np.float32)}
-        if "sketch" in self._inputs:
-            feed["sketch"] = _array(sketch if sketch is not None else torch.zeros_like(masks))
-        (out,) = self._complete.run(None, feed)
-        return torch.from_numpy(out)
+        return self._run(images, masks, codes, z, noise, truncation, sketch)
 
     def complete_many(self, images, masks, codes, *, seeds: Sequence[int], truncation: float = 1.0,
                       sketch=None) -> List[torch.Tensor]:
         """One ``complete`` per seed of one image ([1, ...] inputs) in a single batched run: result
         k equals ``complete(..., seed=seeds[k])`` (the graph does not depend on the batch size)."""
-        k = len(seeds)
         draws = [self.draw(1, s) for s in seeds]
-        z = torch.cat([d[0] for d in draws])
-        noise = torch.cat([d[1] for d in draws])
-        rep = lambda t: None if t is None else t.expand(k, *t.shape[1:])  # noqa: E731
-        feed = {"image": _array(rep(images)), "mask": _array(rep(masks)), "codes": _array(rep(codes)),
-                "z": _array(z), "noise": _array(noise), "truncation": np.array([truncation], np.float32)}
-        if "sketch" in self._inputs:
-            feed["sketch"] = _array(rep(sketch) if sketch is not None else torch.zeros_like(rep(masks)))
+        rep = lambda t: None if t is None else t.expand(len(seeds), *t.shape[1:])  # noqa: E731
+        out = self._run(rep(images), rep(masks), rep(codes), torch.cat([d[0] for d in draws]),
+                        torch.cat([d[1] for d in draws]), truncation, rep(sketch))
+        return list(out.split(1))
+
+    def _run(self, images, masks, codes, z, noise, truncation: float, sketch) -> torch.Tensor:
+        feed = {"image": _array(images), "mask": _array(masks), "codes": _array(codes), "z": _array(z),
+                "noise": _array(noise), "truncation": np.array([truncation], np.float32)}
+        if self.sketch:  # no strokes: an all-zero sketch, as SketchEXEGAN.complete without one
+            feed["sketch"] = _array(sketch if sketch is not None else torch.zeros_like(masks))
         (out,) = self._complete.run(None, feed)
-        return list(torch.from_numpy(out).split(1))
+        return torch.from_numpy(out)
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -267,11 +266,10 @@ def load_model(ckpt: str, psp: str, device: torch.device, *, sketch: bool = Fals
         if not os.path.isfile(path):
             what = "EXE-GAN checkpoint" if option == "--ckpt" else "pSp encoder file (psp_ffhq_encode.pt)"
             raise InferenceInputError(f"{option} {path} does not exist; give the path of the {what}.")
-    auto = _requested(runtime) == "auto"
-    if resolve(runtime, device) == "torch" or (auto and work is not None and work < AUTO_CACHED):
+    if resolve(runtime, device, work) == "torch":
         return _torch_model(ckpt, psp, device, sketch, which)
     folder = os.path.join(cache_root(cache), cache_key(ckpt, psp, which=which, sketch=sketch))
-    if auto and work is not None and work < AUTO_EXPORT and not os.path.isdir(folder):
+    if _requested(runtime) == "auto" and work is not None and work < AUTO_EXPORT and not os.path.isdir(folder):
         return _torch_model(ckpt, psp, device, sketch, which)
     if os.path.isdir(folder):
         try:
